@@ -1,0 +1,84 @@
+"""wsgi_observe: production observability for any WSGI application.
+
+Importing the package is cheap: it never imports sentry_sdk or gunicorn, and the names
+below are loaded on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from . import checks
+    from .config import Config, ConfigError
+    from .logs import (
+        LogContext,
+        configure_logging,
+        get_logger,
+        log_api_call,
+        log_business_event,
+        log_database_query,
+        log_external_service_call,
+    )
+    from .middleware import ObservabilityMiddleware, wrap
+    from .sentry import init_sentry
+    from .tracking import performance_tracking
+    from .uptimerobot import UptimeRobotClient, UptimeRobotError
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "LogContext",
+    "ObservabilityMiddleware",
+    "UptimeRobotClient",
+    "UptimeRobotError",
+    "__version__",
+    "checks",
+    "configure_logging",
+    "get_logger",
+    "init_sentry",
+    "log_api_call",
+    "log_business_event",
+    "log_database_query",
+    "log_external_service_call",
+    "performance_tracking",
+    "wrap",
+]
+
+_WHERE = {
+    "Config": "config",
+    "ConfigError": "config",
+    "LogContext": "logs",
+    "ObservabilityMiddleware": "middleware",
+    "UptimeRobotClient": "uptimerobot",
+    "UptimeRobotError": "uptimerobot",
+    "checks": None,
+    "configure_logging": "logs",
+    "get_logger": "logs",
+    "init_sentry": "sentry",
+    "log_api_call": "logs",
+    "log_business_event": "logs",
+    "log_database_query": "logs",
+    "log_external_service_call": "logs",
+    "performance_tracking": "tracking",
+    "wrap": "middleware",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'wsgi_observe' has no attribute {name!r}")
+    module_name = _WHERE[name]
+    if module_name is None:
+        value: Any = importlib.import_module(f".{name}", __name__)
+    else:
+        value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

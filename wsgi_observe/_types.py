@@ -1,0 +1,18 @@
+"""WSGI type aliases (only imported under TYPE_CHECKING)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import Any, Callable, Optional
+
+if sys.version_info >= (3, 11):
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+else:  # pragma: no cover
+    WSGIEnvironment = dict[str, Any]
+    StartResponse = Callable[..., Callable[[bytes], object]]
+    WSGIApplication = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
+
+Check = Callable[[], Optional[Any]]
+
+__all__ = ["Check", "StartResponse", "WSGIApplication", "WSGIEnvironment"]

@@ -1,0 +1,302 @@
+"""PEP 3333 details of wrapping one request: the start_response shim and the body wrapper.
+
+One :class:`Exchange` object per request is both: its bound ``start_response`` records the
+status (which may arrive lazily, inside the first ``next()``), and it is the iterable the
+server receives, so ``close()`` is where a request ends and is recorded. It is a class, not
+a generator: a generator wrapper using ``yield from`` closes the app's iterable twice when a
+client disconnects.
+
+- A list or tuple body (the common case) is iterated by the server at C speed: ``__iter__``
+  hands out the list's own iterator, and ``__len__`` is kept so servers that set
+  Content-Length for one-item bodies (wsgiref, waitress) still do.
+- A ``wsgi.file_wrapper`` body is re-wrapped in a *new instance of that class* around a file
+  proxy whose ``close()`` finishes the exchange, because gunicorn decides on sendfile by an
+  ``isinstance`` check.
+- Anything else is iterated through ``__next__``, which notes an exception mid-stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from time import perf_counter_ns
+
+from .histograms import MAX_US
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from ._types import StartResponse, WSGIEnvironment
+
+__all__ = ["Exchange", "guarded", "record"]
+
+_new = object.__new__
+
+_log = logging.getLogger("wsgi_observe")
+
+#: Called with every exception the runtime guard swallows (tests re-raise them).
+guard_hooks: list[Callable[[BaseException], None]] = []
+
+
+def guarded(where: str, error: BaseException) -> None:
+    """Log (never raise) an error in our own bookkeeping, so it never breaks the app."""
+    try:
+        _log.error("wsgi_observe internal error in %s: %r", where, error)
+        for hook in guard_hooks:
+            hook(error)
+    except Exception:  # pragma: no cover - logging itself failed; nothing left to do
+        pass
+
+
+class Exchange:
+    """One request in flight: start_response shim and closing body wrapper in one object.
+
+    ``owner._finish(exchange)`` is called exactly once when the request ends: at
+    ``close()``, or straight away when the app raised before returning a body.
+    """
+
+    __slots__ = (
+        "body",
+        "closed",
+        "environ",
+        "failed",
+        "iterator",
+        "nbytes",
+        "owner",
+        "started",
+        "status",
+        "upstream",
+    )
+
+    if TYPE_CHECKING:
+        owner: Any
+        environ: WSGIEnvironment
+        upstream: StartResponse
+        status: Optional[str]
+        failed: bool
+        closed: bool
+        started: int
+        body: Any
+        iterator: Optional[Iterator[bytes]]
+        nbytes: int
+
+    @classmethod
+    def begin(cls, owner: Any, environ: WSGIEnvironment, start_response: StartResponse) -> Exchange:
+        """A new exchange, timed from now (the middleware inlines this on its hot path)."""
+        exchange = _new(cls)
+        exchange.owner = owner
+        exchange.environ = environ
+        exchange.upstream = start_response
+        exchange.status = None
+        exchange.failed = False
+        exchange.closed = False
+        exchange.started = perf_counter_ns()
+        return exchange
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], object]:
+        self.status = status
+        request = self.environ.get("werkzeug.request")
+        if request is not None:
+            # Flask drops environ["werkzeug.request"] before close(); the matched rule is
+            # only visible now, while the app answers.
+            _capture_route(self.environ, request)
+        if exc_info is None:
+            return self.upstream(status, headers)
+        return self.upstream(status, headers, exc_info)
+
+    # The body --------------------------------------------------------------------------
+
+    def wrap(self, body: Iterable[bytes]) -> Iterable[bytes]:
+        """The iterable to hand to the server in place of the app's ``body``."""
+        self.body = body
+        kind = type(body)
+        if kind is list or kind is tuple:
+            self.__class__ = _SequenceExchange
+            return self
+        self.iterator = None
+        self.nbytes = 0
+        file_wrapper = self.environ.get("wsgi.file_wrapper")
+        if file_wrapper is not None and isinstance(file_wrapper, type):
+            try:
+                is_file = isinstance(body, file_wrapper)
+            except Exception:
+                is_file = False
+            if is_file:
+                rewrapped = _rewrap_file(body, file_wrapper, self)
+                if rewrapped is not None:
+                    return rewrapped
+        return self
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.iterator is None:
+            self.iterator = iter(self.body)
+        return self
+
+    def __next__(self) -> bytes:
+        iterator = self.iterator
+        if iterator is None:
+            iterator = self.iterator = iter(self.body)
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            raise
+        except BaseException:
+            self.failed = True
+            raise
+        self.nbytes += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            inner_close = getattr(self.body, "close", None)
+            if inner_close is not None:
+                inner_close()  # the app's close(), exactly once
+        except BaseException:
+            self.failed = True
+            raise
+        finally:
+            record(self)  # record even if the app's close() raised
+
+    def body_bytes(self) -> int:
+        """Bytes sent so far (for a list body: its total length)."""
+        return getattr(self, "nbytes", 0)
+
+
+class _SequenceExchange(Exchange):
+    """A list or tuple body: iterated at C speed, sized for servers that ask."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        # Lists and tuples have no close(): only the exchange ends here.
+        if self.closed:
+            return
+        self.closed = True
+        record(self)
+
+    def __len__(self) -> int:
+        return len(self.body)
+
+    def body_bytes(self) -> int:
+        try:
+            return sum(map(len, self.body))
+        except Exception:
+            return 0
+
+
+def _capture_route(environ: WSGIEnvironment, request: Any) -> None:
+    """Name the request after werkzeug's matched rule, unless an adapter named it already."""
+    rule = getattr(request, "url_rule", None)
+    text = getattr(rule, "rule", None)
+    if isinstance(text, str) and "wsgi_observe.endpoint" not in environ:
+        environ["wsgi_observe.endpoint"] = text
+
+
+def record(exchange: Exchange) -> None:
+    """Count one finished request: the per-request bookkeeping, once per exchange.
+
+    Inlined on purpose (no helper calls on the common path): endpoint name from the path
+    cache, then a handful of slot increments in the owner's metrics table. It never raises:
+    an error in our bookkeeping is logged and swallowed so it cannot break the app.
+    """
+    try:
+        duration_ns = perf_counter_ns() - exchange.started
+        owner = exchange.owner
+        environ = exchange.environ
+        status = exchange.status
+        name = environ.get("wsgi_observe.endpoint")
+        if name is None and "werkzeug.request" not in environ:
+            # Fast path: this path was named before and the answer is not a 404.
+            name = owner.path_names.get(environ.get("PATH_INFO"))
+            if name is None or status is None or (status[0] == "4" and status[:3] == "404"):
+                name = owner.names.resolve(environ, status)
+        else:
+            name = owner.names.resolve(environ, status)
+        method = environ.get("REQUEST_METHOD", "GET")
+        store = owner.store
+        series = store.endpoints.get(name)
+        if series is None:
+            series = store.new_series("ep", name)
+        label = method + status[0] if status else method + "5"
+        slot = series.by.get(label)
+        if slot is None:
+            slot = store.new_count(series, label, method, status)
+        values = store.values
+        values[slot] += 1
+        us = duration_ns // 1000
+        if us > 255:  # histograms.bucket_index, inlined
+            if us > MAX_US:
+                us = MAX_US
+            shift = us.bit_length() - 8
+            index = (shift << 7) + (us >> shift)
+        else:
+            index = us if us > 0 else 0
+        slot = series.hist.get(index)
+        if slot is None:
+            slot = store.new_bucket(series, index)
+        values[slot] += 1
+        values[series.sum] += duration_ns
+        if exchange.failed or label[-1] == "5":
+            values[series.errors] += 1
+        values[store.inflight_slot] -= 1
+        if duration_ns > owner.slow_ns:
+            owner.slow(exchange, name, duration_ns)
+        if owner.finish_hooks:
+            for hook in owner.finish_hooks:
+                hook(exchange, name, duration_ns)
+    except Exception as error:
+        guarded("request bookkeeping", error)
+
+
+class _FileProxy:
+    """Stands in for the file inside a ``wsgi.file_wrapper``; its close() ends the exchange."""
+
+    def __init__(self, filelike: Any, exchange: Exchange) -> None:
+        self._filelike = filelike
+        self._exchange = exchange
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._filelike, name)
+
+    def read(self, *args: Any) -> Any:
+        data = self._filelike.read(*args)
+        try:
+            self._exchange.nbytes += len(data)
+        except TypeError:
+            pass
+        return data
+
+    def close(self) -> None:
+        exchange = self._exchange
+        if exchange.closed:
+            return
+        exchange.closed = True
+        try:
+            inner_close = getattr(self._filelike, "close", None)
+            if inner_close is not None:
+                inner_close()
+        finally:
+            record(exchange)
+
+
+def _rewrap_file(body: Any, file_wrapper: type, exchange: Exchange) -> Any:
+    """A new ``file_wrapper`` instance around a closing proxy of ``body``'s file, or None."""
+    for attr, size_attr in (("filelike", "blksize"), ("file", "buffer_size")):
+        filelike = getattr(body, attr, None)
+        if filelike is None:
+            continue
+        size = getattr(body, size_attr, None)
+        proxy = _FileProxy(filelike, exchange)
+        try:
+            return file_wrapper(proxy, size) if size is not None else file_wrapper(proxy)
+        except Exception:
+            return None
+    return None

@@ -1,0 +1,180 @@
+"""Ready-made readiness checks: small zero-argument callables, each with its own timeout.
+
+Each factory returns a callable that the readiness runner calls; it returns a dict with
+``status`` and ``message`` (the runner adds ``latency_ms``) or raises, which the runner
+reports as unhealthy with the exception's message. Example::
+
+    checks = {
+        "database": wsgi_observe.checks.database(lambda: psycopg.connect(DSN)),
+        "external_services": {"sendgrid": wsgi_observe.checks.env_configured("SENDGRID_API_KEY")},
+    }
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from typing import Any, Callable, Optional
+from urllib.parse import unquote, urlsplit
+
+__all__ = ["database", "env_configured", "http", "redis", "tcp"]
+
+CheckResult = dict[str, Any]
+
+
+def database(
+    connect: Callable[[], Any], query: str = "SELECT 1", *, name: str = "Database"
+) -> Callable[[], CheckResult]:
+    """Open a DB-API connection with ``connect()``, run ``query``, fetch, close.
+
+    Works with any DB-API 2.0 driver (sqlite3, psycopg, pymysql, ...). Put the driver's own
+    connect timeout in ``connect`` (``psycopg.connect(dsn, connect_timeout=2)``); the runner's
+    timeout bounds the probe in any case.
+    """
+
+    def check() -> CheckResult:
+        connection = connect()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(query)
+                cursor.fetchone()
+            finally:
+                close = getattr(cursor, "close", None)
+                if close is not None:
+                    close()
+        finally:
+            connection.close()
+        return {"status": "healthy", "message": f"{name} connection successful"}
+
+    check.__name__ = "database_check"
+    return check
+
+
+def tcp(host: str, port: int, *, timeout_s: float = 1.5) -> Callable[[], CheckResult]:
+    """Healthy when a TCP connection to ``host:port`` opens within ``timeout_s``."""
+
+    def check() -> CheckResult:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+        return {"status": "healthy", "message": f"TCP connection to {host}:{port} successful"}
+
+    check.__name__ = "tcp_check"
+    return check
+
+
+def http(
+    url: str,
+    *,
+    method: str = "GET",
+    expect_status: Optional[int] = None,
+    timeout_s: float = 1.5,
+    headers: Optional[dict[str, str]] = None,
+) -> Callable[[], CheckResult]:
+    """Healthy when ``url`` answers ``expect_status`` (default: any 2xx or 3xx)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"http check: expected an http(s):// URL, got {url!r}")
+    shown = f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+
+    def check() -> CheckResult:
+        request = urllib.request.Request(url, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+                code = response.status
+        except urllib.error.HTTPError as error:
+            code = error.code
+            error.close()
+        ok = code == expect_status if expect_status is not None else 200 <= code < 400
+        return {
+            "status": "healthy" if ok else "unhealthy",
+            "message": f"{shown} answered {code}",
+        }
+
+    check.__name__ = "http_check"
+    return check
+
+
+def redis(url: str = "redis://127.0.0.1:6379/0", *, timeout_s: float = 1.5) -> Callable[[], CheckResult]:
+    """Healthy when the Redis server at ``url`` answers PING with PONG.
+
+    Speaks RESP directly over a socket (``redis://`` and ``rediss://``, optional password
+    and username), so it needs no client library.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"redis check: expected a redis:// or rediss:// URL, got {url!r}")
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 6379
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+
+    def command(*words: str) -> bytes:
+        out = [f"*{len(words)}\r\n".encode()]
+        for word in words:
+            data = word.encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        return b"".join(out)
+
+    def check() -> CheckResult:
+        raw = socket.create_connection((host, port), timeout=timeout_s)
+        sock: socket.socket = raw
+        try:
+            if parts.scheme == "rediss":
+                sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host)
+            payload = b""
+            if password is not None:
+                auth = ("AUTH", username, password) if username else ("AUTH", password)
+                payload += command(*auth)
+            payload += command("PING")
+            sock.sendall(payload)
+            reply = b""
+            expected = 2 if password is not None else 1
+            while reply.count(b"\r\n") < expected:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                reply += data
+        finally:
+            sock.close()
+        lines = reply.split(b"\r\n")
+        for line in lines[:expected]:
+            if line.startswith(b"-"):
+                message = line[1:].decode("utf-8", "replace")
+                return {"status": "unhealthy", "message": f"Redis error: {message}"}
+        if b"+PONG" not in lines:
+            return {"status": "unhealthy", "message": "Redis did not answer PONG"}
+        return {"status": "healthy", "message": "Redis connection successful"}
+
+    check.__name__ = "redis_check"
+    return check
+
+
+def env_configured(*names: str, status_if_missing: str = "degraded") -> Callable[[], CheckResult]:
+    """``degraded`` (by default) with "API key not configured" while a variable is unset.
+
+    The guide's SendGrid example: a service whose credentials are missing is reported as
+    ``{"status": "degraded", "available": false, "message": "API key not configured"}``.
+    """
+    if not names:
+        raise ValueError("env_configured needs at least one variable name")
+    if status_if_missing not in ("degraded", "unhealthy"):
+        raise ValueError("status_if_missing must be 'degraded' or 'unhealthy'")
+
+    def check() -> CheckResult:
+        missing = [name for name in names if not os.environ.get(name, "").strip()]
+        if missing:
+            what = "API key" if any("KEY" in name.upper() for name in missing) else "Configuration"
+            return {
+                "status": status_if_missing,
+                "available": False,
+                "message": f"{what} not configured",
+                "missing": missing,
+            }
+        return {"status": "healthy", "message": "Configured"}
+
+    check.__name__ = "env_configured_check"
+    return check

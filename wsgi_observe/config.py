@@ -1,0 +1,294 @@
+"""One configuration object: keyword arguments over environment variables over defaults.
+
+The environment is read only in :meth:`Config.from_env`, never at import time. Every value
+is validated once, when the object is built; a bad value raises :class:`ConfigError` (a
+``ValueError``) with one line that names the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
+
+__all__ = ["ENV_VARS", "Config", "ConfigError"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("json", "console")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_DSN_RE = re.compile(r"^(https?)://[^@/\s]+@[^/\s]+/.*?\d+$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is not acceptable; the message is one line naming it."""
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected true or false (1/0, yes/no, on/off)")
+
+
+def _parse_float(name: str, raw: Any, *, minimum: float, maximum: float | None = None) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if value != value or value < minimum or (maximum is not None and value > maximum):
+        upper = f" and at most {maximum:g}" if maximum is not None else ""
+        raise ConfigError(f"{name}={raw!r}: expected a number at least {minimum:g}{upper}")
+    return value
+
+
+def _parse_int(name: str, raw: Any, *, minimum: int) -> int:
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={raw!r}: expected a whole number at least {minimum}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number at least {minimum}")
+    return value
+
+
+def _parse_paths(name: str, raw: Any) -> tuple[str, ...]:
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    paths = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"{name}={raw!r}: expected path prefixes starting with '/'")
+        item = item.strip()
+        if not item:
+            continue
+        if not item.startswith("/"):
+            raise ConfigError(f"{name}={raw!r}: expected path prefixes starting with '/'")
+        paths.append(item)
+    return tuple(paths)
+
+
+def is_valid_dsn(dsn: str) -> bool:
+    """Whether ``dsn`` looks like a Sentry DSN: ``http(s)://key@host/project-id``."""
+    return bool(_DSN_RE.match(dsn.strip()))
+
+
+@dataclass(frozen=True)
+class _Var:
+    env: str
+    parse: Callable[[str, Any], Any]
+    doc: str
+
+
+def _level(name: str, raw: Any) -> str:
+    value = str(raw).strip().upper()
+    if value not in LOG_LEVELS:
+        raise ConfigError(f"{name}={raw!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return value
+
+
+def _fmt(name: str, raw: Any) -> Optional[str]:
+    if raw is None or str(raw).strip() == "":
+        return None
+    value = str(raw).strip().lower()
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"{name}={raw!r}: expected json or console")
+    return value
+
+
+def _text(name: str, raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError(f"{name}={raw!r}: expected a non-empty string")
+    return raw.strip()
+
+
+def _opt_text(name: str, raw: Any) -> Optional[str]:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ConfigError(f"{name}={raw!r}: expected a string")
+    return raw.strip() or None
+
+
+def _dsn(name: str, raw: Any) -> Optional[str]:
+    value = _opt_text(name, raw)
+    if value is not None and not is_valid_dsn(value):
+        # Never echo a DSN back: it carries the project's key.
+        raise ConfigError(f"{name}: not a valid DSN; expected http(s)://<key>@<host>/<project-id>")
+    return value
+
+
+def _url(name: str, raw: Any) -> Optional[str]:
+    value = _opt_text(name, raw)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name}={raw!r}: expected an http(s):// URL")
+    return value.rstrip("/")
+
+
+def _bool(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    return _parse_bool(name, str(raw))
+
+
+def _rate(name: str, raw: Any) -> Optional[float]:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return _parse_float(name, raw, minimum=0.0, maximum=1.0)
+
+
+def _positive(name: str, raw: Any) -> float:
+    value = _parse_float(name, raw, minimum=0.0)
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r}: expected a number greater than 0")
+    return value
+
+
+def _max_endpoints(name: str, raw: Any) -> int:
+    return _parse_int(name, raw, minimum=1)
+
+
+def _environment(name: str, raw: Any) -> str:
+    return _text(name, raw).lower()
+
+
+# field name -> (environment variable, parser, one-line doc). The README's table mirrors this.
+ENV_VARS: Mapping[str, _Var] = {
+    "service_name": _Var("WSGI_OBSERVE_SERVICE_NAME", _text, "Service name shown by /health"),
+    "version": _Var("WSGI_OBSERVE_VERSION", _text, "Version shown by /health; Sentry release"),
+    "environment": _Var(
+        "SENTRY_ENVIRONMENT", _environment, "development, staging, production, ..."
+    ),
+    "log_level": _Var("LOG_LEVEL", _level, "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+    "log_dir": _Var("LOG_DIR", _opt_text, "Directory for application.log and errors.log"),
+    "log_format": _Var("LOG_FORMAT", _fmt, "json or console (default: auto)"),
+    "access_log": _Var("WSGI_OBSERVE_ACCESS_LOG", _bool, "One INFO line per request"),
+    "sentry_dsn": _Var("SENTRY_DSN", _dsn, "Sentry DSN; unset means Sentry is off"),
+    "traces_sample_rate": _Var(
+        "SENTRY_TRACES_SAMPLE_RATE", _rate, "0.0-1.0 (default 1.0 in development, else 0.1)"
+    ),
+    "slow_request_threshold": _Var(
+        "WSGI_OBSERVE_SLOW_REQUEST_THRESHOLD", _positive, "Seconds before a WARNING"
+    ),
+    "metrics_token": _Var("WSGI_OBSERVE_METRICS_TOKEN", _opt_text, "Bearer token for /metrics"),
+    "state_dir": _Var(
+        "WSGI_OBSERVE_STATE_DIR", _opt_text, "Multi-worker state directory (gunicorn)"
+    ),
+    "readiness_timeout": _Var(
+        "WSGI_OBSERVE_READINESS_TIMEOUT", _positive, "Seconds each readiness check may take"
+    ),
+    "readiness_cache_ttl": _Var(
+        "WSGI_OBSERVE_READINESS_CACHE_TTL",
+        lambda n, r: _parse_float(n, r, minimum=0.0),
+        "Seconds a readiness result is reused",
+    ),
+    "max_endpoints": _Var(
+        "WSGI_OBSERVE_MAX_ENDPOINTS", _max_endpoints, "Distinct endpoint names kept"
+    ),
+    "exclude_paths": _Var(
+        "WSGI_OBSERVE_EXCLUDE_PATHS", _parse_paths, "Comma-separated path prefixes not observed"
+    ),
+    "uptimerobot_api_key": _Var("UPTIMEROBOT_API_KEY", _opt_text, "UptimeRobot main API key"),
+    "app_base_url": _Var("APP_BASE_URL", _url, "Public base URL that UptimeRobot checks"),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything wsgi_observe can be told, validated once.
+
+    Parameters are the fields below; each has an environment variable (see ``ENV_VARS``
+    and the README's table). Keyword arguments win over the environment, which wins
+    over the defaults. Example::
+
+        cfg = Config.from_env(service_name="CRM API", slow_request_threshold=0.5)
+        app = ObservabilityMiddleware(app, config=cfg)
+        cfg.is_production  # False unless SENTRY_ENVIRONMENT=production
+
+    Reads: every variable named in ``ENV_VARS``.
+    """
+
+    service_name: str = "wsgi-app"
+    version: str = "0.0.0"
+    environment: str = "development"
+    log_level: str = "INFO"
+    log_dir: Optional[str] = "logs"
+    log_format: Optional[str] = None
+    access_log: bool = True
+    sentry_dsn: Optional[str] = None
+    traces_sample_rate: Optional[float] = None
+    slow_request_threshold: float = 1.0
+    metrics_token: Optional[str] = None
+    state_dir: Optional[str] = None
+    readiness_timeout: float = 2.0
+    readiness_cache_ttl: float = 1.0
+    max_endpoints: int = 500
+    exclude_paths: tuple[str, ...] = ()
+    uptimerobot_api_key: Optional[str] = field(default=None, repr=False)
+    app_base_url: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        # Validate values given directly to the constructor the same way as env values.
+        for name, var in ENV_VARS.items():
+            raw = getattr(self, name)
+            if raw is None:
+                continue
+            object.__setattr__(self, name, var.parse(name, raw))
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("sentry_dsn", "metrics_token", "uptimerobot_api_key") and value:
+                value = "<redacted>"
+            shown.append(f"{f.name}={value!r}")
+        return f"Config({', '.join(shown)})"
+
+    @classmethod
+    def from_env(
+        cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any
+    ) -> Config:
+        """Build a Config from ``overrides`` over ``environ`` (default ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown configuration option(s): {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for name, var in ENV_VARS.items():
+            if name in overrides:
+                continue
+            raw = env.get(var.env)
+            if raw is None:
+                continue
+            values[name] = var.parse(var.env, raw)
+        for name, raw in overrides.items():
+            if raw is None:
+                values[name] = None
+                continue
+            var = ENV_VARS.get(name)
+            values[name] = var.parse(name, raw) if var is not None else raw
+        return cls(**values)
+
+    def replace(self, **overrides: Any) -> Config:
+        """A copy with some fields changed (validated like the constructor)."""
+        return dataclasses.replace(self, **overrides)
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment in ("production", "prod")
+
+    @property
+    def effective_traces_sample_rate(self) -> float:
+        """The guide's default: 100% of transactions in development, 10% elsewhere."""
+        if self.traces_sample_rate is not None:
+            return self.traces_sample_rate
+        return 1.0 if self.environment in ("development", "dev", "local") else 0.1

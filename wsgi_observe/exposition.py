@@ -1,0 +1,146 @@
+"""Snapshot -> bytes: the guide's JSON, Prometheus text 0.0.4 and OpenMetrics 1.0.0.
+
+Pure functions of plain data; the format is chosen from ``?format=`` or the ``Accept``
+header (as Prometheus sends it), JSON being the default for curl and jq.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import orjson
+
+from ._time import iso_utc
+from .histograms import percentiles
+from .metrics import STATUS_CLASSES, SeriesData, Snapshot
+
+__all__ = [
+    "JSON_TYPE",
+    "OPENMETRICS_TYPE",
+    "PROMETHEUS_TYPE",
+    "choose_format",
+    "json_document",
+    "render_json",
+]
+
+JSON_TYPE = "application/json"
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+_PERCENTILES = (50.0, 95.0, 99.0, 100.0)
+
+
+def choose_format(query_format: Optional[str], accept: str) -> Optional[str]:
+    """``"json"``, ``"prometheus"`` or ``"openmetrics"``; None for an unknown ``?format=``."""
+    if query_format:
+        value = query_format.strip().lower()
+        if value in ("json", "prometheus", "openmetrics"):
+            return value
+        if value in ("text", "prom"):
+            return "prometheus"
+        return None
+    if "application/openmetrics-text" in accept:
+        return "openmetrics"
+    if "text/plain" in accept:
+        return "prometheus"
+    return "json"
+
+
+def _seconds(ns_or_us: float, scale: float) -> float:
+    return round(ns_or_us / scale, 6)
+
+
+def _status_classes(by: dict[tuple[str, str], int]) -> dict[str, int]:
+    out = dict.fromkeys(STATUS_CLASSES, 0)
+    for (_method, cls), count in by.items():
+        out[cls] = out.get(cls, 0) + count
+    return out
+
+
+def _methods(by: dict[tuple[str, str], int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for (method, _cls), count in by.items():
+        out[method] = out.get(method, 0) + count
+    return out
+
+
+def _series_json(series: SeriesData, *, with_status: bool) -> dict[str, Any]:
+    values = percentiles(series.hist, _PERCENTILES)
+    count = series.count
+    data: dict[str, Any] = {
+        "requests" if with_status else "calls": count,
+        "errors": series.errors,
+        "error_rate": round(series.errors / count, 6) if count else 0.0,
+        "avg_response_time" if with_status else "avg_duration": (
+            _seconds(series.sum_ns / count, 1e9) if count else 0.0
+        ),
+        "p50": _seconds(values[50.0], 1e6),
+        "p95": _seconds(values[95.0], 1e6),
+        "p99": _seconds(values[99.0], 1e6),
+        "max": _seconds(values[100.0], 1e6),
+    }
+    if with_status:
+        data["status"] = _status_classes(series.by)
+        data["methods"] = _methods(series.by)
+    return data
+
+
+def json_document(
+    snapshot: Snapshot,
+    *,
+    service: str,
+    version: str,
+    system: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
+    """The guide's ``/metrics`` document (plus per-endpoint percentiles and status classes)."""
+    total = errors = sum_ns = 0
+    merged: dict[int, int] = {}
+    by: dict[tuple[str, str], int] = {}
+    endpoints: dict[str, Any] = {}
+    for name in sorted(snapshot.endpoints):
+        series = snapshot.endpoints[name]
+        total += series.count
+        errors += series.errors
+        sum_ns += series.sum_ns
+        for index, count in series.hist.items():
+            merged[index] = merged.get(index, 0) + count
+        for label, count in series.by.items():
+            by[label] = by.get(label, 0) + count
+        endpoints[name] = _series_json(series, with_status=True)
+    overall = percentiles(merged, _PERCENTILES)
+    document: dict[str, Any] = {
+        "timestamp": iso_utc(snapshot.taken_at),
+        "service": service,
+        "version": version,
+        "application": {
+            "requests": {
+                "total": total,
+                "errors": errors,
+                "error_rate": round(errors / total, 6) if total else 0.0,
+                "in_flight": snapshot.inflight,
+                "status": _status_classes(by),
+            },
+            "response_times": {
+                "average": _seconds(sum_ns / total, 1e9) if total else 0.0,
+                "p50": _seconds(overall[50.0], 1e6),
+                "p95": _seconds(overall[95.0], 1e6),
+                "p99": _seconds(overall[99.0], 1e6),
+                "max": _seconds(overall[100.0], 1e6),
+            },
+            "uptime_seconds": round(max(snapshot.taken_at - snapshot.started_at, 0.0), 3),
+        },
+        "endpoints": endpoints,
+    }
+    if snapshot.functions:
+        document["functions"] = {
+            name: _series_json(snapshot.functions[name], with_status=False)
+            for name in sorted(snapshot.functions)
+        }
+    if system is not None:
+        document["system"] = system
+    if snapshot.processes:
+        document["processes"] = snapshot.processes
+    return document
+
+
+def render_json(document: dict[str, Any]) -> bytes:
+    return orjson.dumps(document)

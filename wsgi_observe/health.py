@@ -1,0 +1,198 @@
+"""Readiness checks: run concurrently, each under its own timeout, cached, shared by probes.
+
+A check is any zero-argument callable. It returns ``True``/``None`` (healthy), ``False``
+(unhealthy) or a dict merged into its result (which may set ``status`` and ``message``);
+raising means unhealthy with the exception's message. A group (a mapping of name to check,
+like the guide's ``external_services``) gives each member an ``available`` field too.
+
+Overall: every check healthy gives ``healthy``; any ``unhealthy`` gives ``unhealthy``;
+otherwise any ``degraded`` gives ``degraded``. The middleware answers 200 only for healthy.
+
+Runs are bounded: a check that is still running from an earlier probe is not started again
+(the new probe waits on the same run), so a hung dependency holds at most one thread per
+check, and a probe storm within the cache TTL costs one run in all.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Callable, Optional, Union
+
+from ._time import iso_utc
+
+__all__ = ["ReadinessRunner", "overall_status"]
+
+CheckFn = Callable[[], Any]
+Checks = Mapping[str, Union[CheckFn, Mapping[str, CheckFn]]]
+_STATUSES = ("healthy", "degraded", "unhealthy")
+
+
+def overall_status(statuses: list[str]) -> str:
+    """``unhealthy`` beats ``degraded`` beats ``healthy``."""
+    if "unhealthy" in statuses:
+        return "unhealthy"
+    if "degraded" in statuses:
+        return "degraded"
+    return "healthy"
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    name = type(error).__name__
+    return f"{name}: {text}"[:300] if text else name
+
+
+def _interpret(outcome: Any) -> dict[str, Any]:
+    """Turn what a check returned into ``{"status", "message", ...}``."""
+    if outcome is None or outcome is True:
+        return {"status": "healthy", "message": "OK"}
+    if outcome is False:
+        return {"status": "unhealthy", "message": "Check failed"}
+    if isinstance(outcome, Mapping):
+        result: dict[str, Any] = {"status": "healthy", "message": "OK"}
+        result.update(outcome)
+        if result["status"] not in _STATUSES:
+            result["status"] = "unhealthy"
+            result["message"] = f"check returned an unknown status {outcome.get('status')!r}"
+        return result
+    return {"status": "unhealthy", "message": f"check returned {type(outcome).__name__}"}
+
+
+class _Check:
+    """One named check and the run of it currently in flight, if any."""
+
+    def __init__(self, name: str, fn: CheckFn, group: Optional[str]) -> None:
+        self.name = name
+        self.fn = fn
+        self.group = group
+        self.running: Optional[Future[dict[str, Any]]] = None
+
+    def run(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            result = _interpret(self.fn())
+        except Exception as error:
+            result = {"status": "unhealthy", "message": _describe(error)}
+        result["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        return result
+
+
+class ReadinessRunner:
+    """Runs the readiness checks with a timeout each, a TTL cache and one shared run.
+
+    Example::
+
+        runner = ReadinessRunner({"database": checks.database(connect)}, timeout_s=2.0)
+        status, body = runner.result()
+        body["checks"]["database"]["status"]  # "healthy"
+    """
+
+    def __init__(
+        self, checks: Optional[Checks] = None, *, timeout_s: float = 2.0, cache_ttl_s: float = 1.0
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.cache_ttl_s = cache_ttl_s
+        self._checks: list[_Check] = []
+        for name, value in (checks or {}).items():
+            if isinstance(value, Mapping):
+                for member, fn in value.items():
+                    self._checks.append(_Check(str(member), _callable(f"{name}.{member}", fn), name))
+            else:
+                self._checks.append(_Check(str(name), _callable(name, value), None))
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._running = False
+        self._cached: Optional[tuple[float, dict[str, Any]]] = None
+
+    @property
+    def check_names(self) -> list[tuple[Optional[str], str]]:
+        return [(c.group, c.name) for c in self._checks]
+
+    def result(self) -> dict[str, Any]:
+        """The latest readiness body (``status``, ``timestamp``, ``checks``), cached for the TTL."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cached
+            if cached is not None and now - cached[0] < self.cache_ttl_s:
+                return cached[1]
+            if self._running:
+                # Another probe is running the checks: share its result.
+                self._done.wait_for(lambda: not self._running, timeout=self.timeout_s + 1.0)
+                if self._cached is not None:
+                    return self._cached[1]
+            self._running = True
+        try:
+            body = self._run()
+        finally:
+            with self._lock:
+                self._running = False
+                self._done.notify_all()
+        with self._lock:
+            self._cached = (time.monotonic(), body)
+        return body
+
+    def last_result(self) -> Optional[dict[str, Any]]:
+        """The most recent result, however old (for /metrics), without running anything."""
+        cached = self._cached
+        return cached[1] if cached is not None else None
+
+    def _run(self) -> dict[str, Any]:
+        results: list[dict[str, Any]] = []
+        if self._checks:
+            futures = []
+            for check in self._checks:
+                running = check.running
+                if running is None or running.done():
+                    running = check.running = _start(check)
+                futures.append(running)
+            deadline = time.monotonic() + self.timeout_s
+            for check, future in zip(self._checks, futures):
+                remaining = max(deadline - time.monotonic(), 0.0)
+                try:
+                    results.append(future.result(timeout=remaining))
+                except FutureTimeout:
+                    results.append(
+                        {
+                            "status": "unhealthy",
+                            "message": f"Check timed out after {self.timeout_s:g}s",
+                            "latency_ms": round(self.timeout_s * 1000, 2),
+                        }
+                    )
+                except Exception as error:  # pragma: no cover - run() catches everything
+                    results.append({"status": "unhealthy", "message": _describe(error)})
+        checks: dict[str, Any] = {}
+        for check, result in zip(self._checks, results):
+            if check.group is None:
+                checks[check.name] = result
+            else:
+                available = bool(result.get("available", result["status"] == "healthy"))
+                result = {"status": result["status"], "available": available, **result}
+                result["available"] = available
+                checks.setdefault(check.group, {})[check.name] = result
+        status = overall_status([r["status"] for r in results])
+        return {"status": status, "timestamp": iso_utc(), "checks": checks}
+
+
+
+def _start(check: _Check) -> Future[dict[str, Any]]:
+    """Run ``check`` in a daemon thread: a hung check must never block process exit."""
+    future: Future[dict[str, Any]] = Future()
+
+    def target() -> None:
+        try:
+            future.set_result(check.run())
+        except BaseException as error:  # pragma: no cover - run() catches Exception
+            future.set_exception(error)
+
+    threading.Thread(target=target, name=f"wsgi_observe-check-{check.name}", daemon=True).start()
+    return future
+
+
+def _callable(name: str, fn: Any) -> CheckFn:
+    if not callable(fn):
+        raise TypeError(f"readiness check {name!r} is not callable: {fn!r}")
+    return fn  # type: ignore[no-any-return]

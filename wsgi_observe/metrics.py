@@ -1,0 +1,237 @@
+"""Per-endpoint counters and HDR histograms, stored as integer slots.
+
+Every number the middleware keeps is one integer slot in a flat table: request counts by
+endpoint, method and status class, error counts, the sum of durations (ns) and one slot per
+HDR bucket in use. Recording a request is a few dict lookups and slot increments under an
+uncontended lock (threaded workers), nothing more.
+
+The table is a Python list in a single process. Under gunicorn with
+``wsgi_observe.gunicorn`` the table is a memory-mapped file per worker (see ``workers.py``),
+so counts survive a worker's death, even by SIGKILL, and any worker can merge everyone's
+counts at scrape time. The store does not care which: it only calls ``table.alloc(key)``.
+
+Keys are tuples: ``("c", ns, name, label)`` count, ``("h", ns, name, bucket)`` histogram
+bucket, ``("s", ns, name)`` sum of durations in ns, ``("e", ns, name)`` errors, and
+``("g", "inflight")``. ``ns`` is ``"ep"`` for endpoints and ``"fn"`` for functions timed by
+``performance_tracking``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .histograms import MAX_US, bucket_index
+
+__all__ = [
+    "INFLIGHT",
+    "MemoryTable",
+    "MetricsStore",
+    "SeriesData",
+    "Snapshot",
+    "Table",
+    "aggregate",
+]
+
+INFLIGHT = ("g", "inflight")
+KNOWN_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+)
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+class Table(Protocol):
+    """Where the slots live: ``values[slot]`` is an int; ``alloc`` makes a new slot."""
+
+    values: Any
+
+    def alloc(self, key: tuple[Any, ...]) -> int: ...
+
+    def items(self) -> Iterator[tuple[tuple[Any, ...], int]]: ...
+
+
+class MemoryTable:
+    """Slots in a plain list: the single-process table. ``alloc`` runs under the store's lock."""
+
+    def __init__(self) -> None:
+        self.values: list[int] = []
+        self._keys: list[tuple[Any, ...]] = []
+
+    def alloc(self, key: tuple[Any, ...]) -> int:
+        self._keys.append(key)
+        self.values.append(0)
+        return len(self._keys) - 1
+
+    def items(self) -> Iterator[tuple[tuple[Any, ...], int]]:
+        values = self.values
+        for slot, key in enumerate(self._keys):
+            yield key, values[slot]
+
+
+class _Series:
+    """The slot numbers of one endpoint or function, cached so recording skips key tuples."""
+
+    __slots__ = ("by", "errors", "hist", "name", "ns", "sum")
+
+    def __init__(self, table: Table, ns: str, name: str) -> None:
+        self.ns = ns
+        self.name = name
+        self.by: dict[str, int] = {}
+        self.hist: dict[int, int] = {}
+        self.sum = table.alloc(("s", ns, name))
+        self.errors = table.alloc(("e", ns, name))
+
+
+@dataclass
+class SeriesData:
+    """Merged numbers of one endpoint or function."""
+
+    count: int = 0
+    errors: int = 0
+    sum_ns: int = 0
+    hist: dict[int, int] = field(default_factory=dict)
+    by: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+@dataclass
+class Snapshot:
+    """Plain data for exposition: what every format renders from."""
+
+    endpoints: dict[str, SeriesData]
+    functions: dict[str, SeriesData]
+    inflight: int
+    started_at: float
+    taken_at: float
+    processes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def aggregate(pairs: Iterable[tuple[tuple[Any, ...], int]]) -> tuple[dict[str, SeriesData], dict[str, SeriesData], int]:
+    """Fold ``(key, value)`` pairs (from one table or many) into series, summing duplicates."""
+    spaces: dict[str, dict[str, SeriesData]] = {"ep": {}, "fn": {}}
+    inflight = 0
+    for key, value in pairs:
+        kind = key[0]
+        if kind == "g":
+            if key == INFLIGHT:
+                inflight += value
+            continue
+        space = spaces.get(key[1])
+        if space is None:
+            continue
+        series = space.get(key[2])
+        if series is None:
+            series = space[key[2]] = SeriesData()
+        if kind == "h":
+            if value:
+                series.hist[key[3]] = series.hist.get(key[3], 0) + value
+        elif kind == "c":
+            label = (key[3], key[4])
+            series.by[label] = series.by.get(label, 0) + value
+            series.count += value
+        elif kind == "s":
+            series.sum_ns += value
+        elif kind == "e":
+            series.errors += value
+    return spaces["ep"], spaces["fn"], inflight
+
+
+class MetricsStore:
+    """Counts and latency histograms per endpoint and per tracked function.
+
+    The middleware records requests straight into the slots (``_wsgi.record``);
+    ``record_call`` times functions; ``snapshot`` gives plain data. Example::
+
+        store = MetricsStore()
+        store.record_call("reports.build", 1_250_000, failed=False)
+        store.snapshot().functions["reports.build"].count  # 1
+    """
+
+    def __init__(self, table: Table | None = None) -> None:
+        self.lock = threading.Lock()
+        self.started_at = time.time()
+        self.use_table(table if table is not None else MemoryTable())
+
+    def use_table(self, table: Table) -> None:
+        """Start recording into ``table`` (a fresh one: used after a gunicorn fork)."""
+        with self.lock:
+            self.table = table
+            self.values = table.values
+            self.endpoints: dict[str, _Series] = {}
+            self.functions: dict[str, _Series] = {}
+            self.inflight_slot = table.alloc(INFLIGHT)
+
+    def new_series(self, ns: str, name: str) -> _Series:
+        space = self.endpoints if ns == "ep" else self.functions
+        with self.lock:
+            series = space.get(name)
+            if series is None:
+                series = space[name] = _Series(self.table, ns, name)
+        return series
+
+    def new_label(self, series: _Series, label: str) -> int:
+        with self.lock:
+            slot = series.by.get(label)
+            if slot is None:
+                slot = series.by[label] = self.table.alloc(("c", series.ns, series.name, label, ""))
+        return slot
+
+    def new_bucket(self, series: _Series, index: int) -> int:
+        with self.lock:
+            slot = series.hist.get(index)
+            if slot is None:
+                slot = series.hist[index] = self.table.alloc(("h", series.ns, series.name, index))
+        return slot
+
+    def request_started(self) -> None:
+        self.values[self.inflight_slot] += 1
+
+    def new_count(self, series: _Series, label: str, method: str, status: str | None) -> int:
+        cls = status[0] if status else "5"
+        if cls not in "12345" or not cls:
+            cls = "5"
+        known = method in KNOWN_METHODS
+        if not known:
+            method = "OTHER"
+        with self.lock:
+            slot = series.by.get(method + cls)
+            if slot is None:
+                slot = self.table.alloc(("c", series.ns, series.name, method, cls + "xx"))
+                series.by[method + cls] = slot
+            if known:
+                # Unknown methods are not cached under their own label: a client sending
+                # random methods must not grow this dict.
+                series.by[label] = slot
+        return slot
+
+    def record_call(self, name: str, duration_ns: int, failed: bool) -> None:
+        """Count one call of a function timed by ``performance_tracking``."""
+        label = "error" if failed else "ok"
+        index = bucket_index(duration_ns // 1000)
+        values = self.values
+        series = self.functions.get(name)
+        if series is None:
+            series = self.new_series("fn", name)
+        slot = series.by.get(label)
+        if slot is None:
+            slot = self.new_label(series, label)
+        values[slot] += 1
+        slot = series.hist.get(index)
+        if slot is None:
+            slot = self.new_bucket(series, index)
+        values[slot] += 1
+        values[series.sum] += duration_ns
+        if failed:
+            values[series.errors] += 1
+
+    def pairs(self) -> list[tuple[tuple[Any, ...], int]]:
+        """Every ``(key, value)`` of this process's table, read under the lock."""
+        with self.lock:
+            return list(self.table.items())
+
+    def snapshot(self) -> Snapshot:
+        """This process's numbers as plain data."""
+        endpoints, functions, inflight = aggregate(self.pairs())
+        return Snapshot(endpoints, functions, inflight, self.started_at, time.time())
