@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import logging
 from time import perf_counter_ns
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .histograms import MAX_US
-from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -59,6 +59,7 @@ class Exchange:
         "body",
         "closed",
         "environ",
+        "error",
         "failed",
         "iterator",
         "nbytes",
@@ -74,6 +75,7 @@ class Exchange:
         upstream: StartResponse
         status: Optional[str]
         failed: bool
+        error: BaseException
         closed: bool
         started: int
         body: Any
@@ -142,8 +144,9 @@ class Exchange:
             chunk = next(iterator)
         except StopIteration:
             raise
-        except BaseException:
+        except BaseException as error:
             self.failed = True
+            self.error = error
             raise
         self.nbytes += len(chunk)
         return chunk
@@ -156,8 +159,9 @@ class Exchange:
             inner_close = getattr(self.body, "close", None)
             if inner_close is not None:
                 inner_close()  # the app's close(), exactly once
-        except BaseException:
+        except BaseException as error:
             self.failed = True
+            self.error = error
             raise
         finally:
             record(self)  # record even if the app's close() raised
@@ -165,6 +169,10 @@ class Exchange:
     def body_bytes(self) -> int:
         """Bytes sent so far (for a list body: its total length)."""
         return getattr(self, "nbytes", 0)
+
+    def exception(self) -> Optional[BaseException]:
+        """The exception that ended this request, if one did (set only on failure)."""
+        return getattr(self, "error", None)
 
 
 class _SequenceExchange(Exchange):

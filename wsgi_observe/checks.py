@@ -78,12 +78,13 @@ def http(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"http check: expected an http(s):// URL, got {url!r}")
-    shown = f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+    port = f":{parts.port}" if parts.port else ""
+    shown = f"{parts.scheme}://{parts.hostname}{port}{parts.path}"  # never the query or userinfo
 
     def check() -> CheckResult:
         request = urllib.request.Request(url, method=method, headers=headers or {})
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 code = response.status
         except urllib.error.HTTPError as error:
             code = error.code
@@ -98,7 +99,9 @@ def http(
     return check
 
 
-def redis(url: str = "redis://127.0.0.1:6379/0", *, timeout_s: float = 1.5) -> Callable[[], CheckResult]:
+def redis(
+    url: str = "redis://127.0.0.1:6379/0", *, timeout_s: float = 1.5
+) -> Callable[[], CheckResult]:
     """Healthy when the Redis server at ``url`` answers PING with PONG.
 
     Speaks RESP directly over a socket (``redis://`` and ``rediss://``, optional password
@@ -167,11 +170,12 @@ def env_configured(*names: str, status_if_missing: str = "degraded") -> Callable
     def check() -> CheckResult:
         missing = [name for name in names if not os.environ.get(name, "").strip()]
         if missing:
-            what = "API key" if any("KEY" in name.upper() for name in missing) else "Configuration"
+            secret = ("KEY", "TOKEN", "SECRET", "PASSWORD", "DSN", "CREDENTIAL")
+            is_credential = any(word in name.upper() for name in missing for word in secret)
             return {
                 "status": status_if_missing,
                 "available": False,
-                "message": f"{what} not configured",
+                "message": "API key not configured" if is_credential else "Not configured",
                 "missing": missing,
             }
         return {"status": "healthy", "message": "Configured"}

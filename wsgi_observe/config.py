@@ -253,9 +253,7 @@ class Config:
         return f"Config({', '.join(shown)})"
 
     @classmethod
-    def from_env(
-        cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any
-    ) -> Config:
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> Config:
         """Build a Config from ``overrides`` over ``environ`` (default ``os.environ``)."""
         env = os.environ if environ is None else environ
         known = {f.name for f in dataclasses.fields(cls)}

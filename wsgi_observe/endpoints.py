@@ -26,7 +26,9 @@ OVERFLOW = "<overflow>"
 _MAX_NAME = 200
 _NORMALISE_CACHE = 4096
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_UUID = re.compile(
+    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+)
 _HEX = re.compile(r"^[0-9a-fA-F]{16,}$")
 # Opaque tokens: long runs of letters and digits that contain at least one digit.
 _TOKEN = re.compile(r"^(?=.*\d)[A-Za-z0-9_-]{20,}$")

@@ -100,7 +100,9 @@ class ReadinessRunner:
         for name, value in (checks or {}).items():
             if isinstance(value, Mapping):
                 for member, fn in value.items():
-                    self._checks.append(_Check(str(member), _callable(f"{name}.{member}", fn), name))
+                    self._checks.append(
+                        _Check(str(member), _callable(f"{name}.{member}", fn), name)
+                    )
             else:
                 self._checks.append(_Check(str(name), _callable(name, value), None))
         self._lock = threading.Lock()
@@ -150,7 +152,7 @@ class ReadinessRunner:
                     running = check.running = _start(check)
                 futures.append(running)
             deadline = time.monotonic() + self.timeout_s
-            for check, future in zip(self._checks, futures):
+            for future in futures:
                 remaining = max(deadline - time.monotonic(), 0.0)
                 try:
                     results.append(future.result(timeout=remaining))
@@ -175,7 +177,6 @@ class ReadinessRunner:
                 checks.setdefault(check.group, {})[check.name] = result
         status = overall_status([r["status"] for r in results])
         return {"status": status, "timestamp": iso_utc(), "checks": checks}
-
 
 
 def _start(check: _Check) -> Future[dict[str, Any]]:

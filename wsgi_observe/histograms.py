@@ -80,22 +80,21 @@ def percentiles(counts: Mapping[int, int], wanted: Iterable[float]) -> dict[floa
     counts give 0 for everything.
     """
     targets = sorted(set(wanted))
-    total = 0
-    for count in counts.values():
-        total += count
     result = dict.fromkeys(targets, 0)
+    total = sum(counts.values())
     if total <= 0 or not targets:
         return result
-    goals = [(p, max(int(min(p, 100.0) * total / 100 + 0.5), 1)) for p in targets]
-    position = 0
+    goals = iter([(p, max(int(min(p, 100.0) * total / 100 + 0.5), 1)) for p in targets])
+    percentile, goal = next(goals)
     running = 0
     for index in sorted(counts):
         running += counts[index]
-        while position < len(goals) and running >= goals[position][1]:
-            result[goals[position][0]] = highest_equivalent(index)
-            position += 1
-        if position == len(goals):
-            break
+        while running >= goal:
+            result[percentile] = highest_equivalent(index)
+            following = next(goals, None)
+            if following is None:
+                return result
+            percentile, goal = following
     return result
 
 

@@ -18,22 +18,25 @@ bucket, ``("s", ns, name)`` sum of durations in ns, ``("e", ns, name)`` errors, 
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .histograms import MAX_US, bucket_index
+from .histograms import bucket_index
 
 __all__ = [
     "INFLIGHT",
+    "Layout",
     "MemoryTable",
     "MetricsStore",
     "SeriesData",
     "Snapshot",
     "Table",
     "aggregate",
+    "process_store",
 ]
 
 INFLIGHT = ("g", "inflight")
@@ -47,6 +50,7 @@ class Table(Protocol):
     """Where the slots live: ``values[slot]`` is an int; ``alloc`` makes a new slot."""
 
     values: Any
+    keys: list[tuple[Any, ...]]
 
     def alloc(self, key: tuple[Any, ...]) -> int: ...
 
@@ -58,16 +62,16 @@ class MemoryTable:
 
     def __init__(self) -> None:
         self.values: list[int] = []
-        self._keys: list[tuple[Any, ...]] = []
+        self.keys: list[tuple[Any, ...]] = []
 
     def alloc(self, key: tuple[Any, ...]) -> int:
-        self._keys.append(key)
+        self.keys.append(key)
         self.values.append(0)
-        return len(self._keys) - 1
+        return len(self.keys) - 1
 
     def items(self) -> Iterator[tuple[tuple[Any, ...], int]]:
         values = self.values
-        for slot, key in enumerate(self._keys):
+        for slot, key in enumerate(self.keys):
             yield key, values[slot]
 
 
@@ -108,7 +112,9 @@ class Snapshot:
     processes: list[dict[str, Any]] = field(default_factory=list)
 
 
-def aggregate(pairs: Iterable[tuple[tuple[Any, ...], int]]) -> tuple[dict[str, SeriesData], dict[str, SeriesData], int]:
+def aggregate(
+    pairs: Iterable[tuple[tuple[Any, ...], int]],
+) -> tuple[dict[str, SeriesData], dict[str, SeriesData], int]:
     """Fold ``(key, value)`` pairs (from one table or many) into series, summing duplicates."""
     spaces: dict[str, dict[str, SeriesData]] = {"ep": {}, "fn": {}}
     inflight = 0
@@ -138,6 +144,94 @@ def aggregate(pairs: Iterable[tuple[tuple[Any, ...], int]]) -> tuple[dict[str, S
     return spaces["ep"], spaces["fn"], inflight
 
 
+def _pick(values: Any, positions: list[int]) -> tuple[int, ...]:
+    """``values`` at ``positions``, at C speed."""
+    if len(positions) > 1:
+        return operator.itemgetter(*positions)(values)  # type: ignore[no-any-return]
+    if positions:
+        return (values[positions[0]],)
+    return ()
+
+
+class _Positions:
+    """Where one series' numbers sit in a flat list of values."""
+
+    __slots__ = ("count_pos", "errors_pos", "hist_idx", "hist_pos", "labels", "sum_pos")
+
+    def __init__(self) -> None:
+        self.hist_idx: list[int] = []
+        self.hist_pos: list[int] = []
+        self.labels: list[tuple[str, str]] = []
+        self.count_pos: list[int] = []
+        self.sum_pos: list[int] = []
+        self.errors_pos: list[int] = []
+
+
+class Layout:
+    """Turns a flat list of values plus their keys into series, with O(series) Python work.
+
+    The keys are parsed once (``update`` only reads keys it has not seen); each snapshot
+    then picks values with ``operator.itemgetter`` and builds dicts with ``zip``, so a
+    scrape of hundreds of endpoints stays in the low milliseconds.
+    """
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.series: dict[tuple[str, str], _Positions] = {}
+        self.inflight: list[int] = []
+
+    def update(self, keys: list[tuple[Any, ...]]) -> None:
+        for position in range(self.seen, len(keys)):
+            key = keys[position]
+            kind = key[0]
+            if kind == "g":
+                if key == INFLIGHT:
+                    self.inflight.append(position)
+                continue
+            where = self.series.get((key[1], key[2]))
+            if where is None:
+                where = self.series[(key[1], key[2])] = _Positions()
+            if kind == "h":
+                where.hist_idx.append(key[3])
+                where.hist_pos.append(position)
+            elif kind == "c":
+                where.labels.append((key[3], key[4]))
+                where.count_pos.append(position)
+            elif kind == "s":
+                where.sum_pos.append(position)
+            elif kind == "e":
+                where.errors_pos.append(position)
+        self.seen = len(keys)
+
+    def build(self, values: Any) -> tuple[dict[str, SeriesData], dict[str, SeriesData], int]:
+        spaces: dict[str, dict[str, SeriesData]] = {"ep": {}, "fn": {}}
+        for (space, name), where in self.series.items():
+            target = spaces.get(space)
+            if target is None:
+                continue
+            counts = _pick(values, where.count_pos)
+            by: dict[tuple[str, str], int] = {}
+            if len(set(where.labels)) == len(where.labels):
+                by = dict(zip(where.labels, counts))
+            else:  # the same label twice (merged from several sources): add them up
+                for label, value in zip(where.labels, counts):
+                    by[label] = by.get(label, 0) + value
+            hist = dict(zip(where.hist_idx, _pick(values, where.hist_pos)))
+            if len(hist) != len(where.hist_idx):
+                hist = {}
+                for index, value in zip(where.hist_idx, _pick(values, where.hist_pos)):
+                    hist[index] = hist.get(index, 0) + value
+            target[name] = SeriesData(
+                count=sum(counts),
+                errors=sum(_pick(values, where.errors_pos)),
+                sum_ns=sum(_pick(values, where.sum_pos)),
+                hist=hist,
+                by=by,
+            )
+        inflight = sum(_pick(values, self.inflight))
+        return spaces["ep"], spaces["fn"], inflight
+
+
 class MetricsStore:
     """Counts and latency histograms per endpoint and per tracked function.
 
@@ -162,6 +256,7 @@ class MetricsStore:
             self.endpoints: dict[str, _Series] = {}
             self.functions: dict[str, _Series] = {}
             self.inflight_slot = table.alloc(INFLIGHT)
+            self._layout = Layout()
 
     def new_series(self, ns: str, name: str) -> _Series:
         space = self.endpoints if ns == "ep" else self.functions
@@ -233,5 +328,29 @@ class MetricsStore:
 
     def snapshot(self) -> Snapshot:
         """This process's numbers as plain data."""
-        endpoints, functions, inflight = aggregate(self.pairs())
+        with self.lock:
+            keys = self.table.keys
+            layout = self._layout
+            layout.update(keys)
+            values = self.values[: len(keys)]
+            values = values.tolist() if isinstance(values, memoryview) else values
+        endpoints, functions, inflight = layout.build(values)
         return Snapshot(endpoints, functions, inflight, self.started_at, time.time())
+
+
+_process_store: MetricsStore | None = None
+_process_lock = threading.Lock()
+
+
+def process_store() -> MetricsStore:
+    """The process-wide store: the middleware's default, and where functions are timed.
+
+    One per process, like prometheus_client's default registry; under gunicorn each worker
+    process moves it onto its own state file after the fork.
+    """
+    global _process_store
+    if _process_store is None:
+        with _process_lock:
+            if _process_store is None:
+                _process_store = MetricsStore()
+    return _process_store

@@ -32,7 +32,7 @@ from .exposition import (
     render_json,
 )
 from .health import Checks, ReadinessRunner
-from .metrics import MetricsStore, Snapshot
+from .metrics import MetricsStore, Snapshot, process_store
 from .system import SystemMetrics
 
 if TYPE_CHECKING:
@@ -53,7 +53,9 @@ class ObservabilityMiddleware:
 
     Parameters: ``app`` (any WSGI callable); ``config`` (a :class:`Config`; built from the
     environment if omitted); ``checks`` (readiness checks: name -> callable, or name ->
-    mapping of name -> callable for a group); any :class:`Config` field as a keyword.
+    mapping of name -> callable for a group); ``store`` (a :class:`MetricsStore`; default:
+    the process-wide one that ``performance_tracking`` also records into); any
+    :class:`Config` field as a keyword.
     Example::
 
         app.wsgi_app = ObservabilityMiddleware(
@@ -69,6 +71,7 @@ class ObservabilityMiddleware:
         config: Optional[Config] = None,
         *,
         checks: Optional[Checks] = None,
+        store: Optional[MetricsStore] = None,
         **overrides: Any,
     ) -> None:
         if not callable(app):
@@ -76,12 +79,10 @@ class ObservabilityMiddleware:
         if config is None:
             config = Config.from_env(**overrides)
         elif overrides:
-            config = Config.from_env(
-                {}, **{**_config_values(config), **overrides}
-            )
+            config = Config.from_env({}, **{**_config_values(config), **overrides})
         self.app = app
         self.config = config
-        self.store = MetricsStore()
+        self.store = store if store is not None else process_store()
         self.names = EndpointNames(config.max_endpoints)
         self.path_names = self.names.paths
         self.readiness = ReadinessRunner(
@@ -103,6 +104,12 @@ class ObservabilityMiddleware:
         }
         self.raw_app = app  # excluded paths go here: never timed, logged or traced
         workers.attach(self)
+        # Logging (request context, request id, access log) and Sentry wrap self.app and
+        # add finish hooks; each costs nothing per request when it is off.
+        from . import logs, sentry
+
+        logs.instrument(self)
+        sentry.instrument(self)
 
     # Dispatch -------------------------------------------------------------------------
 
@@ -126,8 +133,9 @@ class ObservabilityMiddleware:
         exchange.started = perf_counter_ns()
         try:
             body = self.app(environ, exchange.start_response)
-        except BaseException:
+        except BaseException as error:
             exchange.failed = True
+            exchange.error = error
             exchange.closed = True
             record(exchange)
             raise
@@ -252,7 +260,10 @@ class ObservabilityMiddleware:
         kind = choose_format(wanted, environ.get("HTTP_ACCEPT", ""))
         if kind is None:
             body = orjson.dumps(
-                {"error": f"unknown format {wanted!r}", "formats": ["json", "prometheus", "openmetrics"]}
+                {
+                    "error": f"unknown format {wanted!r}",
+                    "formats": ["json", "prometheus", "openmetrics"],
+                }
             )
             return self._respond(environ, start_response, "400 Bad Request", body)
         snapshot = self.snapshot()
@@ -319,7 +330,9 @@ def wrap(
 ) -> ObservabilityMiddleware:
     """Wrap ``app`` (a WSGI callable or ``"module:attr"``) in :class:`ObservabilityMiddleware`.
 
-    For gunicorn without code changes: ``gunicorn "wsgi_observe:wrap('myproject.wsgi:application')"``.
+    For gunicorn without code changes::
+
+        gunicorn "wsgi_observe:wrap('myproject.wsgi:application')"
     """
     target = _load(app) if isinstance(app, str) else app
     return ObservabilityMiddleware(target, checks=checks, **overrides)

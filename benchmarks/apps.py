@@ -1,0 +1,148 @@
+"""The apps under test and the peer middlewares wsgi_observe is compared against.
+
+Every builder takes the app to wrap and returns a WSGI callable, or raises
+:class:`Unavailable` when a peer library (or a piece of wsgi_observe still being written)
+is missing, so the suite runs everywhere and marks that row "n/a".
+"""
+
+from __future__ import annotations
+
+import importlib
+from time import perf_counter
+from typing import Any, Callable
+
+__all__ = [
+    "HELLO_BODY",
+    "PrometheusStyleMiddleware",
+    "Unavailable",
+    "hello_app",
+    "observe",
+    "opentelemetry",
+    "prometheus_style",
+    "sentry_wsgi",
+    "status_app",
+]
+
+HELLO_BODY = b"Hello, World!"
+_HELLO_HEADERS = [("Content-Type", "text/plain"), ("Content-Length", str(len(HELLO_BODY)))]
+
+
+class Unavailable(Exception):
+    """A peer library or a wsgi_observe piece is not installed or not written yet."""
+
+
+def need(module: str, what: str | None = None) -> Any:
+    """Import ``module`` or raise :class:`Unavailable` naming it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise Unavailable(f"{what or module} not available ({error})") from None
+
+
+def hello_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """A bare hello app: list body, answers 200 to everything."""
+    start_response("200 OK", list(_HELLO_HEADERS))
+    return [HELLO_BODY]
+
+
+def status_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """Hello, with the status taken from ``environ["bench.status"]`` (to fill the metrics)."""
+    start_response(environ.get("bench.status", "200 OK"), list(_HELLO_HEADERS))
+    return [HELLO_BODY]
+
+
+# Peers --------------------------------------------------------------------------------
+
+
+class PrometheusStyleMiddleware:
+    """What prometheus_flask_exporter does per request, as a WSGI middleware.
+
+    A labelled ``Histogram.observe`` (method, path, status) and a labelled ``Counter.inc``
+    (method, status), recorded once the app has answered (its ``after_request``), into a
+    fresh ``CollectorRegistry``.
+    """
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        prometheus_client = need("prometheus_client")
+        registry = prometheus_client.CollectorRegistry(auto_describe=True)
+        self.app = app
+        self.registry = registry
+        self.latency = prometheus_client.Histogram(
+            "flask_http_request_duration_seconds",
+            "Flask HTTP request duration in seconds",
+            ("method", "path", "status"),
+            registry=registry,
+        )
+        self.requests = prometheus_client.Counter(
+            "flask_http_request_total",
+            "Total number of HTTP requests",
+            ("method", "status"),
+            registry=registry,
+        )
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        started = perf_counter()
+        seen: list[str] = []
+
+        def _start_response(status: str, headers: list[Any], exc_info: Any = None) -> Any:
+            seen.append(status)
+            if exc_info is None:
+                return start_response(status, headers)
+            return start_response(status, headers, exc_info)
+
+        body = self.app(environ, _start_response)
+        status = seen[-1][:3] if seen else "500"
+        method = environ.get("REQUEST_METHOD", "GET")
+        self.latency.labels(method, environ.get("PATH_INFO", "/"), status).observe(
+            max(perf_counter() - started, 0.0)
+        )
+        self.requests.labels(method, status).inc()
+        return body
+
+
+def prometheus_style(app: Callable[..., Any]) -> Callable[..., Any]:
+    return PrometheusStyleMiddleware(app)
+
+
+def opentelemetry(app: Callable[..., Any]) -> tuple[Callable[..., Any], Callable[[], None]]:
+    """OpenTelemetryMiddleware with the SDK's TracerProvider; spans are built and discarded."""
+    wsgi = need("opentelemetry.instrumentation.wsgi", "opentelemetry-instrumentation-wsgi")
+    sdk_trace = need("opentelemetry.sdk.trace", "opentelemetry-sdk")
+    export = need("opentelemetry.sdk.trace.export", "opentelemetry-sdk")
+
+    class DiscardExporter(export.SpanExporter):  # type: ignore[misc,name-defined]
+        """Accepts every span and sends it nowhere: nothing leaves the machine."""
+
+        def export(self, spans: Any) -> Any:
+            return export.SpanExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            return None
+
+    provider = sdk_trace.TracerProvider()
+    # Synchronous processor: every span's end-of-life cost is paid inside the request.
+    provider.add_span_processor(export.SimpleSpanProcessor(DiscardExporter()))
+    wrapped = wsgi.OpenTelemetryMiddleware(app, tracer_provider=provider)
+    return wrapped, lambda: provider.force_flush()
+
+
+def sentry_wsgi(
+    app: Callable[..., Any], dsn: str, traces_sample_rate: float
+) -> tuple[Callable[..., Any], Callable[[], None]]:
+    """sentry-sdk's SentryWsgiMiddleware, the client sending to the local sink."""
+    sentry_sdk = need("sentry_sdk", "sentry-sdk")
+    integration = need("sentry_sdk.integrations.wsgi", "sentry-sdk")
+    sentry_sdk.init(dsn=dsn, traces_sample_rate=traces_sample_rate)
+    return integration.SentryWsgiMiddleware(app), lambda: sentry_sdk.flush(timeout=5)
+
+
+# wsgi_observe ---------------------------------------------------------------------------
+
+
+def observe(app: Callable[..., Any], **config: Any) -> Any:
+    """``ObservabilityMiddleware(app, store=MetricsStore(), access_log=False, **config)``."""
+    middleware = need("wsgi_observe.middleware", "wsgi_observe")
+    metrics = need("wsgi_observe.metrics", "wsgi_observe.metrics")
+    store = config.pop("store", None) or metrics.MetricsStore()
+    config.setdefault("access_log", False)
+    return middleware.ObservabilityMiddleware(app, store=store, **config)

@@ -1,0 +1,150 @@
+"""Shared fixtures: fresh stores, the runtime-guard tripwire, and real gunicorn servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytest
+
+from wsgi_observe import _wsgi
+from wsgi_observe.metrics import MetricsStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _raise_guarded_errors() -> Iterator[list[BaseException]]:
+    """Fail the test if the middleware swallowed an error in its own bookkeeping."""
+    seen: list[BaseException] = []
+    _wsgi.guard_hooks.append(seen.append)
+    yield seen
+    _wsgi.guard_hooks.remove(seen.append)
+    if seen:
+        raise AssertionError(f"wsgi_observe swallowed internal errors: {seen!r}")
+
+
+@pytest.fixture
+def store() -> MetricsStore:
+    """A fresh metrics store, so tests never share counts."""
+    return MetricsStore()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except (OSError, urllib.error.URLError) as error:
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+def http_get(
+    url: str, headers: Optional[dict[str, str]] = None, timeout: float = 5.0
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, dict(error.headers), error.read()
+
+
+class Gunicorn:
+    """A real gunicorn master on 127.0.0.1, stopped by pid when the test ends."""
+
+    def __init__(
+        self, app: str, *args: str, env: Optional[dict[str, str]] = None, config: bool = True
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "gunicorn"]
+        if config:
+            command += ["-c", "python:wsgi_observe.gunicorn"]
+        command += ["-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "5", *args, app]
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        # A file, not a pipe: a chatty master must never block on a full pipe.
+        self.log = tempfile.TemporaryFile()  # closed in stop()
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=full_env, stdout=self.log, stderr=self.log
+        )
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gunicorn exited early: {self.output()[-2000:]}")
+            return http_get(self.url + "/health/live", timeout=1.0)[0] == 200
+
+        wait_until(ready, timeout)
+
+    def get(self, path: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+        return http_get(self.url + path, **kwargs)
+
+    def worker_pids(self) -> set[int]:
+        import psutil
+
+        try:
+            return {child.pid for child in psutil.Process(self.process.pid).children()}
+        except psutil.Error:
+            return set()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.log.close()
+
+
+@pytest.fixture
+def gunicorn() -> Iterator[Callable[..., Gunicorn]]:
+    """Start real gunicorn servers; every one is stopped by pid at the end of the test."""
+    started: list[Gunicorn] = []
+
+    def start(
+        app: str,
+        *args: str,
+        env: Optional[dict[str, str]] = None,
+        config: bool = True,
+        ready: bool = True,
+    ) -> Gunicorn:
+        server = Gunicorn(app, *args, env=env, config=config)
+        started.append(server)
+        if ready:
+            server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,78 @@
+"""The command line: ``python -m wsgi_observe demo`` and ``... uptimerobot setup``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+from typing import Optional
+
+from ._version import __version__
+
+__all__ = ["main"]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("gunicorn") is None:
+        print(
+            "wsgi-observe demo: gunicorn is not installed (pip install 'wsgi_observe[gunicorn]')",
+            file=sys.stderr,
+        )
+        return 2
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:wsgi_observe.gunicorn",
+        "-w",
+        str(args.workers),
+        "-b",
+        f"{args.host}:{args.port}",
+        "--access-logfile",
+        "-",
+        "wsgi_observe.demo:app",
+    ]
+    print(f"wsgi_observe demo on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    print(
+        f"  try: curl -s http://{args.host}:{args.port}/metrics | jq .application", flush=True
+    )
+    env = dict(os.environ)
+    env.setdefault("LOG_FORMAT", "console")
+    process = subprocess.Popen(command, env=env)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        return process.wait()
+
+
+def _uptimerobot(rest: list[str]) -> int:
+    from .uptimerobot_setup import main as setup_main
+
+    return setup_main(rest)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of ``wsgi-observe`` and ``python -m wsgi_observe``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "uptimerobot":
+        return _uptimerobot(argv[1:])
+    parser = argparse.ArgumentParser(prog="wsgi-observe", description="wsgi_observe command line")
+    parser.add_argument("--version", action="version", version=f"wsgi_observe {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="serve the demo CRM API under gunicorn")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=5000)
+    demo.add_argument("--workers", type=int, default=2)
+    commands.add_parser("uptimerobot", help="uptimerobot setup [--dry-run]: the guide's monitors")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
+    return 2  # pragma: no cover - argparse handles the rest
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""A small leads/customers API like the guide's CRM, wrapped by the middleware.
+
+Served by ``python -m wsgi_observe demo`` under gunicorn on 127.0.0.1:5000. It uses
+werkzeug routing (already a dependency) and names each request after its route template
+through ``environ["wsgi_observe.endpoint"]``, the adapter hook any framework can use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import tempfile
+import time
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from . import checks
+from .middleware import ObservabilityMiddleware
+from .tracking import performance_tracking
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ._types import StartResponse, WSGIEnvironment
+
+DB_PATH = os.environ.get(
+    "DEMO_DB", os.path.join(tempfile.gettempdir(), "wsgi_observe_demo.sqlite3")
+)
+
+_routes = Map(
+    [
+        Rule("/", endpoint="index"),
+        Rule("/api/leads", endpoint="leads", methods=["GET", "HEAD", "POST"]),
+        Rule("/api/leads/statistics", endpoint="statistics"),
+        Rule("/api/leads/<int:lead_id>", endpoint="lead"),
+        Rule("/api/customers", endpoint="customers"),
+        Rule("/api/boom", endpoint="boom"),
+    ]
+)
+
+
+def _connect() -> sqlite3.Connection:
+    return sqlite3.connect(DB_PATH, timeout=2)
+
+
+def _init_db() -> None:
+    with _connect() as db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS leads"
+            " (id INTEGER PRIMARY KEY, name TEXT, source TEXT, score INT)"
+        )
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS customers (id INTEGER PRIMARY KEY, name TEXT, tier TEXT)"
+        )
+        if db.execute("SELECT COUNT(*) FROM leads").fetchone()[0] == 0:
+            db.executemany(
+                "INSERT INTO leads (name, source, score) VALUES (?, ?, ?)",
+                [
+                    (
+                        f"Lead {i}",
+                        random.choice(["website", "referral", "ads"]),
+                        random.randint(1, 100),
+                    )
+                    for i in range(50)
+                ],
+            )
+            db.executemany(
+                "INSERT INTO customers (name, tier) VALUES (?, ?)",
+                [(f"Customer {i}", random.choice(["gold", "silver"])) for i in range(20)],
+            )
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data), status=status, mimetype="application/json")
+
+
+@performance_tracking(name="demo.lead_statistics", slow_threshold=1.0)
+def _statistics() -> dict[str, Any]:
+    time.sleep(random.choice([0.01, 0.02, 0.05, 0.3]))  # a deliberately uneven endpoint
+    with _connect() as db:
+        rows = db.execute(
+            "SELECT source, COUNT(*), AVG(score) FROM leads GROUP BY source"
+        ).fetchall()
+    return {source: {"count": count, "avg_score": round(avg, 1)} for source, count, avg in rows}
+
+
+def _dispatch(request: Request, endpoint: str, values: dict[str, Any]) -> Response:
+    if endpoint == "index":
+        return _json(
+            {
+                "service": "wsgi_observe demo",
+                "try": ["/health", "/health/ready", "/metrics", "/api/leads"],
+            }
+        )
+    if endpoint == "leads":
+        if request.method == "POST":
+            payload = request.get_json(silent=True) or {}
+            with _connect() as db:
+                cursor = db.execute(
+                    "INSERT INTO leads (name, source, score) VALUES (?, ?, ?)",
+                    (
+                        str(payload.get("name", "New lead")),
+                        str(payload.get("source", "api")),
+                        int(payload.get("score", 50)),
+                    ),
+                )
+            return _json({"id": cursor.lastrowid}, 201)
+        with _connect() as db:
+            rows = db.execute(
+                "SELECT id, name, source, score FROM leads ORDER BY id LIMIT 100"
+            ).fetchall()
+        return _json([{"id": i, "name": n, "source": s, "score": sc} for i, n, s, sc in rows])
+    if endpoint == "lead":
+        with _connect() as db:
+            row = db.execute(
+                "SELECT id, name, source, score FROM leads WHERE id = ?", (values["lead_id"],)
+            ).fetchone()
+        if row is None:
+            raise NotFound()
+        return _json(dict(zip(("id", "name", "source", "score"), row)))
+    if endpoint == "statistics":
+        return _json(_statistics())
+    if endpoint == "customers":
+        with _connect() as db:
+            rows = db.execute("SELECT id, name, tier FROM customers ORDER BY id").fetchall()
+        return _json([{"id": i, "name": n, "tier": t} for i, n, t in rows])
+    if endpoint == "boom":
+        raise RuntimeError("demo failure: this endpoint always raises")
+    raise NotFound()
+
+
+def demo_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    request = Request(environ)
+    adapter = _routes.bind_to_environ(environ)
+    try:
+        rule, values = adapter.match(return_rule=True)
+        environ["wsgi_observe.endpoint"] = rule.rule  # name the request by its template
+        response = _dispatch(request, rule.endpoint, values)
+    except HTTPException as error:
+        response = error.get_response(environ)  # type: ignore[assignment]
+    return response(environ, start_response)
+
+
+_init_db()
+app = ObservabilityMiddleware(
+    demo_app,
+    service_name=os.environ.get("WSGI_OBSERVE_SERVICE_NAME", "iSwitch Roofs CRM API"),
+    version=os.environ.get("WSGI_OBSERVE_VERSION", "1.0.0"),
+    checks={
+        "database": checks.database(_connect),
+        "external_services": {
+            "sendgrid": checks.env_configured("SENDGRID_API_KEY"),
+            "twilio": checks.env_configured("TWILIO_AUTH_TOKEN"),
+        },
+    },
+)

@@ -1,0 +1,538 @@
+"""Snapshot -> Prometheus text format 0.0.4 and OpenMetrics 1.0.0 (pure functions).
+
+Both formats carry the same families and the same samples; only the metadata lines differ
+(OpenMetrics names a counter family without ``_total``, has ``# UNIT`` and an ``info``
+type, and ends with ``# EOF``). Every name starts with ``wsgi_observe_`` and carries its
+base unit (seconds, bytes, ratio). Families are sorted by name, samples by label values,
+so the same snapshot always gives the same bytes. A family with no samples is left out,
+as client_golang does: the request families appear with the first request, the readiness
+ones after the first probe.
+
+Latency histogram buckets are computed from the HDR counts at the fixed bounds
+:data:`BUCKET_BOUNDS`. The bucket ``le=B`` counts the requests whose HDR bucket lies
+wholly below ``B``: no request slower than ``B`` is ever counted in it. HDR keeps two
+significant figures, so a request up to 1% faster than ``B`` that shares an HDR bucket
+with values above ``B`` appears only from the next bound up (the conservative side).
+``_sum`` is exact (kept in nanoseconds); ``_count`` and ``le="+Inf"`` are the number of
+recorded durations, so they always agree.
+
+Precomputed quantiles (p50, p95, p99 since start, merged across all workers, the same
+numbers as the JSON document) are a separate summary family,
+``wsgi_observe_request_duration_quantile_seconds``, never mixed into the histogram. Prefer
+``histogram_quantile()`` over the histogram for windows and aggregation.
+
+Readiness families reflect the most recent ``/health/ready`` run (its time is
+``wsgi_observe_readiness_last_run_timestamp_seconds``); they are absent until a probe ran.
+Per-process families come from the snapshot (gunicorn master and workers) or, in a single
+process, from this process itself with ``role="main"``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from itertools import accumulate, repeat
+from typing import Any, Optional
+
+from .histograms import MAX_US, bucket_index, highest_equivalent
+from .metrics import SeriesData, Snapshot
+from .system import process_info
+
+__all__ = [
+    "BUCKET_BOUNDS",
+    "FAMILIES",
+    "QUANTILES",
+    "Family",
+    "render_openmetrics",
+    "render_prometheus",
+]
+
+#: Upper bounds (seconds) of the latency histogram buckets, ``+Inf`` added.
+BUCKET_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Quantiles of the ``*_quantile_seconds`` summaries.
+QUANTILES = (0.5, 0.95, 0.99)
+
+_MB = 1024 * 1024
+_GB = 1024 * 1024 * 1024
+# HDR indexes below _THRESHOLDS[i] hold only values (us) below BUCKET_BOUNDS[i]: the bucket
+# holding the bound itself also holds values above it, so it goes to the next bound up.
+_THRESHOLDS = (*(bucket_index(round(bound * 1_000_000)) for bound in BUCKET_BOUNDS),)
+_SIZE = bucket_index(MAX_US) + 1
+# _BIN[index]: the first le bucket (0 .. len(BUCKET_BOUNDS), the last one +Inf) that counts
+# HDR bucket ``index``. A table lookup per HDR bucket is the cheapest way to bin them.
+_BIN = bytes(bisect_right(_THRESHOLDS, index) for index in range(_SIZE))
+_BIN_START = (0, *_THRESHOLDS)
+_BIN_END = (*_THRESHOLDS, _SIZE)
+_LE = (*(repr(bound) for bound in BUCKET_BOUNDS), "+Inf")  # canonical: "0.001", "1.0", "+Inf"
+_QUANTILE_TEXT = tuple(repr(q) for q in QUANTILES)
+_PERCENTS = tuple(q * 100.0 for q in QUANTILES)
+_STATES = ("degraded", "healthy", "unhealthy")
+
+
+class Family:
+    """One metric family: its name, type, help text and unit, and both formats' headers.
+
+    ``name`` is the OpenMetrics family name (a counter's without ``_total``; an info's
+    without ``_info``); ``sample`` is the name its samples carry in both formats.
+    """
+
+    __slots__ = ("help", "kind", "labels", "name", "om_header", "sample", "text_header", "unit")
+
+    def __init__(self, name: str, kind: str, help: str, unit: str = "", labels: str = "") -> None:
+        self.name = name
+        self.kind = kind
+        self.help = help
+        self.unit = unit
+        self.labels = labels
+        self.sample = name + {"counter": "_total", "info": "_info"}.get(kind, "")
+        text_help = help.replace("\\", "\\\\").replace("\n", "\\n")
+        om_help = text_help.replace('"', '\\"')
+        text_kind = "gauge" if kind == "info" else kind
+        self.text_header = f"# HELP {self.sample} {text_help}\n# TYPE {self.sample} {text_kind}\n"
+        self.om_header = f"# HELP {name} {om_help}\n# TYPE {name} {kind}\n"
+        if unit:
+            self.om_header += f"# UNIT {name} {unit}\n"
+
+
+_P = "wsgi_observe_"
+INFO = Family("wsgi_observe", "info", "Service name and version.", labels="service, version")
+START_TIME = Family(
+    _P + "start_time_seconds",
+    "gauge",
+    "Start time of the service, seconds since the epoch.",
+    "seconds",
+)
+UPTIME = Family(_P + "uptime_seconds", "gauge", "Seconds since the service started.", "seconds")
+IN_FLIGHT = Family(_P + "requests_in_flight", "gauge", "Requests being served right now.")
+REQUESTS = Family(
+    _P + "requests",
+    "counter",
+    "Requests served, by endpoint, method and status class.",
+    labels="endpoint, method, status",
+)
+ERRORS = Family(
+    _P + "request_errors",
+    "counter",
+    "Requests that failed (5xx status or exception), by endpoint.",
+    labels="endpoint",
+)
+DURATION = Family(
+    _P + "request_duration_seconds",
+    "histogram",
+    "Request duration from entry until the response is closed, from HDR histograms.",
+    "seconds",
+    labels="endpoint, le",
+)
+DURATION_Q = Family(
+    _P + "request_duration_quantile_seconds",
+    "summary",
+    "Request duration quantiles since start, exact across workers (HDR, 1% precision).",
+    "seconds",
+    labels="endpoint, quantile",
+)
+CALLS = Family(
+    _P + "function_calls",
+    "counter",
+    "Calls of functions timed by performance_tracking, by result (ok or error).",
+    labels="function, result",
+)
+CALL_DURATION = Family(
+    _P + "function_duration_seconds",
+    "histogram",
+    "Duration of functions timed by performance_tracking, from HDR histograms.",
+    "seconds",
+    labels="function, le",
+)
+CALL_DURATION_Q = Family(
+    _P + "function_duration_quantile_seconds",
+    "summary",
+    "Duration quantiles since start of functions timed by performance_tracking.",
+    "seconds",
+    labels="function, quantile",
+)
+READY = Family(_P + "ready", "gauge", "1 if the last readiness run was healthy, else 0.")
+READY_AT = Family(
+    _P + "readiness_last_run_timestamp_seconds",
+    "gauge",
+    "When the last readiness run finished, seconds since the epoch.",
+    "seconds",
+)
+CHECK_HEALTHY = Family(
+    _P + "readiness_check_healthy",
+    "gauge",
+    "1 if the readiness check was healthy in the last run, else 0.",
+    labels="check, group (grouped checks only)",
+)
+CHECK_STATUS = Family(
+    _P + "readiness_check_status",
+    "gauge",
+    "Status of the readiness check in the last run: 1 for its status, 0 for the others.",
+    labels="check, group, status (healthy, degraded, unhealthy)",
+)
+CHECK_LATENCY = Family(
+    _P + "readiness_check_latency_seconds",
+    "gauge",
+    "How long the readiness check took in the last run.",
+    "seconds",
+    labels="check, group",
+)
+CPU_USAGE = Family(
+    _P + "system_cpu_usage_ratio", "gauge", "Machine CPU usage between scrapes (0 to 1).", "ratio"
+)
+CPU_COUNT = Family(_P + "system_cpus", "gauge", "Logical CPUs of the machine.")
+MEM_TOTAL = Family(_P + "system_memory_total_bytes", "gauge", "Machine memory, total.", "bytes")
+MEM_AVAILABLE = Family(
+    _P + "system_memory_available_bytes", "gauge", "Machine memory available.", "bytes"
+)
+MEM_USED = Family(
+    _P + "system_memory_used_bytes", "gauge", "Machine memory used (total - available).", "bytes"
+)
+DISK_TOTAL = Family(_P + "system_disk_total_bytes", "gauge", "Disk size.", "bytes")
+DISK_USED = Family(_P + "system_disk_used_bytes", "gauge", "Disk space used.", "bytes")
+DISK_FREE = Family(_P + "system_disk_free_bytes", "gauge", "Disk space free.", "bytes")
+PROC_RSS = Family(
+    _P + "process_resident_memory_bytes",
+    "gauge",
+    "Resident memory of each process (gunicorn master and workers).",
+    "bytes",
+    labels="pid, role",
+)
+PROC_CPU = Family(
+    _P + "process_cpu_seconds",
+    "counter",
+    "User and system CPU time of each process.",
+    "seconds",
+    labels="pid, role",
+)
+PROC_THREADS = Family(
+    _P + "process_threads", "gauge", "Threads of each process.", labels="pid, role"
+)
+PROC_FDS = Family(
+    _P + "process_open_fds", "gauge", "Open file descriptors of each process.", labels="pid, role"
+)
+PROC_START = Family(
+    _P + "process_start_time_seconds",
+    "gauge",
+    "Start time of each process, seconds since the epoch.",
+    "seconds",
+    labels="pid, role",
+)
+
+#: Every family, in output order (sorted by name).
+FAMILIES: tuple[Family, ...] = tuple(
+    sorted(
+        (
+            INFO,
+            START_TIME,
+            UPTIME,
+            IN_FLIGHT,
+            REQUESTS,
+            ERRORS,
+            DURATION,
+            DURATION_Q,
+            CALLS,
+            CALL_DURATION,
+            CALL_DURATION_Q,
+            READY,
+            READY_AT,
+            CHECK_HEALTHY,
+            CHECK_STATUS,
+            CHECK_LATENCY,
+            CPU_USAGE,
+            CPU_COUNT,
+            MEM_TOTAL,
+            MEM_AVAILABLE,
+            MEM_USED,
+            DISK_TOTAL,
+            DISK_USED,
+            DISK_FREE,
+            PROC_RSS,
+            PROC_CPU,
+            PROC_THREADS,
+            PROC_FDS,
+            PROC_START,
+        ),
+        key=lambda family: family.name,
+    )
+)
+
+
+Bodies = dict[Family, list[str]]
+
+
+def render_prometheus(snapshot: Snapshot, extras: Mapping[str, Any]) -> bytes:
+    """The Prometheus text format 0.0.4 (``text/plain; version=0.0.4``) of ``snapshot``.
+
+    ``extras``: ``service``, ``version``, ``system`` (the JSON ``system`` block or None) and
+    ``readiness`` (the last ``/health/ready`` body or None).
+    """
+    return _render(snapshot, extras, openmetrics=False)
+
+
+def render_openmetrics(snapshot: Snapshot, extras: Mapping[str, Any]) -> bytes:
+    """The OpenMetrics 1.0.0 text (``application/openmetrics-text``) of ``snapshot``."""
+    return _render(snapshot, extras, openmetrics=True)
+
+
+def _render(snapshot: Snapshot, extras: Mapping[str, Any], *, openmetrics: bool) -> bytes:
+    bodies: Bodies = {}
+    _application(bodies, snapshot, extras)
+    _series(bodies, snapshot.endpoints, "endpoint", REQUESTS, DURATION, DURATION_Q, ERRORS)
+    _series(bodies, snapshot.functions, "function", CALLS, CALL_DURATION, CALL_DURATION_Q, None)
+    readiness = extras.get("readiness")
+    if readiness:
+        _readiness(bodies, readiness)
+    system = extras.get("system")
+    if system:
+        _system(bodies, system)
+    _processes(bodies, snapshot.processes)
+    out: list[str] = []
+    for family in FAMILIES:
+        body = bodies.get(family)
+        if body is None:
+            continue
+        out.append(family.om_header if openmetrics else family.text_header)
+        out.extend(body)
+    if openmetrics:
+        out.append("# EOF\n")
+    text = "".join(out)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates (never from PEP 3333 paths, which are latin-1) cannot be UTF-8.
+        return text.encode("utf-8", "replace")
+
+
+# Values and labels ----------------------------------------------------------------------
+
+
+def escape(value: str) -> str:
+    """A label value escaped for both formats: backslash, double quote and newline."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def _number(value: float) -> str:
+    """Go-style float text: ``+Inf``, ``-Inf``, ``NaN``; integers stay integers."""
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def _ratio(percent: Any) -> str:
+    return _number(round(float(percent) / 100.0, 6))
+
+
+def _bytes(value: Any, scale: int) -> str:
+    return str(round(float(value) * scale))
+
+
+# Families ----------------------------------------------------------------------------------
+
+
+def _application(bodies: Bodies, snapshot: Snapshot, extras: Mapping[str, Any]) -> None:
+    service = escape(str(extras.get("service", "")))
+    version = escape(str(extras.get("version", "")))
+    bodies[INFO] = [f'wsgi_observe_info{{service="{service}",version="{version}"}} 1\n']
+    bodies[START_TIME] = [f"{START_TIME.name} {_number(float(snapshot.started_at))}\n"]
+    uptime = round(max(snapshot.taken_at - snapshot.started_at, 0.0), 3)
+    bodies[UPTIME] = [f"{UPTIME.name} {_number(uptime)}\n"]
+    bodies[IN_FLIGHT] = [f"{IN_FLIGHT.name} {max(int(snapshot.inflight), 0)}\n"]
+
+
+def _series(
+    bodies: Bodies,
+    space: Mapping[str, SeriesData],
+    label: str,
+    counts: Family,
+    duration: Family,
+    quantiles: Family,
+    errors: Optional[Family],
+) -> None:
+    if not space:
+        return
+    count_lines: list[str] = []
+    error_lines: list[str] = []
+    bucket_lines: list[str] = []
+    quantile_lines: list[str] = []
+    count_name = counts.sample
+    bucket_name = duration.name + "_bucket"
+    sum_name = duration.name + "_sum"
+    total_name = duration.name + "_count"
+    quantile_name = quantiles.name
+    is_function = errors is None
+    for name in sorted(space):
+        series = space[name]
+        labels = f'{label}="{escape(name)}"'
+        for (first, second), count in sorted(series.by.items()):
+            if is_function:
+                extra = f'result="{escape(first)}"'
+            else:
+                extra = f'method="{escape(first)}",status="{escape(second)}"'
+            count_lines.append(f"{count_name}{{{labels},{extra}}} {count}\n")
+        if errors is not None:
+            error_lines.append(f"{errors.sample}{{{labels}}} {series.errors}\n")
+        cumulative, quantile_values = _distribution(series.hist)
+        total = cumulative[-1]
+        prefix = f'{bucket_name}{{{labels},le="'
+        for le, count in zip(_LE, cumulative):
+            bucket_lines.append(f'{prefix}{le}"}} {count}\n')
+        bucket_lines.append(f"{sum_name}{{{labels}}} {_number(series.sum_ns / 1e9)}\n")
+        bucket_lines.append(f"{total_name}{{{labels}}} {total}\n")
+        for text, value in zip(_QUANTILE_TEXT, quantile_values):
+            quantile_lines.append(f'{quantile_name}{{{labels},quantile="{text}"}} {value}\n')
+    bodies[counts] = count_lines
+    if errors is not None:
+        bodies[errors] = error_lines
+    bodies[duration] = bucket_lines
+    bodies[quantiles] = quantile_lines
+
+
+def _distribution(hist: Mapping[int, int]) -> tuple[list[int], list[str]]:
+    """Cumulative counts at each bound (``+Inf`` last) and the quantiles' texts of ``hist``.
+
+    One pass bins the HDR buckets; a quantile then only looks inside the one bin holding
+    it. Sorting every HDR bucket instead costs several times more (there can be a
+    thousand per endpoint), and /metrics must stay fast with hundreds of endpoints.
+    """
+    per_bin = [0] * len(_LE)
+    bins = _BIN
+    try:
+        for index, count in hist.items():
+            per_bin[bins[index]] += count
+    except IndexError:  # an index beyond MAX_US: not from bucket_index; count it as +Inf
+        per_bin = [0] * len(_LE)
+        for index, count in hist.items():
+            per_bin[_BIN[index] if 0 <= index < _SIZE else -1] += count
+    cumulative = list(accumulate(per_bin))
+    total = cumulative[-1]
+    if total <= 0:
+        return cumulative, ["NaN"] * len(_PERCENTS)
+    texts = []
+    inside: dict[int, list[int]] = {}
+    get = hist.get
+    for percent in _PERCENTS:
+        # HdrHistogram's rule, as histograms.percentiles: the first HDR bucket whose
+        # running count reaches round(p * total), reported at its highest value.
+        goal = max(int(percent * total / 100 + 0.5), 1)
+        b = bisect_left(cumulative, goal)
+        start = _BIN_START[b]
+        running = inside.get(b)
+        if running is None:
+            span = range(start, _BIN_END[b])
+            running = inside[b] = list(accumulate(map(get, span, repeat(0))))
+        before = cumulative[b - 1] if b else 0
+        index = start + bisect_left(running, goal - before)
+        texts.append(_number(highest_equivalent(index) / 1e6))
+    return cumulative, texts
+
+
+def _readiness(bodies: Bodies, readiness: Mapping[str, Any]) -> None:
+    bodies[READY] = [f"{READY.name} {1 if readiness.get('status') == 'healthy' else 0}\n"]
+    finished = _epoch(readiness.get("timestamp"))
+    if finished is not None:
+        bodies[READY_AT] = [f"{READY_AT.name} {_number(finished)}\n"]
+    checks: list[tuple[str, str, Mapping[str, Any]]] = []
+    for name, value in (readiness.get("checks") or {}).items():
+        if not isinstance(value, Mapping):
+            continue
+        if isinstance(value.get("status"), str):
+            checks.append((str(name), "", value))
+        else:  # a group, like the guide's external_services
+            for member, result in value.items():
+                if isinstance(result, Mapping) and isinstance(result.get("status"), str):
+                    checks.append((str(member), str(name), result))
+    if not checks:
+        return
+    checks.sort(key=lambda item: (item[1], item[0]))
+    healthy: list[str] = []
+    status_lines: list[str] = []
+    latency: list[str] = []
+    for name, group, result in checks:
+        labels = f'check="{escape(name)}"'
+        if group:
+            labels += f',group="{escape(group)}"'
+        status = result["status"]
+        healthy.append(f"{CHECK_HEALTHY.name}{{{labels}}} {1 if status == 'healthy' else 0}\n")
+        for state in _STATES:
+            value = 1 if state == status else 0
+            status_lines.append(f'{CHECK_STATUS.name}{{{labels},status="{state}"}} {value}\n')
+        latency_ms = result.get("latency_ms")
+        if isinstance(latency_ms, (int, float)) and not isinstance(latency_ms, bool):
+            seconds = _number(round(latency_ms / 1000, 6))
+            latency.append(f"{CHECK_LATENCY.name}{{{labels}}} {seconds}\n")
+    bodies[CHECK_HEALTHY] = healthy
+    bodies[CHECK_STATUS] = status_lines
+    if latency:
+        bodies[CHECK_LATENCY] = latency
+
+
+def _epoch(timestamp: Any) -> Optional[float]:
+    """``2025-10-06T12:00:00.000Z`` -> seconds since the epoch (None if not that shape)."""
+    if not isinstance(timestamp, str):
+        return None
+    try:
+        moment = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=timezone.utc).timestamp()
+
+
+def _system(bodies: Bodies, system: Mapping[str, Any]) -> None:
+    # The system block keeps the guide's JSON units (percent, MB, GB); convert to base units.
+    cpu = system.get("cpu") or {}
+    if "usage_percent" in cpu:
+        bodies[CPU_USAGE] = [f"{CPU_USAGE.name} {_ratio(cpu['usage_percent'])}\n"]
+    if "count" in cpu:
+        bodies[CPU_COUNT] = [f"{CPU_COUNT.name} {int(cpu['count'])}\n"]
+    memory = system.get("memory") or {}
+    memory_keys = ((MEM_TOTAL, "total_mb"), (MEM_AVAILABLE, "available_mb"), (MEM_USED, "used_mb"))
+    for family, key in memory_keys:
+        if key in memory:
+            bodies[family] = [f"{family.name} {_bytes(memory[key], _MB)}\n"]
+    disk = system.get("disk") or {}
+    for family, key in ((DISK_TOTAL, "total_gb"), (DISK_USED, "used_gb"), (DISK_FREE, "free_gb")):
+        if key in disk:
+            bodies[family] = [f"{family.name} {_bytes(disk[key], _GB)}\n"]
+
+
+def _processes(bodies: Bodies, processes: list[dict[str, Any]]) -> None:
+    if not processes:
+        # A single process: report this one (psutil reads /proc: tens of microseconds).
+        own = process_info(os.getpid(), "main")
+        processes = [own] if own is not None else []
+    rss: list[str] = []
+    cpu: list[str] = []
+    threads: list[str] = []
+    fds: list[str] = []
+    started: list[str] = []
+    for process in sorted(processes, key=lambda p: (str(p.get("role")), int(p.get("pid", 0)))):
+        role = escape(str(process.get("role", "")))
+        labels = f'{{pid="{int(process.get("pid", 0))}",role="{role}"}}'
+        if "rss_mb" in process:
+            rss.append(f"{PROC_RSS.name}{labels} {_bytes(process['rss_mb'], _MB)}\n")
+        if "cpu_seconds" in process:
+            cpu.append(f"{PROC_CPU.sample}{labels} {_number(float(process['cpu_seconds']))}\n")
+        if "threads" in process:
+            threads.append(f"{PROC_THREADS.name}{labels} {int(process['threads'])}\n")
+        if "open_fds" in process:
+            fds.append(f"{PROC_FDS.name}{labels} {int(process['open_fds'])}\n")
+        if "started_at" in process:
+            started.append(f"{PROC_START.name}{labels} {_number(float(process['started_at']))}\n")
+    for family, lines in (
+        (PROC_RSS, rss),
+        (PROC_CPU, cpu),
+        (PROC_THREADS, threads),
+        (PROC_FDS, fds),
+        (PROC_START, started),
+    ):
+        if lines:
+            bodies[family] = lines
