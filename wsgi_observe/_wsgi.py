@@ -18,6 +18,8 @@ client disconnects.
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -308,3 +310,20 @@ def _rewrap_file(body: Any, file_wrapper: type, exchange: Exchange) -> Any:
         except Exception:
             return None
     return None
+
+
+def _serialised(unlocked: Callable[[Exchange], None]) -> Callable[[Exchange], None]:
+    lock = threading.Lock()
+
+    def locked(exchange: Exchange) -> None:
+        with lock:
+            unlocked(exchange)
+
+    return locked
+
+
+# record() updates slots with plain ``values[slot] += n``: under the GIL no thread switch can
+# happen inside one of those statements (no Python-level call in it), so threaded workers
+# need no lock there. A free-threaded build (PEP 703) has no such guarantee: serialise.
+if not getattr(sys, "_is_gil_enabled", lambda: True)():  # pragma: no cover - 3.13t only
+    record = _serialised(record)

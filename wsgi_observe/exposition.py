@@ -11,7 +11,7 @@ from typing import Any, Optional
 import orjson
 
 from ._time import iso_utc
-from .histograms import percentiles
+from .histograms import merge_all, percentiles
 from .metrics import STATUS_CLASSES, SeriesData, Snapshot
 
 __all__ = [
@@ -93,7 +93,6 @@ def json_document(
 ) -> dict[str, Any]:
     """The guide's ``/metrics`` document (plus per-endpoint percentiles and status classes)."""
     total = errors = sum_ns = 0
-    merged: dict[int, int] = {}
     by: dict[tuple[str, str], int] = {}
     endpoints: dict[str, Any] = {}
     for name in sorted(snapshot.endpoints):
@@ -101,11 +100,10 @@ def json_document(
         total += series.count
         errors += series.errors
         sum_ns += series.sum_ns
-        for index, count in series.hist.items():
-            merged[index] = merged.get(index, 0) + count
         for label, count in series.by.items():
             by[label] = by.get(label, 0) + count
         endpoints[name] = _series_json(series, with_status=True)
+    merged = merge_all(series.hist for series in snapshot.endpoints.values())
     overall = percentiles(merged, _PERCENTILES)
     document: dict[str, Any] = {
         "timestamp": iso_utc(snapshot.taken_at),

@@ -18,9 +18,9 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from . import workers
+from . import _wsgi, workers
 from ._time import iso_utc
-from ._wsgi import Exchange, _SequenceExchange, guarded, record
+from ._wsgi import Exchange, _SequenceExchange, guarded
 from .config import Config
 from .endpoints import EndpointNames
 from .exposition import (
@@ -137,7 +137,7 @@ class ObservabilityMiddleware:
             exchange.failed = True
             exchange.error = error
             exchange.closed = True
-            record(exchange)
+            _wsgi.record(exchange)
             raise
         kind = type(body)
         if kind is list or kind is tuple:
