@@ -184,7 +184,7 @@ def test_activate_moves_the_process_store_onto_a_state_file(tmp_path, monkeypatc
 
 def test_prepare_state_dir_errors_name_the_variable(tmp_path):
     """A missing directory gives one line naming WSGI_OBSERVE_STATE_DIR."""
-    with pytest.raises(workers.StateDirError, match="WSGI_OBSERVE_STATE_DIR=.*does not exist"):
+    with pytest.raises(workers.StateDirError, match=r"WSGI_OBSERVE_STATE_DIR=.*does not exist"):
         workers.prepare_state_dir(str(tmp_path / "nope"))
     assert workers.prepare_state_dir(str(tmp_path)) == str(tmp_path)
 
