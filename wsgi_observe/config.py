@@ -8,6 +8,7 @@ is validated once, when the object is built; a bad value raises :class:`ConfigEr
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -42,17 +43,25 @@ def _parse_float(name: str, raw: Any, *, minimum: float, maximum: float | None =
         value = float(raw)
     except (TypeError, ValueError):
         value = float("nan")
-    if value != value or value < minimum or (maximum is not None and value > maximum):
+    if (
+        isinstance(raw, bool)
+        or not math.isfinite(value)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
         upper = f" and at most {maximum:g}" if maximum is not None else ""
         raise ConfigError(f"{name}={raw!r}: expected a number at least {minimum:g}{upper}")
     return value
 
 
 def _parse_int(name: str, raw: Any, *, minimum: int) -> int:
+    problem = ConfigError(f"{name}={raw!r}: expected a whole number at least {minimum}")
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        raise problem
     try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}={raw!r}: expected a whole number at least {minimum}") from None
+        value = int(raw.strip()) if isinstance(raw, str) else int(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise problem from None
     if value < minimum:
         raise ConfigError(f"{name}={raw!r}: expected a whole number at least {minimum}")
     return value
@@ -146,7 +155,10 @@ def _rate(name: str, raw: Any) -> Optional[float]:
 
 
 def _positive(name: str, raw: Any) -> float:
-    value = _parse_float(name, raw, minimum=0.0)
+    try:
+        value = _parse_float(name, raw, minimum=0.0)
+    except ConfigError:
+        value = 0.0
     if value <= 0:
         raise ConfigError(f"{name}={raw!r}: expected a number greater than 0")
     return value
@@ -201,6 +213,23 @@ ENV_VARS: Mapping[str, _Var] = {
 }
 
 
+#: Fields that must have a value (the others accept None, meaning "not set").
+_REQUIRED = frozenset(
+    (
+        "service_name",
+        "version",
+        "environment",
+        "log_level",
+        "access_log",
+        "slow_request_threshold",
+        "readiness_timeout",
+        "readiness_cache_ttl",
+        "max_endpoints",
+        "exclude_paths",
+    )
+)
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything wsgi_observe can be told, validated once.
@@ -240,6 +269,9 @@ class Config:
         for name, var in ENV_VARS.items():
             raw = getattr(self, name)
             if raw is None:
+                if name in _REQUIRED:
+                    default = type(self).__dataclass_fields__[name].default
+                    raise ConfigError(f"{name}=None: expected a value (default {default!r})")
                 continue
             object.__setattr__(self, name, var.parse(name, raw))
 

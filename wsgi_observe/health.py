@@ -75,7 +75,7 @@ class _Check:
         started = time.perf_counter()
         try:
             result = _interpret(self.fn())
-        except Exception as error:
+        except BaseException as error:  # even SystemExit: it runs in its own thread
             result = {"status": "unhealthy", "message": _describe(error)}
         result["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
         return result
@@ -127,14 +127,16 @@ class ReadinessRunner:
                 if self._cached is not None:
                     return self._cached[1]
             self._running = True
+        body: Optional[dict[str, Any]] = None
         try:
             body = self._run()
         finally:
             with self._lock:
+                # Cache before waking the waiters, so none of them runs the checks again.
+                if body is not None:
+                    self._cached = (time.monotonic(), body)
                 self._running = False
                 self._done.notify_all()
-        with self._lock:
-            self._cached = (time.monotonic(), body)
         return body
 
     def last_result(self) -> Optional[dict[str, Any]]:
