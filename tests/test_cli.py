@@ -1,0 +1,64 @@
+"""The command line: the demo under real gunicorn, and the uptimerobot dispatch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+import pytest
+from conftest import ROOT, free_port, http_get, wait_until
+
+from wsgi_observe.cli import main
+
+
+@pytest.mark.slow
+def test_demo_serves_the_crm_api_under_gunicorn(tmp_path):
+    """`python -m wsgi_observe demo` answers the API, the probes and /metrics."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DEMO_DB": str(tmp_path / "demo.sqlite3")}
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wsgi_observe", "demo", "--port", str(port), "--workers", "2"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_until(lambda: http_get(base + "/health/live", timeout=1)[0] == 200, timeout=30)
+            status, _, body = http_get(base + "/api/leads/3")
+            assert status == 200 and json.loads(body)["id"] == 3
+            assert http_get(base + "/api/boom")[0] == 500
+            status, _, body = http_get(base + "/health/ready")
+            ready = json.loads(body)
+            assert ready["checks"]["database"]["status"] == "healthy"
+            assert status in (200, 503)
+            doc = json.loads(http_get(base + "/metrics")[2])
+            assert doc["application"]["requests"]["total"] == 2
+            assert doc["endpoints"]["/api/leads/<int:lead_id>"]["requests"] == 1
+            assert doc["endpoints"]["/api/boom"]["errors"] == 1
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=20)
+
+
+def test_version_flag(capsys):
+    """--version prints the package version."""
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert "wsgi_observe" in capsys.readouterr().out
+
+
+def test_uptimerobot_setup_without_a_key_exits_2(monkeypatch, capsys):
+    """The uptimerobot command is wired in: a missing key is a configuration error."""
+    monkeypatch.delenv("UPTIMEROBOT_API_KEY", raising=False)
+    monkeypatch.setenv("APP_BASE_URL", "https://api.example.com")
+    assert main(["uptimerobot", "setup", "--dry-run"]) == 2
+    assert "UPTIMEROBOT_API_KEY" in capsys.readouterr().err
