@@ -24,7 +24,8 @@ numbers as the JSON document) are a separate summary family,
 Readiness families reflect the most recent ``/health/ready`` run (its time is
 ``wsgi_observe_readiness_last_run_timestamp_seconds``); they are absent until a probe ran.
 Per-process families come from the snapshot (gunicorn master and workers) or, in a single
-process, from this process itself with ``role="main"``.
+process, from this process itself with ``role="main"``. System families are converted from
+the JSON ``system`` block (percent -> ratio, MB and GB -> bytes), so they keep its rounding.
 """
 
 from __future__ import annotations
@@ -61,15 +62,20 @@ _GB = 1024 * 1024 * 1024
 # holding the bound itself also holds values above it, so it goes to the next bound up.
 _THRESHOLDS = (*(bucket_index(round(bound * 1_000_000)) for bound in BUCKET_BOUNDS),)
 _SIZE = bucket_index(MAX_US) + 1
-# _BIN[index]: the first le bucket (0 .. len(BUCKET_BOUNDS), the last one +Inf) that counts
-# HDR bucket ``index``. A table lookup per HDR bucket is the cheapest way to bin them.
-_BIN = bytes(bisect_right(_THRESHOLDS, index) for index in range(_SIZE))
-_BIN_START = (0, *_THRESHOLDS)
-_BIN_END = (*_THRESHOLDS, _SIZE)
+# Slices of HDR indexes: every bucket bound starts one, and none is wider than 32 indexes.
+# Binning each HDR bucket into its slice is one table lookup (_SLICE); the le counts are
+# then sums of whole slices, and a quantile only looks inside the one slice holding it.
+_SLICE_START = tuple(sorted({*range(0, _SIZE, 32), *_THRESHOLDS}))
+_SLICE_END = (*_SLICE_START[1:], _SIZE)
+_SLICE = bytes(bisect_right(_SLICE_START, index) - 1 for index in range(_SIZE))
+# The le bucket of bound i holds slices 0 .. _LE_SLICE[i] (the last, +Inf, holds all).
+_LE_SLICE = (*(_SLICE_START.index(t) - 1 for t in _THRESHOLDS), len(_SLICE_START) - 1)
 _LE = (*(repr(bound) for bound in BUCKET_BOUNDS), "+Inf")  # canonical: "0.001", "1.0", "+Inf"
 _QUANTILE_TEXT = tuple(repr(q) for q in QUANTILES)
 _PERCENTS = tuple(q * 100.0 for q in QUANTILES)
 _STATES = ("degraded", "healthy", "unhealthy")
+# Below this many HDR buckets a sort is quicker than binning (measured on this machine).
+_SORT_BELOW = 300
 
 
 class Family:
@@ -102,47 +108,47 @@ INFO = Family("wsgi_observe", "info", "Service name and version.", labels="servi
 START_TIME = Family(
     _P + "start_time_seconds",
     "gauge",
-    "Start time of the service, seconds since the epoch.",
+    "Start time of the service in seconds since the epoch.",
     "seconds",
 )
 UPTIME = Family(_P + "uptime_seconds", "gauge", "Seconds since the service started.", "seconds")
-IN_FLIGHT = Family(_P + "requests_in_flight", "gauge", "Requests being served right now.")
+IN_FLIGHT = Family(_P + "requests_in_flight", "gauge", "Requests being served now.")
 REQUESTS = Family(
     _P + "requests",
     "counter",
-    "Requests served, by endpoint, method and status class.",
+    "Requests by endpoint, method and status class.",
     labels="endpoint, method, status",
 )
 ERRORS = Family(
     _P + "request_errors",
     "counter",
-    "Requests that failed (5xx status or exception), by endpoint.",
+    "Failed requests (5xx or exception) by endpoint.",
     labels="endpoint",
 )
 DURATION = Family(
     _P + "request_duration_seconds",
     "histogram",
-    "Request duration from entry until the response is closed, from HDR histograms.",
+    "Request duration, from entry until the response is closed.",
     "seconds",
     labels="endpoint, le",
 )
 DURATION_Q = Family(
     _P + "request_duration_quantile_seconds",
     "summary",
-    "Request duration quantiles since start, exact across workers (HDR, 1% precision).",
+    "Request duration quantiles since start (HDR, all workers).",
     "seconds",
     labels="endpoint, quantile",
 )
 CALLS = Family(
     _P + "function_calls",
     "counter",
-    "Calls of functions timed by performance_tracking, by result (ok or error).",
+    "Calls of functions timed by performance_tracking, by result.",
     labels="function, result",
 )
 CALL_DURATION = Family(
     _P + "function_duration_seconds",
     "histogram",
-    "Duration of functions timed by performance_tracking, from HDR histograms.",
+    "Duration of functions timed by performance_tracking.",
     "seconds",
     labels="function, le",
 )
@@ -157,33 +163,33 @@ READY = Family(_P + "ready", "gauge", "1 if the last readiness run was healthy, 
 READY_AT = Family(
     _P + "readiness_last_run_timestamp_seconds",
     "gauge",
-    "When the last readiness run finished, seconds since the epoch.",
+    "End of the last readiness run in seconds since the epoch.",
     "seconds",
 )
 CHECK_HEALTHY = Family(
     _P + "readiness_check_healthy",
     "gauge",
     "1 if the readiness check was healthy in the last run, else 0.",
-    labels="check, group (grouped checks only)",
+    labels="check, group",
 )
 CHECK_STATUS = Family(
     _P + "readiness_check_status",
     "gauge",
-    "Status of the readiness check in the last run: 1 for its status, 0 for the others.",
-    labels="check, group, status (healthy, degraded, unhealthy)",
+    "1 for the status of the readiness check in the last run, 0 for the others.",
+    labels="check, group, status",
 )
 CHECK_LATENCY = Family(
     _P + "readiness_check_latency_seconds",
     "gauge",
-    "How long the readiness check took in the last run.",
+    "Duration of the readiness check in the last run.",
     "seconds",
     labels="check, group",
 )
 CPU_USAGE = Family(
-    _P + "system_cpu_usage_ratio", "gauge", "Machine CPU usage between scrapes (0 to 1).", "ratio"
+    _P + "system_cpu_usage_ratio", "gauge", "Machine CPU usage between scrapes, 0 to 1.", "ratio"
 )
 CPU_COUNT = Family(_P + "system_cpus", "gauge", "Logical CPUs of the machine.")
-MEM_TOTAL = Family(_P + "system_memory_total_bytes", "gauge", "Machine memory, total.", "bytes")
+MEM_TOTAL = Family(_P + "system_memory_total_bytes", "gauge", "Machine memory in total.", "bytes")
 MEM_AVAILABLE = Family(
     _P + "system_memory_available_bytes", "gauge", "Machine memory available.", "bytes"
 )
@@ -216,7 +222,7 @@ PROC_FDS = Family(
 PROC_START = Family(
     _P + "process_start_time_seconds",
     "gauge",
-    "Start time of each process, seconds since the epoch.",
+    "Start time of each process in seconds since the epoch.",
     "seconds",
     labels="pid, role",
 )
@@ -309,7 +315,7 @@ def _render(snapshot: Snapshot, extras: Mapping[str, Any], *, openmetrics: bool)
 # Values and labels ----------------------------------------------------------------------
 
 
-def escape(value: str) -> str:
+def _escape(value: str) -> str:
     """A label value escaped for both formats: backslash, double quote and newline."""
     if "\\" in value or '"' in value or "\n" in value:
         return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -339,8 +345,8 @@ def _bytes(value: Any, scale: int) -> str:
 
 
 def _application(bodies: Bodies, snapshot: Snapshot, extras: Mapping[str, Any]) -> None:
-    service = escape(str(extras.get("service", "")))
-    version = escape(str(extras.get("version", "")))
+    service = _escape(str(extras.get("service", "")))
+    version = _escape(str(extras.get("version", "")))
     bodies[INFO] = [f'wsgi_observe_info{{service="{service}",version="{version}"}} 1\n']
     bodies[START_TIME] = [f"{START_TIME.name} {_number(float(snapshot.started_at))}\n"]
     uptime = round(max(snapshot.taken_at - snapshot.started_at, 0.0), 3)
@@ -371,12 +377,12 @@ def _series(
     is_function = errors is None
     for name in sorted(space):
         series = space[name]
-        labels = f'{label}="{escape(name)}"'
+        labels = f'{label}="{_escape(name)}"'
         for (first, second), count in sorted(series.by.items()):
             if is_function:
-                extra = f'result="{escape(first)}"'
+                extra = f'result="{_escape(first)}"'
             else:
-                extra = f'method="{escape(first)}",status="{escape(second)}"'
+                extra = f'method="{_escape(first)}",status="{_escape(second)}"'
             count_lines.append(f"{count_name}{{{labels},{extra}}} {count}\n")
         if errors is not None:
             error_lines.append(f"{errors.sample}{{{labels}}} {series.errors}\n")
@@ -399,39 +405,68 @@ def _series(
 def _distribution(hist: Mapping[int, int]) -> tuple[list[int], list[str]]:
     """Cumulative counts at each bound (``+Inf`` last) and the quantiles' texts of ``hist``.
 
-    One pass bins the HDR buckets; a quantile then only looks inside the one bin holding
-    it. Sorting every HDR bucket instead costs several times more (there can be a
-    thousand per endpoint), and /metrics must stay fast with hundreds of endpoints.
+    Both ways give the same numbers; they differ in speed. Sorting the HDR buckets is
+    quickest for a few hundred, binning them in one pass for more (there can be a thousand
+    per endpoint, and /metrics must stay fast with hundreds of endpoints).
     """
-    per_bin = [0] * len(_LE)
-    bins = _BIN
+    if len(hist) < _SORT_BELOW:
+        return _sorted_distribution(hist)
+    return _binned_distribution(hist)
+
+
+def _goal(percent: float, total: int) -> int:
+    # HdrHistogram's rule, as histograms.percentiles: the first HDR bucket whose running
+    # count reaches round(p * total) gives the quantile, reported at its highest value.
+    return max(int(percent * total / 100 + 0.5), 1)
+
+
+def _sorted_distribution(hist: Mapping[int, int]) -> tuple[list[int], list[str]]:
+    keys = sorted(hist)
+    running = list(accumulate(map(hist.__getitem__, keys)))
+    total = running[-1] if running else 0
+    cumulative = []
+    for threshold in _THRESHOLDS:
+        below = bisect_left(keys, threshold)
+        cumulative.append(running[below - 1] if below else 0)
+    cumulative.append(total)
+    if total <= 0:
+        return cumulative, ["NaN"] * len(_PERCENTS)  # no observations yet
+    texts = [
+        repr(highest_equivalent(keys[bisect_left(running, _goal(p, total))]) / 1e6)
+        for p in _PERCENTS
+    ]
+    return cumulative, texts
+
+
+def _binned_distribution(hist: Mapping[int, int]) -> tuple[list[int], list[str]]:
+    per_slice = [0] * len(_SLICE_START)
+    slices = _SLICE
     try:
         for index, count in hist.items():
-            per_bin[bins[index]] += count
-    except IndexError:  # an index beyond MAX_US: not from bucket_index; count it as +Inf
-        per_bin = [0] * len(_LE)
+            per_slice[slices[index]] += count
+    except IndexError:  # an index beyond MAX_US (not from bucket_index): count it as +Inf
+        per_slice = [0] * len(_SLICE_START)
         for index, count in hist.items():
-            per_bin[_BIN[index] if 0 <= index < _SIZE else -1] += count
-    cumulative = list(accumulate(per_bin))
-    total = cumulative[-1]
+            per_slice[slices[index] if 0 <= index < _SIZE else -1] += count
+    running = list(accumulate(per_slice))
+    cumulative = [running[i] for i in _LE_SLICE]
+    total = running[-1]
     if total <= 0:
-        return cumulative, ["NaN"] * len(_PERCENTS)
+        return cumulative, ["NaN"] * len(_PERCENTS)  # no observations yet
     texts = []
-    inside: dict[int, list[int]] = {}
     get = hist.get
+    seen = -1
+    start = 0
+    inside: list[int] = []
     for percent in _PERCENTS:
-        # HdrHistogram's rule, as histograms.percentiles: the first HDR bucket whose
-        # running count reaches round(p * total), reported at its highest value.
-        goal = max(int(percent * total / 100 + 0.5), 1)
-        b = bisect_left(cumulative, goal)
-        start = _BIN_START[b]
-        running = inside.get(b)
-        if running is None:
-            span = range(start, _BIN_END[b])
-            running = inside[b] = list(accumulate(map(get, span, repeat(0))))
-        before = cumulative[b - 1] if b else 0
-        index = start + bisect_left(running, goal - before)
-        texts.append(_number(highest_equivalent(index) / 1e6))
+        goal = _goal(percent, total)
+        at = bisect_left(running, goal)
+        if at != seen:  # p95 and p99 often share a slice
+            seen = at
+            start = _SLICE_START[at]
+            inside = list(accumulate(map(get, range(start, _SLICE_END[at]), repeat(0))))
+        index = start + bisect_left(inside, goal - (running[at - 1] if at else 0))
+        texts.append(repr(highest_equivalent(index) / 1e6))
     return cumulative, texts
 
 
@@ -457,9 +492,9 @@ def _readiness(bodies: Bodies, readiness: Mapping[str, Any]) -> None:
     status_lines: list[str] = []
     latency: list[str] = []
     for name, group, result in checks:
-        labels = f'check="{escape(name)}"'
+        labels = f'check="{_escape(name)}"'
         if group:
-            labels += f',group="{escape(group)}"'
+            labels += f',group="{_escape(group)}"'
         status = result["status"]
         healthy.append(f"{CHECK_HEALTHY.name}{{{labels}}} {1 if status == 'healthy' else 0}\n")
         for state in _STATES:
@@ -515,7 +550,7 @@ def _processes(bodies: Bodies, processes: list[dict[str, Any]]) -> None:
     fds: list[str] = []
     started: list[str] = []
     for process in sorted(processes, key=lambda p: (str(p.get("role")), int(p.get("pid", 0)))):
-        role = escape(str(process.get("role", "")))
+        role = _escape(str(process.get("role", "")))
         labels = f'{{pid="{int(process.get("pid", 0))}",role="{role}"}}'
         if "rss_mb" in process:
             rss.append(f"{PROC_RSS.name}{labels} {_bytes(process['rss_mb'], _MB)}\n")
