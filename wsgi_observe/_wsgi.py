@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Exchange", "guarded", "record"]
 
-_new = object.__new__
+_new_list = list.__new__
+_PATH_CACHE = 4096
 
 _log = logging.getLogger("wsgi_observe")
 
@@ -50,20 +51,21 @@ def guarded(where: str, error: BaseException) -> None:
         pass
 
 
-class Exchange:
-    """One request in flight: start_response shim and closing body wrapper in one object.
+class Exchange(list):  # type: ignore[type-arg]
+    """One request in flight: the start_response shim and, for a list body, the body itself.
 
-    ``owner._finish(exchange)`` is called exactly once when the request ends: at
-    ``close()``, or straight away when the app raised before returning a body.
+    It subclasses ``list`` so that the common case, an app returning a list or tuple, is
+    handed to the server as a list: iteration and ``len()`` run at C speed (wsgiref and
+    waitress size one-item bodies with ``len``), and only ``close()`` is ours. Any other
+    body is wrapped by :class:`_StreamBody` or re-wrapped as the server's file wrapper.
+    ``record(exchange)`` runs exactly once when the request ends.
     """
 
     __slots__ = (
-        "body",
         "closed",
         "environ",
         "error",
         "failed",
-        "iterator",
         "nbytes",
         "owner",
         "started",
@@ -80,14 +82,12 @@ class Exchange:
         error: BaseException
         closed: bool
         started: int
-        body: Any
-        iterator: Optional[Iterator[bytes]]
         nbytes: int
 
     @classmethod
     def begin(cls, owner: Any, environ: WSGIEnvironment, start_response: StartResponse) -> Exchange:
         """A new exchange, timed from now (the middleware inlines this on its hot path)."""
-        exchange = _new(cls)
+        exchange = _new_list(cls)
         exchange.owner = owner
         exchange.environ = environ
         exchange.upstream = start_response
@@ -110,16 +110,12 @@ class Exchange:
             return self.upstream(status, headers)
         return self.upstream(status, headers, exc_info)
 
-    # The body --------------------------------------------------------------------------
-
     def wrap(self, body: Iterable[bytes]) -> Iterable[bytes]:
-        """The iterable to hand to the server in place of the app's ``body``."""
-        self.body = body
+        """What to hand to the server in place of the app's ``body``."""
         kind = type(body)
         if kind is list or kind is tuple:
-            self.__class__ = _SequenceExchange
+            self.extend(body)
             return self
-        self.iterator = None
         self.nbytes = 0
         file_wrapper = self.environ.get("wsgi.file_wrapper")
         if file_wrapper is not None and isinstance(file_wrapper, type):
@@ -131,7 +127,41 @@ class Exchange:
                 rewrapped = _rewrap_file(body, file_wrapper, self)
                 if rewrapped is not None:
                     return rewrapped
-        return self
+        return _StreamBody(self, body)
+
+    def close(self) -> None:
+        # A list body has no close() of its own: only the exchange ends here.
+        if self.closed:
+            return
+        self.closed = True
+        record(self)
+
+    def body_bytes(self) -> int:
+        """Bytes of the response body (sent so far, for a streamed one)."""
+        try:
+            return self.nbytes
+        except AttributeError:
+            return sum(map(len, self))
+
+    def exception(self) -> Optional[BaseException]:
+        """The exception that ended this request, if one did (set only on failure)."""
+        return getattr(self, "error", None)
+
+    # A list compares by value; an exchange is one request: compare and hash by identity.
+    __eq__ = object.__eq__  # type: ignore[assignment]
+    __ne__ = object.__ne__  # type: ignore[assignment]
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+
+class _StreamBody:
+    """Any body but a list: iterated through ``__next__``, which notes a mid-stream error."""
+
+    __slots__ = ("body", "exchange", "iterator")
+
+    def __init__(self, exchange: Exchange, body: Iterable[bytes]) -> None:
+        self.exchange = exchange
+        self.body = body
+        self.iterator: Optional[Iterator[bytes]] = None
 
     def __iter__(self) -> Iterator[bytes]:
         if self.iterator is None:
@@ -147,59 +177,27 @@ class Exchange:
         except StopIteration:
             raise
         except BaseException as error:
-            self.failed = True
-            self.error = error
+            self.exchange.failed = True
+            self.exchange.error = error
             raise
-        self.nbytes += len(chunk)
+        self.exchange.nbytes += len(chunk)
         return chunk
 
     def close(self) -> None:
-        if self.closed:
+        exchange = self.exchange
+        if exchange.closed:
             return
-        self.closed = True
+        exchange.closed = True
         try:
             inner_close = getattr(self.body, "close", None)
             if inner_close is not None:
                 inner_close()  # the app's close(), exactly once
         except BaseException as error:
-            self.failed = True
-            self.error = error
+            exchange.failed = True
+            exchange.error = error
             raise
         finally:
-            record(self)  # record even if the app's close() raised
-
-    def body_bytes(self) -> int:
-        """Bytes sent so far (for a list body: its total length)."""
-        return getattr(self, "nbytes", 0)
-
-    def exception(self) -> Optional[BaseException]:
-        """The exception that ended this request, if one did (set only on failure)."""
-        return getattr(self, "error", None)
-
-
-class _SequenceExchange(Exchange):
-    """A list or tuple body: iterated at C speed, sized for servers that ask."""
-
-    __slots__ = ()
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self.body)
-
-    def close(self) -> None:
-        # Lists and tuples have no close(): only the exchange ends here.
-        if self.closed:
-            return
-        self.closed = True
-        record(self)
-
-    def __len__(self) -> int:
-        return len(self.body)
-
-    def body_bytes(self) -> int:
-        try:
-            return sum(map(len, self.body))
-        except Exception:
-            return 0
+            record(exchange)  # record even if the app's close() raised
 
 
 def _capture_route(environ: WSGIEnvironment, request: Any) -> None:
@@ -208,6 +206,27 @@ def _capture_route(environ: WSGIEnvironment, request: Any) -> None:
     text = getattr(rule, "rule", None)
     if isinstance(text, str) and "wsgi_observe.endpoint" not in environ:
         environ["wsgi_observe.endpoint"] = text
+
+
+def _series_for(owner: Any, store: Any, environ: WSGIEnvironment, status: Optional[str]) -> Any:
+    """The slow path of ``record``: name the request, find or make its series, cache it."""
+    name = owner.names.resolve(environ, status)
+    series = store.endpoints.get(name)
+    if series is None:
+        series = store.new_series("ep", name)
+    if (
+        status is not None
+        and status[0] != "4"
+        and "wsgi_observe.endpoint" not in environ
+        and "werkzeug.request" not in environ
+    ):
+        path = environ.get("PATH_INFO")
+        if owner.names.paths.get(path) == name:  # only paths the name cache holds
+            by_path = store.by_path
+            if len(by_path) >= _PATH_CACHE:
+                by_path.clear()
+            by_path[path] = series
+    return series
 
 
 def record(exchange: Exchange) -> None:
@@ -222,19 +241,16 @@ def record(exchange: Exchange) -> None:
         owner = exchange.owner
         environ = exchange.environ
         status = exchange.status
-        name = environ.get("wsgi_observe.endpoint")
-        if name is None and "werkzeug.request" not in environ:
-            # Fast path: this path was named before and the answer is not a 404.
-            name = owner.path_names.get(environ.get("PATH_INFO"))
-            if name is None or status is None or (status[0] == "4" and status[:3] == "404"):
-                name = owner.names.resolve(environ, status)
-        else:
-            name = owner.names.resolve(environ, status)
-        method = environ.get("REQUEST_METHOD", "GET")
         store = owner.store
-        series = store.endpoints.get(name)
+        series = None
+        if status is not None and status[0] != "4" and "wsgi_observe.endpoint" not in environ:
+            # Fast path: a path seen before, not a 4xx, not named by the app. Only paths
+            # without a framework template are ever cached (see _series_for).
+            series = store.by_path.get(environ.get("PATH_INFO"))
         if series is None:
-            series = store.new_series("ep", name)
+            series = _series_for(owner, store, environ, status)
+        name = series.name
+        method = environ.get("REQUEST_METHOD", "GET")
         label = method + status[0] if status else method + "5"
         slot = series.by.get(label)
         if slot is None:

@@ -255,6 +255,8 @@ class MetricsStore:
             self.values = table.values
             self.endpoints: dict[str, _Series] = {}
             self.functions: dict[str, _Series] = {}
+            #: raw path -> series, filled by the middleware's slow path (bounded there)
+            self.by_path: dict[str, _Series] = {}
             self.inflight_slot = table.alloc(INFLIGHT)
             self._layout = Layout()
 

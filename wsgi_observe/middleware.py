@@ -19,8 +19,8 @@ from urllib.parse import parse_qs
 import orjson
 
 from . import _wsgi, workers
-from ._time import iso_utc
-from ._wsgi import Exchange, _SequenceExchange, guarded
+from ._time import iso_utc, iso_utc_bytes
+from ._wsgi import Exchange, guarded
 from .config import Config
 from .endpoints import EndpointNames
 from .exposition import (
@@ -41,9 +41,18 @@ if TYPE_CHECKING:
 __all__ = ["ObservabilityMiddleware", "wrap"]
 
 _log = logging.getLogger("wsgi_observe")
-_new = object.__new__
+_new_list = list.__new__
 _ALLOW = "GET, HEAD"
 _NO_STORE = ("Cache-Control", "no-store")
+_HEALTH_HEAD = b'{"status":"healthy","timestamp":"'
+_TS_LEN = len("2025-10-06T12:00:00.000Z")
+
+
+def _json_headers(length: int) -> tuple[tuple[str, str], ...]:
+    return (("Content-Type", JSON_TYPE), ("Content-Length", str(length)), _NO_STORE)
+
+
+_LIVE_HEADERS = _json_headers(len(_HEALTH_HEAD) + _TS_LEN + 2)
 Handler = Callable[["WSGIEnvironment", "StartResponse"], Iterable[bytes]]
 FinishHook = Callable[[Exchange, str, int], None]
 
@@ -84,7 +93,6 @@ class ObservabilityMiddleware:
         self.config = config
         self.store = store if store is not None else process_store()
         self.names = EndpointNames(config.max_endpoints)
-        self.path_names = self.names.paths
         self.readiness = ReadinessRunner(
             checks, timeout_s=config.readiness_timeout, cache_ttl_s=config.readiness_cache_ttl
         )
@@ -93,9 +101,12 @@ class ObservabilityMiddleware:
         self._excluded = tuple(config.exclude_paths)
         self.finish_hooks: list[FinishHook] = []
         self._token = config.metrics_token.encode() if config.metrics_token else None
-        self._health_body = orjson.dumps(
-            {"status": "healthy", "service": config.service_name, "version": config.version}
-        )
+        # /health and /health/live are answered from precomputed bytes and headers: only
+        # the timestamp (fixed width, so Content-Length is too) changes between calls.
+        self._health_tail = b'",' + orjson.dumps(
+            {"service": config.service_name, "version": config.version}
+        )[1:]
+        self._health_headers = _json_headers(len(_HEALTH_HEAD) + _TS_LEN + len(self._health_tail))
         self._routes: dict[str, Handler] = {
             "/health": self._health,
             "/health/live": self._live,
@@ -121,7 +132,7 @@ class ObservabilityMiddleware:
         if self._excluded and path.startswith(self._excluded):
             return self.raw_app(environ, start_response)
         # Exchange.begin(), inlined: this is the per-request path.
-        exchange = _new(Exchange)
+        exchange = _new_list(Exchange)
         exchange.owner = self
         exchange.environ = environ
         exchange.upstream = start_response
@@ -141,8 +152,7 @@ class ObservabilityMiddleware:
             raise
         kind = type(body)
         if kind is list or kind is tuple:
-            exchange.__class__ = _SequenceExchange
-            exchange.body = body
+            exchange.extend(body)
             return exchange
         return exchange.wrap(body)
 
@@ -198,21 +208,23 @@ class ObservabilityMiddleware:
 
     def _health(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         method = environ.get("REQUEST_METHOD")
-        if method != "GET" and method != "HEAD":
-            return self._not_allowed(environ, start_response)
-        # {"status":"healthy","service":...,"version":...} with the timestamp spliced in.
-        body = b'{"status":"healthy","timestamp":"%s",%s' % (
-            iso_utc().encode(),
-            self._health_body[len(b'{"status":"healthy",') :],
-        )
-        return self._respond(environ, start_response, "200 OK", body)
+        if method == "GET":
+            start_response("200 OK", list(self._health_headers))
+            return [_HEALTH_HEAD + iso_utc_bytes() + self._health_tail]
+        if method == "HEAD":
+            start_response("200 OK", list(self._health_headers))
+            return []
+        return self._not_allowed(environ, start_response)
 
     def _live(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         method = environ.get("REQUEST_METHOD")
-        if method != "GET" and method != "HEAD":
-            return self._not_allowed(environ, start_response)
-        body = b'{"status":"healthy","timestamp":"%s"}' % iso_utc().encode()
-        return self._respond(environ, start_response, "200 OK", body)
+        if method == "GET":
+            start_response("200 OK", list(_LIVE_HEADERS))
+            return [_HEALTH_HEAD + iso_utc_bytes() + b'"}']
+        if method == "HEAD":
+            start_response("200 OK", list(_LIVE_HEADERS))
+            return []
+        return self._not_allowed(environ, start_response)
 
     def _authorized(self, environ: WSGIEnvironment) -> bool:
         if self._token is None:
