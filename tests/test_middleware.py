@@ -550,3 +550,27 @@ def test_wrap_rejects_a_bad_target():
         wrap(":app")
     with pytest.raises(TypeError):
         wrap("json:__name__")
+
+
+def test_overall_percentiles_merge_every_endpoint_exactly(store):
+    """The application's p50/p99 come from all endpoints' HDR buckets summed exactly."""
+    import random
+
+    from wsgi_observe import _wsgi
+    from wsgi_observe.histograms import merge_all, percentiles_sorted
+
+    middleware = ObservabilityMiddleware(hello, store=store, access_log=False)
+    rng = random.Random(3)
+    for name in ("/a", "/b", "/c"):
+        for _ in range(300):
+            exchange = _wsgi.Exchange.begin(middleware, environ_for(name), Recorder())
+            exchange.status = "200 OK"
+            exchange.started -= int(rng.lognormvariate(10, 1.5))
+            exchange.close()
+    snapshot = middleware.snapshot()
+    expected = merge_all(series.sorted_hist() for series in snapshot.endpoints.values())
+    assert snapshot.overall == expected
+    doc = TestApp(middleware).get("/metrics").json
+    wanted = percentiles_sorted(*expected, [50, 99])
+    assert doc["application"]["response_times"]["p50"] == round(wanted[50] / 1e6, 6)
+    assert doc["application"]["response_times"]["p99"] == round(wanted[99] / 1e6, 6)

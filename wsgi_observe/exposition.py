@@ -11,7 +11,7 @@ from typing import Any, Optional
 import orjson
 
 from ._time import iso_utc
-from .histograms import merge_all, percentiles
+from .histograms import merge_all, percentiles_sorted
 from .metrics import STATUS_CLASSES, SeriesData, Snapshot
 
 __all__ = [
@@ -64,7 +64,7 @@ def _methods(by: dict[tuple[str, str], int]) -> dict[str, int]:
 
 
 def _series_json(series: SeriesData, *, with_status: bool) -> dict[str, Any]:
-    values = percentiles(series.hist, _PERCENTILES)
+    values = percentiles_sorted(*series.sorted_hist(), _PERCENTILES)
     count = series.count
     data: dict[str, Any] = {
         "requests" if with_status else "calls": count,
@@ -103,8 +103,10 @@ def json_document(
         for label, count in series.by.items():
             by[label] = by.get(label, 0) + count
         endpoints[name] = _series_json(series, with_status=True)
-    merged = merge_all(series.hist for series in snapshot.endpoints.values())
-    overall = percentiles(merged, _PERCENTILES)
+    merged = snapshot.overall
+    if merged is None:
+        merged = merge_all(series.sorted_hist() for series in snapshot.endpoints.values())
+    overall = percentiles_sorted(*merged, _PERCENTILES)
     document: dict[str, Any] = {
         "timestamp": iso_utc(snapshot.taken_at),
         "service": service,

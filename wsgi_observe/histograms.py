@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate
 from operator import add, itemgetter
 from typing import TYPE_CHECKING
@@ -32,6 +32,7 @@ __all__ = [
     "merge",
     "merge_all",
     "percentiles",
+    "percentiles_sorted",
     "to_hdr",
 ]
 
@@ -86,33 +87,42 @@ def percentiles(counts: Mapping[int, int], wanted: Iterable[float]) -> dict[floa
     ``HdrHistogram.get_value_at_percentile``. Also gives ``100`` (the maximum). Empty
     counts give 0 for everything.
     """
+    indexes = sorted(counts)
+    return percentiles_sorted(indexes, [counts[i] for i in indexes], wanted)
+
+
+def percentiles_sorted(
+    indexes: Sequence[int], counts: Sequence[int], wanted: Iterable[float]
+) -> dict[float, int]:
+    """:func:`percentiles` for buckets already in ascending index order."""
     targets = sorted(set(wanted))
     result = dict.fromkeys(targets, 0)
-    if not counts or not targets:
+    if not indexes or not targets:
         return result
-    indexes = sorted(counts)
     # Cumulative counts and the searches for each target run in C (accumulate, bisect).
-    running = list(accumulate(map(counts.__getitem__, indexes)))
+    running = list(accumulate(counts))
     total = running[-1]
     if total <= 0:
         return result
+    last = len(indexes) - 1
     for p in targets:
         goal = max(int(min(p, 100.0) * total / 100 + 0.5), 1)
-        position = bisect_left(running, goal)
-        result[p] = highest_equivalent(indexes[min(position, len(indexes) - 1)])
+        result[p] = highest_equivalent(indexes[min(bisect_left(running, goal), last)])
     return result
 
 
-def merge_all(histograms: Iterable[Mapping[int, int]]) -> dict[int, int]:
-    """The exact sum of many sparse histograms (bucket by bucket), with C-level loops."""
+def merge_all(
+    histograms: Iterable[tuple[Sequence[int], Sequence[int]]],
+) -> tuple[list[int], list[int]]:
+    """The exact sum of many ``(indexes, counts)`` histograms, in index order (C loops)."""
     dense = [0] * COUNTS_LEN
-    for counts in histograms:
-        if not counts:
+    for indexes, counts in histograms:
+        if not indexes:
             continue
-        indexes = list(counts)
         current = [dense[i] for i in indexes] if len(indexes) < 4 else itemgetter(*indexes)(dense)
-        deque(map(dense.__setitem__, indexes, map(add, current, counts.values())), maxlen=0)
-    return {i: c for i, c in enumerate(dense) if c}
+        deque(map(dense.__setitem__, indexes, map(add, current, counts)), maxlen=0)
+    used = [i for i, c in enumerate(dense) if c]
+    return used, [dense[i] for i in used]
 
 
 def to_hdr(counts: Mapping[int, int]) -> HdrHistogram:

@@ -21,9 +21,9 @@ from __future__ import annotations
 import operator
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
 from .histograms import bucket_index
 
@@ -89,15 +89,70 @@ class _Series:
         self.errors = table.alloc(("e", ns, name))
 
 
-@dataclass
 class SeriesData:
-    """Merged numbers of one endpoint or function."""
+    """Merged numbers of one endpoint or function.
 
-    count: int = 0
-    errors: int = 0
-    sum_ns: int = 0
-    hist: dict[int, int] = field(default_factory=dict)
-    by: dict[tuple[str, str], int] = field(default_factory=dict)
+    ``hist`` maps HDR bucket index to count. A snapshot builds it lazily: it hands over the
+    buckets already in index order (``sorted_hist()``), which is all percentiles need.
+    """
+
+    __slots__ = ("_hist", "_sorted", "by", "count", "errors", "sum_ns")
+
+    def __init__(
+        self,
+        count: int = 0,
+        errors: int = 0,
+        sum_ns: int = 0,
+        hist: Optional[dict[int, int]] = None,
+        by: Optional[dict[tuple[str, str], int]] = None,
+        *,
+        sorted_hist: Optional[tuple[list[int], Sequence[int]]] = None,
+    ) -> None:
+        self.count = count
+        self.errors = errors
+        self.sum_ns = sum_ns
+        self.by = {} if by is None else by
+        self._hist = hist if hist is not None or sorted_hist is not None else {}
+        self._sorted = sorted_hist
+
+    @property
+    def hist(self) -> dict[int, int]:
+        if self._hist is None:
+            indexes, counts = self._sorted  # type: ignore[misc]
+            self._hist = dict(zip(indexes, counts))
+        return self._hist
+
+    @hist.setter
+    def hist(self, value: dict[int, int]) -> None:
+        self._hist = value
+        self._sorted = None
+
+    def sorted_hist(self) -> tuple[list[int], Sequence[int]]:
+        """``(bucket indexes ascending, their counts)``."""
+        if self._sorted is None:
+            indexes = sorted(self._hist or ())
+            hist = self._hist or {}
+            self._sorted = (indexes, [hist[i] for i in indexes])
+        return self._sorted
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SeriesData):
+            return NotImplemented
+        return (self.count, self.errors, self.sum_ns, self.by, self.hist) == (
+            other.count,
+            other.errors,
+            other.sum_ns,
+            other.by,
+            other.hist,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"SeriesData(count={self.count}, errors={self.errors}, sum_ns={self.sum_ns}, "
+            f"hist={self.hist!r}, by={self.by!r})"
+        )
 
 
 @dataclass
@@ -110,6 +165,8 @@ class Snapshot:
     started_at: float
     taken_at: float
     processes: list[dict[str, Any]] = field(default_factory=list)
+    #: every endpoint's histogram summed, ``(indexes ascending, counts)``, when known
+    overall: Optional[tuple[list[int], list[int]]] = None
 
 
 def aggregate(
@@ -156,11 +213,25 @@ def _pick(values: Any, positions: list[int]) -> tuple[int, ...]:
 class _Positions:
     """Where one series' numbers sit in a flat list of values."""
 
-    __slots__ = ("count_pos", "errors_pos", "hist_idx", "hist_pos", "labels", "sum_pos")
+    __slots__ = (
+        "count_pos",
+        "errors_pos",
+        "hist_idx",
+        "hist_pos",
+        "labels",
+        "sorted_idx",
+        "sorted_pos",
+        "sum_pos",
+        "unique",
+    )
 
     def __init__(self) -> None:
         self.hist_idx: list[int] = []
         self.hist_pos: list[int] = []
+        # The same buckets in index order, rebuilt only when a bucket is added.
+        self.sorted_idx: list[int] = []
+        self.sorted_pos: list[int] = []
+        self.unique = True
         self.labels: list[tuple[str, str]] = []
         self.count_pos: list[int] = []
         self.sum_pos: list[int] = []
@@ -179,6 +250,9 @@ class Layout:
         self.seen = 0
         self.series: dict[tuple[str, str], _Positions] = {}
         self.inflight: list[int] = []
+        # Every endpoint's positions of each HDR bucket: the overall histogram, summed in C.
+        self.overall: dict[int, list[int]] = {}
+        self.overall_order: list[int] = []
 
     def update(self, keys: list[tuple[Any, ...]]) -> None:
         for position in range(self.seen, len(keys)):
@@ -194,6 +268,8 @@ class Layout:
             if kind == "h":
                 where.hist_idx.append(key[3])
                 where.hist_pos.append(position)
+                if key[1] == "ep":
+                    self.overall.setdefault(key[3], []).append(position)
             elif kind == "c":
                 where.labels.append((key[3], key[4]))
                 where.count_pos.append(position)
@@ -216,20 +292,36 @@ class Layout:
             else:  # the same label twice (merged from several sources): add them up
                 for label, value in zip(where.labels, counts):
                     by[label] = by.get(label, 0) + value
-            hist = dict(zip(where.hist_idx, _pick(values, where.hist_pos)))
-            if len(hist) != len(where.hist_idx):
+            if len(where.sorted_idx) != len(where.hist_idx):
+                order = sorted(zip(where.hist_idx, where.hist_pos))
+                where.sorted_idx = [index for index, _ in order]
+                where.sorted_pos = [position for _, position in order]
+                where.unique = len(set(where.sorted_idx)) == len(where.sorted_idx)
+            if where.unique:
+                hist: Optional[dict[int, int]] = None
+                ordered = (where.sorted_idx, _pick(values, where.sorted_pos))
+            else:  # the same bucket twice (merged from several sources): add them up
                 hist = {}
                 for index, value in zip(where.hist_idx, _pick(values, where.hist_pos)):
                     hist[index] = hist.get(index, 0) + value
+                ordered = None
             target[name] = SeriesData(
                 count=sum(counts),
                 errors=sum(_pick(values, where.errors_pos)),
                 sum_ns=sum(_pick(values, where.sum_pos)),
                 hist=hist,
                 by=by,
+                sorted_hist=ordered,
             )
         inflight = sum(_pick(values, self.inflight))
         return spaces["ep"], spaces["fn"], inflight
+
+    def overall_hist(self, values: Any) -> tuple[list[int], list[int]]:
+        """All endpoints' histograms summed, as ``(indexes ascending, counts)``."""
+        if len(self.overall_order) != len(self.overall):
+            self.overall_order = sorted(self.overall)
+        overall = self.overall
+        return self.overall_order, [sum(_pick(values, overall[i])) for i in self.overall_order]
 
 
 class MetricsStore:
@@ -337,7 +429,9 @@ class MetricsStore:
             values = self.values[: len(keys)]
             values = values.tolist() if isinstance(values, memoryview) else values
         endpoints, functions, inflight = layout.build(values)
-        return Snapshot(endpoints, functions, inflight, self.started_at, time.time())
+        snapshot = Snapshot(endpoints, functions, inflight, self.started_at, time.time())
+        snapshot.overall = layout.overall_hist(values)
+        return snapshot
 
 
 _process_store: MetricsStore | None = None

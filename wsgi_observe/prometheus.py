@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import os
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from itertools import accumulate, repeat
 from typing import Any, Optional
@@ -386,7 +386,7 @@ def _series(
             count_lines.append(f"{count_name}{{{labels},{extra}}} {count}\n")
         if errors is not None:
             error_lines.append(f"{errors.sample}{{{labels}}} {series.errors}\n")
-        cumulative, quantile_values = _distribution(series.hist)
+        cumulative, quantile_values = _distribution(series)
         total = cumulative[-1]
         prefix = f'{bucket_name}{{{labels},le="'
         for le, count in zip(_LE, cumulative):
@@ -402,16 +402,16 @@ def _series(
     bodies[quantiles] = quantile_lines
 
 
-def _distribution(hist: Mapping[int, int]) -> tuple[list[int], list[str]]:
-    """Cumulative counts at each bound (``+Inf`` last) and the quantiles' texts of ``hist``.
+def _distribution(series: SeriesData) -> tuple[list[int], list[str]]:
+    """Cumulative counts at each bound (``+Inf`` last) and the quantiles' texts of a series.
 
-    Both ways give the same numbers; they differ in speed. Sorting the HDR buckets is
-    quickest for a few hundred, binning them in one pass for more (there can be a thousand
-    per endpoint, and /metrics must stay fast with hundreds of endpoints).
+    A snapshot hands its buckets over already in index order, so searching them is all C
+    work (accumulate, bisect). A series built from a plain dict is sorted once, or, when
+    it has many buckets, binned in one pass; both ways give the same numbers.
     """
-    if len(hist) < _SORT_BELOW:
-        return _sorted_distribution(hist)
-    return _binned_distribution(hist)
+    if series._sorted is not None or len(series.hist) < _SORT_BELOW:
+        return _sorted_distribution(*series.sorted_hist())
+    return _binned_distribution(series.hist)
 
 
 def _goal(percent: float, total: int) -> int:
@@ -420,9 +420,8 @@ def _goal(percent: float, total: int) -> int:
     return max(int(percent * total / 100 + 0.5), 1)
 
 
-def _sorted_distribution(hist: Mapping[int, int]) -> tuple[list[int], list[str]]:
-    keys = sorted(hist)
-    running = list(accumulate(map(hist.__getitem__, keys)))
+def _sorted_distribution(keys: Sequence[int], counts: Sequence[int]) -> tuple[list[int], list[str]]:
+    running = list(accumulate(counts))
     total = running[-1] if running else 0
     cumulative = []
     for threshold in _THRESHOLDS:

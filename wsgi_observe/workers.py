@@ -334,6 +334,9 @@ class _Merge:
         self.layout.update(self.keys)
         return self.layout.build(self._grown())
 
+    def overall_hist(self) -> tuple[list[int], list[int]]:
+        return self.layout.overall_hist(self._grown())
+
 
 def _worker_ids(state_dir: str) -> list[str]:
     try:
@@ -492,7 +495,9 @@ def collect_snapshot(state_dir: str, own: Optional[MetricsStore] = None) -> Snap
     endpoints, functions, inflight = merge.build()
     processes.sort(key=lambda p: (p["role"] != "master", p["pid"]))
     started_at = min([started_at, *(p["started_at"] for p in processes if p["role"] == "master")])
-    return Snapshot(endpoints, functions, inflight, started_at, time.time(), processes)
+    snapshot = Snapshot(endpoints, functions, inflight, started_at, time.time(), processes)
+    snapshot.overall = merge.overall_hist()
+    return snapshot
 
 
 # Activation (gunicorn hooks) and the middleware's view ------------------------------------
