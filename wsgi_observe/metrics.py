@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from .histograms import bucket_index
 
@@ -165,8 +165,13 @@ class Snapshot:
     started_at: float
     taken_at: float
     processes: list[dict[str, Any]] = field(default_factory=list)
-    #: every endpoint's histogram summed, ``(indexes ascending, counts)``, when known
-    overall: Optional[tuple[list[int], list[int]]] = None
+    #: gives every endpoint's histogram summed, ``(indexes ascending, counts)``, on demand
+    #: (only the JSON document needs it, so a Prometheus scrape never pays for it)
+    overall_fn: Optional[Callable[[], tuple[list[int], list[int]]]] = None
+
+    @property
+    def overall(self) -> Optional[tuple[list[int], list[int]]]:
+        return self.overall_fn() if self.overall_fn is not None else None
 
 
 def aggregate(
@@ -430,7 +435,7 @@ class MetricsStore:
             values = values.tolist() if isinstance(values, memoryview) else values
         endpoints, functions, inflight = layout.build(values)
         snapshot = Snapshot(endpoints, functions, inflight, self.started_at, time.time())
-        snapshot.overall = layout.overall_hist(values)
+        snapshot.overall_fn = lambda: layout.overall_hist(values)
         return snapshot
 
 

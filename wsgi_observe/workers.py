@@ -33,7 +33,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import orjson
 
@@ -212,6 +212,11 @@ class _Reader:
         self.slots: list[tuple[int, tuple[Any, ...]]] = []
         self.targets: list[int] = []  # merged index of each slot read so far
         self.sources: list[int] = []  # and the slot it comes from
+        self._cached_for = -1
+        self._used = 0
+        self._contiguous = False
+        self._pick_sources: Callable[[Any], Any] = _getter([])
+        self._pick_targets: Callable[[Any], Any] = _getter([])
         self.corrupt = False
         self._map: Optional[mmap.mmap] = None
         self._view: Optional[memoryview] = None
@@ -276,7 +281,19 @@ class _Reader:
                 self.targets.append(merged.index(key))
                 self.sources.append(slot)
             del self.slots[len(self.targets) :]
-        merged.add(self.targets, self.sources, values)
+        sources = self.sources
+        if not sources:
+            return
+        if self._cached_for != len(sources):
+            # Getters are rebuilt only when the worker added keys since the last scrape.
+            self._cached_for = len(sources)
+            self._used = max(sources) + 1
+            self._contiguous = sources == list(range(len(sources)))
+            self._pick_sources = _getter(sources)
+            self._pick_targets = _getter(self.targets)
+        used = values[: self._used].tolist()  # the slots in use, at C speed
+        picked = used if self._contiguous else self._pick_sources(used)
+        merged.add(self.targets, self._pick_targets, picked)
 
     def close(self) -> None:
         if self._view is not None:
@@ -285,6 +302,16 @@ class _Reader:
         if self._map is not None:
             self._map.close()
             self._map = None
+
+
+def _getter(positions: list[int]) -> Callable[[Any], Any]:
+    """``operator.itemgetter`` that always returns a tuple, whatever the count."""
+    if len(positions) > 1:
+        return operator.itemgetter(*positions)
+    if positions:
+        only = positions[0]
+        return lambda values: (values[only],)
+    return lambda values: ()
 
 
 class _Merge:
@@ -311,18 +338,12 @@ class _Merge:
             self.totals.extend([0] * (len(self.keys) - len(self.totals)))
         return self.totals
 
-    def add(self, targets: list[int], sources: list[int], values: Any) -> None:
-        if not sources:
-            return
-        used = values[: max(sources) + 1].tolist()  # only the slots in use, at C speed
-        picked = operator.itemgetter(*sources)(used) if len(sources) > 1 else (used[sources[0]],)
+    def add(self, targets: list[int], pick_targets: Callable[[Any], Any], picked: Any) -> None:
+        """``totals[t] += v`` for each target and picked value, as C-level loops."""
         totals = self._grown()
-        current = (
-            operator.itemgetter(*targets)(totals) if len(targets) > 1 else (totals[targets[0]],)
-        )
-        # totals[t] += v for every (t, v), as C-level loops.
         collections.deque(
-            map(totals.__setitem__, targets, map(operator.add, current, picked)), maxlen=0
+            map(totals.__setitem__, targets, map(operator.add, pick_targets(totals), picked)),
+            maxlen=0,
         )
 
     def add_pairs(self, pairs: list[tuple[tuple[Any, ...], int]]) -> None:
@@ -496,7 +517,8 @@ def collect_snapshot(state_dir: str, own: Optional[MetricsStore] = None) -> Snap
     processes.sort(key=lambda p: (p["role"] != "master", p["pid"]))
     started_at = min([started_at, *(p["started_at"] for p in processes if p["role"] == "master")])
     snapshot = Snapshot(endpoints, functions, inflight, started_at, time.time(), processes)
-    snapshot.overall = merge.overall_hist()
+    totals = merge.totals  # the overall histogram is summed only if someone asks for it
+    snapshot.overall_fn = lambda: merge.layout.overall_hist(totals)
     return snapshot
 
 
