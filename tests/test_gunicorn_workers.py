@@ -172,9 +172,34 @@ def test_unwritable_state_dir_fails_at_start(tmp_path):  # pragma: no cover - CI
     assert "not writable" in result.stderr.decode()
 
 
-def test_gunicorn_wraps_an_app_with_no_code_change(gunicorn):
-    """gunicorn "wsgi_observe:wrap('module:app')" serves the app with our endpoints."""
-    server = gunicorn("wsgi_observe:wrap('tests.apps.basic:_app')", "-w", "1", config=False)
+def test_gunicorn_wraps_an_app_with_no_code_change(gunicorn, tmp_path):
+    """gunicorn "wsgi_observe:wrap('module:app')": our endpoints, and JSON logs set up too."""
+    server = gunicorn(
+        "wsgi_observe:wrap('tests.apps.basic:_app')",
+        "-w",
+        "1",
+        config=False,
+        env={"LOG_DIR": str(tmp_path), "LOG_FORMAT": "json"},
+    )
+    status, headers, body = server.get("/api/leads/7", headers={"X-Request-ID": "req-123"})
+    assert body == b"hello" and headers["X-Request-ID"] == "req-123"
+    server.stop()  # flushes the buffered log lines
+    lines = [json.loads(line) for line in (tmp_path / "application.log").read_text().splitlines()]
+    access = [line for line in lines if line["logger"] == "wsgi_observe.access"]
+    assert [(a["endpoint"], a["status"], a["request_id"]) for a in access] == [
+        ("/api/leads/<int>", 200, "req-123")
+    ]
+
+
+def test_gunicorn_wrap_reports_the_requests(gunicorn, tmp_path):
+    """The no-code path counts requests by endpoint template and answers /health."""
+    server = gunicorn(
+        "wsgi_observe:wrap('tests.apps.basic:_app')",
+        "-w",
+        "1",
+        config=False,
+        env={"LOG_DIR": str(tmp_path)},
+    )
     assert server.get("/api/leads/7")[2] == b"hello"
     doc = _metrics(server)
     assert doc["endpoints"]["/api/leads/<int>"]["requests"] == 1

@@ -574,3 +574,18 @@ def test_overall_percentiles_merge_every_endpoint_exactly(store):
     wanted = percentiles_sorted(*expected, [50, 99])
     assert doc["application"]["response_times"]["p50"] == round(wanted[50] / 1e6, 6)
     assert doc["application"]["response_times"]["p99"] == round(wanted[99] / 1e6, 6)
+
+
+def test_app_exception_is_logged_once_at_error_with_traceback(caplog):
+    """Without configure_logging, the middleware itself logs the app's exception once."""
+
+    def app(environ, start_response):
+        raise ZeroDivisionError("division by zero in a view")
+
+    middleware = ObservabilityMiddleware(app, store=MetricsStore(), access_log=False)
+    with caplog.at_level("ERROR", logger="wsgi_observe"), pytest.raises(ZeroDivisionError):
+        middleware(environ_for("/api/divide"), Recorder())
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert errors[0].exc_info[0] is ZeroDivisionError
+    assert errors[0].endpoint == "/api/divide"

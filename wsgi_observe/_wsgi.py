@@ -138,10 +138,9 @@ class Exchange(list):  # type: ignore[type-arg]
 
     def body_bytes(self) -> int:
         """Bytes of the response body (sent so far, for a streamed one)."""
-        try:
-            return self.nbytes
-        except AttributeError:
+        if self:  # a list body: the exchange holds its chunks
             return sum(map(len, self))
+        return getattr(self, "nbytes", 0)
 
     def exception(self) -> Optional[BaseException]:
         """The exception that ended this request, if one did (set only on failure)."""
@@ -272,6 +271,8 @@ def record(exchange: Exchange) -> None:
         values[series.sum] += duration_ns
         if exchange.failed or label[-1] == "5":
             values[series.errors] += 1
+            if exchange.failed and not owner.logs_errors:
+                owner.log_failure(exchange, name, duration_ns)
         values[store.inflight_slot] -= 1
         if duration_ns > owner.slow_ns:
             owner.slow(exchange, name, duration_ns)

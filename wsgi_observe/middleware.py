@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import importlib
 import logging
+import os
 from collections.abc import Iterable
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -114,6 +115,7 @@ class ObservabilityMiddleware:
             "/metrics": self._metrics,
         }
         self.raw_app = app  # excluded paths go here: never timed, logged or traced
+        self.logs_errors = False  # set when logs.py's finish hook logs exceptions itself
         workers.attach(self)
         # Logging (request context, request id, access log) and Sentry wrap self.app and
         # add finish hooks; each costs nothing per request when it is off.
@@ -169,6 +171,20 @@ class ObservabilityMiddleware:
                 "status": int(status[:3]) if status[:3].isdigit() else 500,
                 "duration_ms": round(seconds * 1000, 3),
             },
+        )
+
+    def log_failure(self, exchange: Exchange, name: str, duration_ns: int) -> None:
+        """Log the app's exception at ERROR with its traceback (when logs.py does not)."""
+        error = exchange.exception()
+        if not isinstance(error, Exception):  # SystemExit, KeyboardInterrupt, GeneratorExit
+            return
+        environ = exchange.environ
+        _log.error(
+            "Unhandled exception on %s %s",
+            environ.get("REQUEST_METHOD", "GET"),
+            name,
+            exc_info=(type(error), error, error.__traceback__),
+            extra={"endpoint": name, "duration_ms": round(duration_ns / 1e6, 3)},
         )
 
     def add_finish_hook(self, hook: FinishHook) -> None:
@@ -338,13 +354,39 @@ def wrap(
     app: WSGIApplication | str,
     *,
     checks: Optional[Checks] = None,
+    configure_logs: Optional[bool] = None,
     **overrides: Any,
 ) -> ObservabilityMiddleware:
     """Wrap ``app`` (a WSGI callable or ``"module:attr"``) in :class:`ObservabilityMiddleware`.
+
+    When ``configure_logs`` is true (default: when the root logger has no handlers yet),
+    it also calls :func:`configure_logging` with the same configuration.
 
     For gunicorn without code changes::
 
         gunicorn "wsgi_observe:wrap('myproject.wsgi:application')"
     """
     target = _load(app) if isinstance(app, str) else app
-    return ObservabilityMiddleware(target, checks=checks, **overrides)
+    middleware = ObservabilityMiddleware(target, checks=checks, **overrides)
+    if configure_logs is None:
+        # The no-code path: set logging up unless the app (or its framework) already did.
+        configure_logs = not logging.getLogger().handlers
+    if configure_logs:
+        _configure_logging_for(middleware.config)
+    return middleware
+
+
+def _configure_logging_for(config: Config) -> None:
+    from . import logs
+    from .config import ConfigError
+
+    if logs._setup is not None:
+        return
+    try:
+        logs.configure_logging(config=config)
+    except ConfigError:
+        if "LOG_DIR" in os.environ:
+            raise  # a directory the user chose must work: fail at start-up, naming it
+        # The default ./logs is not writable here (a read-only container): console only.
+        logs.configure_logging(config=config, log_dir="")
+        _log.warning("wsgi_observe: ./logs is not writable; logging to the console only")

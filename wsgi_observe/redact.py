@@ -12,12 +12,14 @@ that holds no secret: a fast pre-check skips the regular expressions.
   ``scheme://user:password@host``.
 - :func:`redact_text`: all of the URL rules above plus ``name=value`` / ``name: value``
   pairs with a secret name and ``Bearer``/``Basic`` credentials, anywhere in the text.
-- :func:`redact_mapping`: a copy of a mapping with secret-named keys redacted and strings
-  scrubbed, recursively (for ``extra=`` fields and Sentry event data).
+- :func:`redact_sql`: :func:`redact_text` plus ``password = '...'`` literals in SQL.
+- :func:`redact_mapping` / :func:`redact_value`: a copy with text under secret-named keys
+  replaced and every string scrubbed, recursively (``extra=`` fields, Sentry event data).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Union
@@ -31,7 +33,9 @@ __all__ = [
     "redact_headers",
     "redact_mapping",
     "redact_query",
+    "redact_sql",
     "redact_text",
+    "redact_value",
 ]
 
 REDACTED = "[redacted]"
@@ -71,7 +75,17 @@ SECRET_NAMES = frozenset(
     }
 )
 # A name containing one of these is a secret too (``X-Shopify-Access-Token``, ``db_password``).
-_SECRET_PARTS = ("token", "secret", "passw", "apikey", "api_key", "signature", "credential")
+_SECRET_PARTS = (
+    "token",
+    "secret",
+    "passw",
+    "apikey",
+    "api_key",
+    "signature",
+    "credential",
+    "authorization",
+    "cookie",
+)
 
 # Cheap gates: a regular expression runs only when the lower-cased text holds one of these
 # (``re.I`` alternations cost microseconds even on text with no secret in it).
@@ -121,6 +135,7 @@ def _normalise(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
+@functools.lru_cache(maxsize=1024)
 def is_secret_name(name: str) -> bool:
     """Whether a parameter or field called ``name`` carries a secret (case-insensitive)."""
     low = _normalise(name)
@@ -151,9 +166,7 @@ def redact_headers(headers: Headers) -> Any:
             name: REDACTED if is_secret_header(str(name)) else value
             for name, value in headers.items()
         }
-    return [
-        (name, REDACTED if is_secret_header(str(name)) else value) for name, value in headers
-    ]
+    return [(name, REDACTED if is_secret_header(str(name)) else value) for name, value in headers]
 
 
 def redact_query(query_string: str) -> str:
@@ -238,8 +251,25 @@ def redact_text(text: str) -> str:
     return text
 
 
+# password = 'x', PASSWORD 'x' (CREATE USER), api_key = "x" in SQL text.
+_SQL_SECRET = re.compile(
+    r"(?i)(?P<head>\b(?:password|passwd|secret|token|api_key|apikey|client_secret)\b\s*(?:=\s*)?)"
+    r"(?P<quote>['\"])(?:(?!(?P=quote)).)*(?P=quote)"
+)
+
+
+def redact_sql(query: str) -> str:
+    """``query`` with secret literals (``password = '...'``, ``PASSWORD '...'``) and the
+    :func:`redact_text` secrets replaced."""
+    low = query.lower()
+    if _has(low, ("passw", "secret", "token", "key")):
+        query = _SQL_SECRET.sub(lambda m: f"{m.group('head')}'{REDACTED}'", query)
+    return redact_text(query)
+
+
 def redact_mapping(data: Mapping[Any, Any], *, depth: int = 6) -> dict[Any, Any]:
-    """A copy of ``data``: secret-named keys get ``[redacted]``, strings are scrubbed.
+    """A copy of ``data``: text under secret-named keys becomes ``[redacted]``, other strings
+    are scrubbed with :func:`redact_text`.
 
     Nested mappings, lists and tuples are followed ``depth`` levels deep.
     """
@@ -247,7 +277,8 @@ def redact_mapping(data: Mapping[Any, Any], *, depth: int = 6) -> dict[Any, Any]
 
 
 def _redact_value(key: Any, value: Any, depth: int) -> Any:
-    if isinstance(key, str) and value is not None and is_secret_name(key):
+    # Only text is a secret: ``token_count: 42`` keeps its number.
+    if isinstance(value, (str, bytes)) and isinstance(key, str) and is_secret_name(key):
         return REDACTED
     return redact_value(value, depth=depth)
 
