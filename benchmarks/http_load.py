@@ -41,6 +41,9 @@ def free_port() -> int:
 
 
 def have_wrk() -> bool:
+    """wrk is on PATH (BENCH_LOADER=python forces our own loader)."""
+    if os.environ.get("BENCH_LOADER") == "python":
+        return False
     return shutil.which("wrk") is not None
 
 
@@ -104,9 +107,16 @@ def _lua_file(directory: str) -> str:
 
 def _wrk(url: str, seconds: int, connections: int, threads: int, tmp: str) -> LoadResult:
     command = [
-        "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
-        "-s", _lua_file(tmp), url,
-    ]  # fmt: skip
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "5s",
+        "-s",
+        _lua_file(tmp),
+        url,
+    ]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + 30, check=False
     )
@@ -126,9 +136,7 @@ def _wrk(url: str, seconds: int, connections: int, threads: int, tmp: str) -> Lo
     return LoadResult("wrk", total, data["duration_us"] / 1e6, errors, histogram)
 
 
-def _own(
-    url: str, seconds: float, connections: int, max_requests: int
-) -> LoadResult:
+def _own(url: str, seconds: float, connections: int, max_requests: int) -> LoadResult:
     """A bounded closed-loop loader: ``connections`` threads, one request per connection."""
     rest = url.split("://", 1)[1]
     hostport, _, path = rest.partition("/")
@@ -184,9 +192,14 @@ def _own(
 
 
 def load(
-    url: str, seconds: int, connections: int, tmp: str, *, threads: int = 1,
+    url: str,
+    seconds: int,
+    connections: int,
+    tmp: str,
+    *,
+    threads: int = 1,
     max_requests: int = 2_000_000,
-) -> LoadResult:  # fmt: skip
+) -> LoadResult:
     """Load ``url`` for ``seconds`` with wrk if present, else with our own loader."""
     if have_wrk():
         return _wrk(url, seconds, connections, threads, tmp)
@@ -204,15 +217,29 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(tmp, f"gunicorn-{app.rsplit(':', 1)[-1]}-{self.port}.log")
         command = [
-            sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class",
-            "sync", "--bind", f"127.0.0.1:{self.port}", "--chdir", ROOT, "--log-level",
-            "warning", "--graceful-timeout", "5", "--timeout", "30",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(workers),
+            "--worker-class",
+            "sync",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--chdir",
+            ROOT,
+            "--log-level",
+            "warning",
+            "--graceful-timeout",
+            "5",
+            "--timeout",
+            "30",
+        ]
         self.hooks = hooks
         if hooks:
             command += ["-c", "python:wsgi_observe.gunicorn"]
         command.append(app)
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
         )
@@ -232,12 +259,25 @@ class Gunicorn:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
                     sock.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-                    if sock.recv(16).startswith(b"HTTP/1.1 200"):
+                    if sock.recv(16).split(b" ")[1:2] == [b"200"]:
                         return
             except OSError:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn not ready after {timeout_s}s: {self.log_tail()}")
+
+    def workers_cpu_s(self) -> Optional[float]:
+        """CPU seconds used so far by the master's worker processes (None without psutil)."""
+        try:
+            import psutil
+
+            total = 0.0
+            for child in psutil.Process(self.process.pid).children():
+                times = child.cpu_times()
+                total += times.user + times.system
+            return total
+        except Exception:
+            return None
 
     def log_tail(self) -> str:
         try:

@@ -13,7 +13,9 @@ __all__ = ["percentile_curve", "plot_latency"]
 _TICKS = (0.0, 90.0, 99.0, 99.9, 99.99)
 
 
-def percentile_curve(histogram: Any, max_percentile: float = 99.999) -> tuple[list[float], list[float]]:
+def percentile_curve(
+    histogram: Any, max_percentile: float = 99.999
+) -> tuple[list[float], list[float]]:
     """(x = 1/(1-p), latency ms) points, 10 per halving of the distance to 100%."""
     xs: list[float] = []
     ys: list[float] = []
