@@ -124,7 +124,7 @@ class Exchange(list):  # type: ignore[type-arg]
             except Exception:
                 is_file = False
             if is_file:
-                rewrapped = _rewrap_file(body, file_wrapper, self)
+                rewrapped: Optional[Iterable[bytes]] = _rewrap_file(body, file_wrapper, self)
                 if rewrapped is not None:
                     return rewrapped
         return _StreamBody(self, body)
@@ -147,8 +147,8 @@ class Exchange(list):  # type: ignore[type-arg]
         return getattr(self, "error", None)
 
     # A list compares by value; an exchange is one request: compare and hash by identity.
-    __eq__ = object.__eq__  # type: ignore[assignment]
-    __ne__ = object.__ne__  # type: ignore[assignment]
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
     __hash__ = object.__hash__  # type: ignore[assignment]
 
 
@@ -343,4 +343,4 @@ def _serialised(unlocked: Callable[[Exchange], None]) -> Callable[[Exchange], No
 # happen inside one of those statements (no Python-level call in it), so threaded workers
 # need no lock there. A free-threaded build (PEP 703) has no such guarantee: serialise.
 if not getattr(sys, "_is_gil_enabled", lambda: True)():  # pragma: no cover - 3.13t only
-    record = _serialised(record)
+    record = _serialised(record)  # type: ignore[assignment]

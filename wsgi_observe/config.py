@@ -304,8 +304,8 @@ class Config:
             if raw is None:
                 values[name] = None
                 continue
-            var = ENV_VARS.get(name)
-            values[name] = var.parse(name, raw) if var is not None else raw
+            known_var = ENV_VARS.get(name)
+            values[name] = known_var.parse(name, raw) if known_var is not None else raw
         return cls(**values)
 
     def replace(self, **overrides: Any) -> Config:

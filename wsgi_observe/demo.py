@@ -24,7 +24,7 @@ from .middleware import ObservabilityMiddleware
 from .tracking import performance_tracking
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from ._types import StartResponse, WSGIEnvironment
 
@@ -89,7 +89,7 @@ def _statistics() -> dict[str, Any]:
     return {source: {"count": count, "avg_score": round(avg, 1)} for source, count, avg in rows}
 
 
-def _dispatch(request: Request, endpoint: str, values: dict[str, Any]) -> Response:
+def _dispatch(request: Request, endpoint: str, values: Mapping[str, Any]) -> Response:
     if endpoint == "index":
         return _json(
             {
@@ -142,7 +142,7 @@ def demo_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterabl
         environ["wsgi_observe.endpoint"] = rule.rule  # name the request by its template
         response = _dispatch(request, rule.endpoint, values)
     except HTTPException as error:
-        response = error.get_response(environ)  # type: ignore[assignment]
+        response = error.get_response(environ)
     return response(environ, start_response)
 
 
