@@ -109,8 +109,11 @@ class SentryReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm
+            # and the client's delayed ACK stall every answer for ~40 ms.
+            disable_nagle_algorithm = True
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 match = _PATH_RE.match(self.path.split("?", 1)[0])
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
@@ -142,7 +145,7 @@ class SentryReceiver:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output quiet
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -274,6 +277,7 @@ def sentry_init(sentry_receiver: SentryReceiver) -> Iterator[Callable[..., bool]
     from wsgi_observe.sentry import init_sentry
 
     def init(**kwargs: Any) -> bool:
+        close_sentry()  # a second init in one test must not leak the first client
         kwargs.setdefault("dsn", sentry_receiver.dsn)
         return init_sentry(**kwargs)
 

@@ -182,6 +182,7 @@ def test_gunicorn_wraps_an_app_with_no_code_change(gunicorn, tmp_path):
         env={"LOG_DIR": str(tmp_path), "LOG_FORMAT": "json"},
     )
     status, headers, body = server.get("/api/leads/7", headers={"X-Request-ID": "req-123"})
+    assert status == 200
     assert body == b"hello" and headers["X-Request-ID"] == "req-123"
     server.stop()  # flushes the buffered log lines
     lines = [json.loads(line) for line in (tmp_path / "application.log").read_text().splitlines()]
