@@ -58,11 +58,11 @@ class Exchange(list):  # type: ignore[type-arg]
     handed to the server as a list: iteration and ``len()`` run at C speed (wsgiref and
     waitress size one-item bodies with ``len``), and only ``close()`` is ours. Any other
     body is wrapped by :class:`_StreamBody` or re-wrapped as the server's file wrapper.
-    ``record(exchange)`` runs exactly once when the request ends.
+    ``record(exchange, owner)`` runs exactly once when the request ends; ``owner`` (the
+    middleware) is then cleared, which makes every ``close()`` after the first a no-op.
     """
 
     __slots__ = (
-        "closed",
         "environ",
         "error",
         "failed",
@@ -80,7 +80,6 @@ class Exchange(list):  # type: ignore[type-arg]
         status: Optional[str]
         failed: bool
         error: BaseException
-        closed: bool
         started: int
         nbytes: int
 
@@ -93,7 +92,6 @@ class Exchange(list):  # type: ignore[type-arg]
         exchange.upstream = start_response
         exchange.status = None
         exchange.failed = False
-        exchange.closed = False
         exchange.started = perf_counter_ns()
         return exchange
 
@@ -130,11 +128,13 @@ class Exchange(list):  # type: ignore[type-arg]
         return _StreamBody(self, body)
 
     def close(self) -> None:
-        # A list body has no close() of its own: only the exchange ends here.
-        if self.closed:
+        # A list body has no close() of its own: only the exchange ends here. ``owner`` is
+        # cleared once recorded, which is what makes close() idempotent.
+        owner = self.owner
+        if owner is None:
             return
-        self.closed = True
-        record(self)
+        self.owner = None
+        record(self, owner)
 
     def body_bytes(self) -> int:
         """Bytes of the response body (sent so far, for a streamed one)."""
@@ -184,9 +184,10 @@ class _StreamBody:
 
     def close(self) -> None:
         exchange = self.exchange
-        if exchange.closed:
+        owner = exchange.owner
+        if owner is None:
             return
-        exchange.closed = True
+        exchange.owner = None
         try:
             inner_close = getattr(self.body, "close", None)
             if inner_close is not None:
@@ -196,7 +197,7 @@ class _StreamBody:
             exchange.error = error
             raise
         finally:
-            record(exchange)  # record even if the app's close() raised
+            record(exchange, owner)  # record even if the app's close() raised
 
 
 def _capture_route(environ: WSGIEnvironment, request: Any) -> None:
@@ -228,7 +229,7 @@ def _series_for(owner: Any, store: Any, environ: WSGIEnvironment, status: Option
     return series
 
 
-def record(exchange: Exchange) -> None:
+def record(exchange: Exchange, owner: Any) -> None:
     """Count one finished request: the per-request bookkeeping, once per exchange.
 
     Inlined on purpose (no helper calls on the common path): endpoint name from the path
@@ -237,14 +238,16 @@ def record(exchange: Exchange) -> None:
     """
     try:
         duration_ns = perf_counter_ns() - exchange.started
-        owner = exchange.owner
         environ = exchange.environ
         status = exchange.status
         store = owner.store
         series = None
-        if status is not None and status[0] != "4" and "wsgi_observe.endpoint" not in environ:
-            # Fast path: a path seen before, not a 4xx, not named by the app. Only paths
-            # without a framework template are ever cached (see _series_for).
+        named = environ.get("wsgi_observe.endpoint")
+        if named is not None:
+            series = store.endpoints.get(named)  # a name seen (and admitted) before
+        elif status is not None and status[0] != "4":
+            # A path seen before, not a 4xx, not named by the app. Only paths without a
+            # framework template are ever cached (see _series_for).
             series = store.by_path.get(environ.get("PATH_INFO"))
         if series is None:
             series = _series_for(owner, store, environ, status)
@@ -303,15 +306,16 @@ class _FileProxy:
 
     def close(self) -> None:
         exchange = self._exchange
-        if exchange.closed:
+        owner = exchange.owner
+        if owner is None:
             return
-        exchange.closed = True
+        exchange.owner = None
         try:
             inner_close = getattr(self._filelike, "close", None)
             if inner_close is not None:
                 inner_close()
         finally:
-            record(exchange)
+            record(exchange, owner)
 
 
 def _rewrap_file(body: Any, file_wrapper: type, exchange: Exchange) -> Any:
@@ -329,12 +333,12 @@ def _rewrap_file(body: Any, file_wrapper: type, exchange: Exchange) -> Any:
     return None
 
 
-def _serialised(unlocked: Callable[[Exchange], None]) -> Callable[[Exchange], None]:
+def _serialised(unlocked: Callable[[Exchange, Any], None]) -> Callable[[Exchange, Any], None]:
     lock = threading.Lock()
 
-    def locked(exchange: Exchange) -> None:
+    def locked(exchange: Exchange, owner: Any) -> None:
         with lock:
-            unlocked(exchange)
+            unlocked(exchange, owner)
 
     return locked
 

@@ -140,7 +140,6 @@ class ObservabilityMiddleware:
         exchange.upstream = start_response
         exchange.status = None
         exchange.failed = False
-        exchange.closed = False
         store = self.store
         store.values[store.inflight_slot] += 1
         exchange.started = perf_counter_ns()
@@ -149,8 +148,8 @@ class ObservabilityMiddleware:
         except BaseException as error:
             exchange.failed = True
             exchange.error = error
-            exchange.closed = True
-            _wsgi.record(exchange)
+            exchange.owner = None  # ended here: a later close() must not count it again
+            _wsgi.record(exchange, self)
             raise
         kind = type(body)
         if kind is list or kind is tuple:
