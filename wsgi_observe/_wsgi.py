@@ -183,21 +183,25 @@ class _StreamBody:
         return chunk
 
     def close(self) -> None:
-        exchange = self.exchange
-        owner = exchange.owner
-        if owner is None:
-            return
-        exchange.owner = None
-        try:
-            inner_close = getattr(self.body, "close", None)
-            if inner_close is not None:
-                inner_close()  # the app's close(), exactly once
-        except BaseException as error:
-            exchange.failed = True
-            exchange.error = error
-            raise
-        finally:
-            record(exchange, owner)  # record even if the app's close() raised
+        _close_and_record(self.exchange, self.body)
+
+
+def _close_and_record(exchange: Exchange, inner: Any) -> None:
+    """Close ``inner`` (the app's iterable or file) once, then record the exchange."""
+    owner = exchange.owner
+    if owner is None:
+        return  # already ended: close() after close() does nothing
+    exchange.owner = None
+    try:
+        inner_close = getattr(inner, "close", None)
+        if inner_close is not None:
+            inner_close()  # the app's close(), exactly once
+    except BaseException as error:
+        exchange.failed = True
+        exchange.error = error
+        raise
+    finally:
+        record(exchange, owner)  # record even if the app's close() raised
 
 
 def _capture_route(environ: WSGIEnvironment, request: Any) -> None:
@@ -305,17 +309,7 @@ class _FileProxy:
         return data
 
     def close(self) -> None:
-        exchange = self._exchange
-        owner = exchange.owner
-        if owner is None:
-            return
-        exchange.owner = None
-        try:
-            inner_close = getattr(self._filelike, "close", None)
-            if inner_close is not None:
-                inner_close()
-        finally:
-            record(exchange, owner)
+        _close_and_record(self._exchange, self._filelike)
 
 
 def _rewrap_file(body: Any, file_wrapper: type, exchange: Exchange) -> Any:

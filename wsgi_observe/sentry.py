@@ -428,6 +428,19 @@ class _Request:
         transaction: Any
         context: Optional[contextvars.Context]
 
+    @classmethod
+    def start(
+        cls, wrapper: SentryWrapper, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> _Request:
+        request = _new(cls)
+        request.wrapper = wrapper
+        request.environ = environ
+        request.upstream = start_response
+        request.started = time.time()
+        request.transaction = None
+        request.context = None
+        return request
+
     def status(self) -> Optional[str]:
         # The middleware hands the app its Exchange's bound start_response: read the
         # status there instead of wrapping start_response on every request.
@@ -660,13 +673,7 @@ class SentryWrapper:
     def _begin(
         self, environ: WSGIEnvironment, start_response: StartResponse, scope: Any
     ) -> _Request:
-        request = _new(_Request)
-        request.wrapper = self
-        request.environ = environ
-        request.upstream = start_response
-        request.started = time.time()
-        request.transaction = None
-        request.context = None
+        request = _Request.start(self, environ, start_response)
         scope.clear_breadcrumbs()
         scope.add_event_processor(request.process)
 
@@ -801,13 +808,7 @@ class SentryWrapper:
         """An outer sentry integration (e.g. FlaskIntegration) owns the scope and the
         transaction: add our request data, capture errors, and name its transaction."""
         sdk = self._sdk
-        request = _new(_Request)
-        request.wrapper = self
-        request.environ = environ
-        request.upstream = start_response
-        request.started = time.time()
-        request.transaction = None
-        request.context = None
+        request = _Request.start(self, environ, start_response)
         sdk.get_isolation_scope().add_event_processor(request.process)
         try:
             body = self.app(environ, start_response)
