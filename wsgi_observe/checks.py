@@ -176,7 +176,6 @@ def env_configured(*names: str, status_if_missing: str = "degraded") -> Callable
                 "status": status_if_missing,
                 "available": False,
                 "message": "API key not configured" if is_credential else "Not configured",
-                "missing": missing,
             }
         return {"status": "healthy", "message": "Configured"}
 

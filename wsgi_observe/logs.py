@@ -1319,12 +1319,14 @@ def _with_request_context(app: WSGIApplication) -> WSGIApplication:
 def instrument(middleware: Any) -> None:
     """Hook request context, request ids and the access log into ``middleware``.
 
-    Applies once :func:`configure_logging` has been called (before or after the middleware
-    was built); until then it costs nothing per request, and the middleware itself logs
-    the app's exceptions through ``logging``. The access line follows
-    ``middleware.config.access_log``.
+    Applies when ``middleware.config.access_log`` is on (the default) or once
+    :func:`configure_logging` has been called (before or after the middleware was built).
+    With neither, it costs nothing per request, and the middleware itself logs the app's
+    exceptions through ``logging``.
     """
-    if getattr(middleware, "_logs_instrumented", False) or _setup is None:
+    if getattr(middleware, "_logs_instrumented", False):
+        return
+    if not middleware.config.access_log and _setup is None:
         return
     middleware._logs_instrumented = True
     middleware.logs_errors = True  # our finish hook logs the app's exceptions from now on
