@@ -667,3 +667,20 @@ def test_probes_never_reach_the_wrapped_app() -> None:
         assert call(middleware, path)[0] == 200
     assert call(middleware, "/api/leads")[2] == b"app"
     assert hits == ["/api/leads"]
+
+
+def test_a_check_hung_before_a_fork_is_run_again_in_the_child() -> None:
+    """A run left in flight by the parent (its thread is gone after fork) is not waited on."""
+    import os
+    from concurrent.futures import Future
+
+    from wsgi_observe.health import ReadinessRunner
+
+    calls = []
+    runner = ReadinessRunner({"db": lambda: calls.append(1)}, timeout_s=1.0, cache_ttl_s=0.0)
+    check = runner._checks[0]
+    check.running = Future()  # as if a parent's thread were still running it
+    check.running_pid = os.getpid() + 1  # ... in another process
+    body = runner.result()
+    assert body["checks"]["db"]["status"] == "healthy"
+    assert calls == [1]

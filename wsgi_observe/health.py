@@ -15,6 +15,7 @@ check, and a probe storm within the cache TTL costs one run in all.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -70,6 +71,7 @@ class _Check:
         self.fn = fn
         self.group = group
         self.running: Optional[Future[dict[str, Any]]] = None
+        self.running_pid = 0  # a run started before a fork has no thread in the child
 
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()
@@ -150,8 +152,9 @@ class ReadinessRunner:
             futures = []
             for check in self._checks:
                 running = check.running
-                if running is None or running.done():
+                if running is None or running.done() or check.running_pid != os.getpid():
                     running = check.running = _start(check)
+                    check.running_pid = os.getpid()
                 futures.append(running)
             deadline = time.monotonic() + self.timeout_s
             for future in futures:
