@@ -35,6 +35,13 @@ CHILD = textwrap.dedent(
     print("ready", flush=True)
     if mode == "hang":
         sys.stdin.read()   # alive until the test closes stdin or kills us
+    elif mode == "serve":  # each line from the test: record that many more requests
+        for line in sys.stdin:
+            for i in range(int(line)):
+                body = mw({"REQUEST_METHOD": "GET", "PATH_INFO": f"/more/{i}"},
+                          lambda s, h, e=None: None)
+                list(body); body.close()
+            print("done", flush=True)
     """
 )
 
@@ -152,7 +159,7 @@ def test_activate_moves_the_process_store_onto_a_state_file(tmp_path, monkeypatc
     monkeypatch.setitem(workers._state, "dir", None)
     monkeypatch.setitem(workers._state, "table", None)
     monkeypatch.setitem(workers._state, "readers", {})
-    monkeypatch.setitem(workers._state, "merge", None)
+    monkeypatch.setitem(workers._state, "merges", {})
     # Only this test's middleware and a throwaway process store may be switched over.
     monkeypatch.setattr(workers, "_middlewares", weakref.WeakSet())
     monkeypatch.setattr(metrics, "_process_store", MetricsStore())
@@ -193,3 +200,32 @@ def test_wait_until_helper_is_bounded():
     """The polling helper gives up with a clear error instead of hanging."""
     with pytest.raises(AssertionError, match="not met"):
         wait_until(lambda: False, timeout=0.2)
+
+
+def test_running_totals_follow_changes_between_scrapes(tmp_path):
+    """Workers that keep recording, and one that dies, are merged exactly at every scrape."""
+    first = child(tmp_path, 10, "serve")
+    second = child(tmp_path, 20, "serve")
+    try:
+        assert total(tmp_path) == 30
+
+        def more(process: subprocess.Popen, count: int) -> None:
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.write(f"{count}\n".encode())
+            process.stdin.flush()
+            assert process.stdout.readline().strip() == b"done"
+
+        more(first, 5)
+        more(second, 7)
+        assert total(tmp_path) == 42
+        assert workers.collect_snapshot(str(tmp_path)).endpoints["/more/<int>"].count == 12
+        more(first, 3)
+        finish(first)  # exits: absorbed into the archive at the next scrape
+        assert total(tmp_path) == 45
+        more(second, 1)
+        assert total(tmp_path) == 46
+        assert total(tmp_path) == 46
+    finally:
+        finish(second)
+        if first.poll() is None:
+            finish(first)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import errno
 import fcntl
+import itertools
 import logging
 import mmap
 import operator
@@ -32,7 +33,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import orjson
@@ -74,9 +75,10 @@ _state: dict[str, Any] = {
     "table": None,
     "readers": {},
     "master_pid": None,
-    "merge": None,
+    "merges": {},  # state dir -> running totals (one dir per server; tests use several)
 }
 _state_lock = threading.Lock()
+_merge_lock = threading.Lock()
 
 
 class StateDirError(RuntimeError):
@@ -216,7 +218,6 @@ class _Reader:
         self._used = 0
         self._contiguous = False
         self._pick_sources: Callable[[Any], Any] = _getter([])
-        self._pick_targets: Callable[[Any], Any] = _getter([])
         self.corrupt = False
         self._map: Optional[mmap.mmap] = None
         self._view: Optional[memoryview] = None
@@ -270,7 +271,7 @@ class _Reader:
         return out
 
     def fold(self, merged: _Merge) -> None:
-        """Add this worker's values into ``merged`` (index lists cached between scrapes)."""
+        """Bring ``merged`` up to date with this worker's values (index lists cached)."""
         values = self.values()
         limit = len(values)
         if len(self.slots) != len(self.targets):
@@ -282,18 +283,15 @@ class _Reader:
                 self.sources.append(slot)
             del self.slots[len(self.targets) :]
         sources = self.sources
-        if not sources:
-            return
         if self._cached_for != len(sources):
             # Getters are rebuilt only when the worker added keys since the last scrape.
             self._cached_for = len(sources)
-            self._used = max(sources) + 1
+            self._used = max(sources) + 1 if sources else 0
             self._contiguous = sources == list(range(len(sources)))
             self._pick_sources = _getter(sources)
-            self._pick_targets = _getter(self.targets)
         used = values[: self._used].tolist()  # the slots in use, at C speed
         picked = used if self._contiguous else self._pick_sources(used)
-        merged.add(self.targets, self._pick_targets, picked)
+        merged.update("w-" + self.id, self.targets, picked)
 
     def close(self) -> None:
         if self._view is not None:
@@ -314,49 +312,95 @@ def _getter(positions: list[int]) -> Callable[[Any], Any]:
     return lambda values: ()
 
 
+class _Source:
+    """What one source (a live worker, this process, the archive) last added to the totals."""
+
+    __slots__ = ("previous", "targets")
+
+    def __init__(self) -> None:
+        self.targets: list[int] = []  # merged index of each of the source's values, in order
+        self.previous: list[int] = []  # the values added last time, aligned with targets
+
+
 class _Merge:
-    """Sums many workers' slots by key: each key gets one index, reused across scrapes."""
+    """Running totals of every source's slots by key, updated by difference.
+
+    Each key gets one merged index, reused across scrapes. A scrape compares each source's
+    values with what it added last time (a C-level ``map``) and adds only the differences,
+    so an unchanged worker costs one comparison pass; a source that is gone (its worker was
+    absorbed into the archive) has its last values taken back out.
+    """
 
     def __init__(self) -> None:
         self.keys: list[tuple[Any, ...]] = []
         self._index: dict[tuple[Any, ...], int] = {}
         self.totals: list[int] = []
         self.layout = Layout()
+        self.sources: dict[str, _Source] = {}
+        self.archive: Any = None  # the parsed archive last added
 
     def index(self, key: tuple[Any, ...]) -> int:
         found = self._index.get(key)
         if found is None:
             found = self._index[key] = len(self.keys)
             self.keys.append(key)
+            self.totals.append(0)
         return found
 
-    def reset(self) -> None:
-        self.totals = []
+    def _source(self, name: str) -> _Source:
+        source = self.sources.get(name)
+        if source is None:
+            source = self.sources[name] = _Source()
+        return source
 
-    def _grown(self) -> list[int]:
-        if len(self.totals) < len(self.keys):
-            self.totals.extend([0] * (len(self.keys) - len(self.totals)))
-        return self.totals
+    def update(self, name: str, targets: list[int], values: Sequence[int]) -> None:
+        """Source ``name`` now holds ``values`` at merged indexes ``targets``."""
+        source = self._source(name)
+        if source.targets is not targets and source.targets != targets:
+            self._take_back(source)  # its layout changed (a new reader): start again
+            source.targets = targets
+        previous = source.previous
+        if len(previous) < len(values):
+            previous.extend([0] * (len(values) - len(previous)))
+        changed = list(itertools.compress(range(len(values)), map(operator.ne, values, previous)))
+        if changed:
+            picks = _getter(changed)
+            where = picks(targets)
+            deltas = map(operator.sub, picks(values), picks(previous))
+            totals = self.totals
+            current = _getter(list(where))(totals)
+            # totals[t] += delta for every changed value, as C-level loops.
+            collections.deque(
+                map(totals.__setitem__, where, map(operator.add, current, deltas)), maxlen=0
+            )
+        source.previous = list(values)
 
-    def add(self, targets: list[int], pick_targets: Callable[[Any], Any], picked: Any) -> None:
-        """``totals[t] += v`` for each target and picked value, as C-level loops."""
-        totals = self._grown()
-        collections.deque(
-            map(totals.__setitem__, targets, map(operator.add, pick_targets(totals), picked)),
-            maxlen=0,
-        )
+    def update_keys(self, name: str, keys: list[tuple[Any, ...]], values: Sequence[int]) -> None:
+        """Like :meth:`update` for an append-only key list (this process's own table)."""
+        targets = self._source(name).targets
+        if len(targets) < len(keys):
+            targets.extend([self.index(key) for key in keys[len(targets) :]])
+        self.update(name, targets, values)
 
-    def add_pairs(self, pairs: list[tuple[tuple[Any, ...], int]]) -> None:
-        for key, value in pairs:
-            target = self.index(key)
-            self._grown()[target] += value
+    def update_pairs(self, name: str, pairs: list[tuple[tuple[Any, ...], int]]) -> None:
+        """Like :meth:`update` for ``(key, value)`` pairs (the archive, a list table)."""
+        targets = [self.index(key) for key, _ in pairs]
+        self.update(name, targets, [value for _, value in pairs])
+
+    def drop_except(self, keep: set[str]) -> None:
+        """Take out every source not in ``keep`` (absorbed into the archive, or gone)."""
+        for name in [n for n in self.sources if n not in keep]:
+            self._take_back(self.sources.pop(name))
+
+    def _take_back(self, source: _Source) -> None:
+        totals = self.totals
+        for target, value in zip(source.targets, source.previous):
+            totals[target] -= value
+        source.previous = []
 
     def build(self) -> tuple[dict[str, SeriesData], dict[str, SeriesData], int]:
         self.layout.update(self.keys)
-        return self.layout.build(self._grown())
-
-    def overall_hist(self) -> tuple[list[int], list[int]]:
-        return self.layout.overall_hist(self._grown())
+        return self.layout.build(self.totals)
 
 
 def _worker_ids(state_dir: str) -> list[str]:
@@ -384,17 +428,28 @@ def _is_dead(keys_path: str) -> bool:
     return True
 
 
+_archive_cache: dict[str, tuple[Any, set[str], list[tuple[tuple[Any, ...], int]]]] = {}
+
+
 def _read_archive(state_dir: str) -> tuple[set[str], list[tuple[tuple[Any, ...], int]]]:
+    """The archive's absorbed worker ids and pairs; parsed again only when the file changed."""
+    path = os.path.join(state_dir, _ARCHIVE)
     try:
-        with open(os.path.join(state_dir, _ARCHIVE), "rb") as handle:
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            cached = _archive_cache.get(path)
+            if cached is not None and cached[0] == version:
+                return cached[1], cached[2]
             data = orjson.loads(handle.read())
+        merged = set(data.get("merged", []))
+        pairs = [(_tuple_key(item[0]), int(item[1])) for item in data.get("pairs", [])]
     except FileNotFoundError:
         return set(), []
-    except (OSError, orjson.JSONDecodeError) as error:
+    except (OSError, ValueError, TypeError, AttributeError, IndexError) as error:
         _log.warning("wsgi_observe: unreadable archive in %s: %s", state_dir, error)
         return set(), []
-    merged = set(data.get("merged", []))
-    pairs = [(_tuple_key(item[0]), int(item[1])) for item in data.get("pairs", [])]
+    _archive_cache[path] = (version, merged, pairs)
     return merged, pairs
 
 
@@ -466,60 +521,75 @@ def collect_snapshot(state_dir: str, own: Optional[MetricsStore] = None) -> Snap
         sweep(state_dir)
     except OSError as error:
         _log.warning("wsgi_observe: sweep of %s failed: %s", state_dir, error)
-    own_id = _state["table"].id if (own is not None and _state["table"] is not None) else None
-    readers: dict[str, _Reader] = _state["readers"]
-    live: list[tuple[str, _Reader]] = []
-    for worker_id in _worker_ids(state_dir):
-        if worker_id == own_id:
-            continue
-        reader = readers.get(worker_id)
-        if reader is None:
-            reader = readers[worker_id] = _Reader(state_dir, worker_id)
-        try:
-            reader.refresh()
-            reader.values()
-            live.append((worker_id, reader))
-        except FileNotFoundError:
-            readers.pop(worker_id, None)
-            reader.close()
-        except (OSError, ValueError) as error:
-            reader._warn(f"unreadable state ({error})")
-    merged_ids, archived = _read_archive(state_dir)
-    merge: Optional[_Merge] = _state["merge"]
-    if merge is None:
-        merge = _state["merge"] = _Merge()
-    merge.reset()
-    merge.add_pairs(archived)
-    processes: list[dict[str, Any]] = []
-    for worker_id, reader in live:
-        if worker_id in merged_ids:
-            continue  # absorbed while we read: the archive we just read holds it
-        reader.fold(merge)
-        if "pid" in reader.header:
-            info = process_info(int(reader.header["pid"]), "worker")
+    with _merge_lock:  # the running totals are shared by every thread that scrapes
+        own_id = _state["table"].id if (own is not None and _state["table"] is not None) else None
+        readers: dict[str, _Reader] = _state["readers"]
+        live: list[tuple[str, _Reader]] = []
+        for worker_id in _worker_ids(state_dir):
+            if worker_id == own_id:
+                continue
+            reader = readers.get(worker_id)
+            if reader is None:
+                reader = readers[worker_id] = _Reader(state_dir, worker_id)
+            try:
+                reader.refresh()
+                reader.values()
+                live.append((worker_id, reader))
+            except FileNotFoundError:
+                readers.pop(worker_id, None)
+                reader.close()
+            except (OSError, ValueError) as error:
+                reader._warn(f"unreadable state ({error})")
+        merged_ids, archived = _read_archive(state_dir)
+        merges: dict[str, _Merge] = _state["merges"]
+        merge = merges.get(state_dir)
+        if merge is None:
+            merge = merges[state_dir] = _Merge()
+        processes: list[dict[str, Any]] = []
+        current = {"archive"}
+        if merge.archive is not archived:  # the same parsed archive as last time: nothing new
+            merge.update_pairs("archive", archived)
+            merge.archive = archived
+        for worker_id, reader in live:
+            if worker_id in merged_ids:
+                continue  # absorbed while we read: the archive we just read holds it
+            reader.fold(merge)
+            current.add("w-" + worker_id)
+            if "pid" in reader.header:
+                info = process_info(int(reader.header["pid"]), "worker")
+                if info is not None:
+                    processes.append(info)
+        for worker_id in list(readers):
+            if worker_id in merged_ids:
+                readers.pop(worker_id).close()
+        started_at = time.time()
+        if own is not None:
+            with own.lock:
+                keys = own.table.keys
+                values = own.values[: len(keys)]
+            merge.update_keys(
+                "own", keys, values.tolist() if isinstance(values, memoryview) else values
+            )
+            current.add("own")
+            started_at = own.started_at
+            info = process_info(os.getpid(), "worker")
             if info is not None:
                 processes.append(info)
-    for worker_id in list(readers):
-        if worker_id in merged_ids:
-            readers.pop(worker_id).close()
-    started_at = time.time()
-    if own is not None:
-        merge.add_pairs(own.pairs())
-        started_at = own.started_at
-        info = process_info(os.getpid(), "worker")
+        merge.drop_except(current)
+        master = _state["master_pid"] or os.getppid()
+        info = process_info(master, "master")
         if info is not None:
             processes.append(info)
-    master = _state["master_pid"] or os.getppid()
-    info = process_info(master, "master")
-    if info is not None:
-        processes.append(info)
-    endpoints, functions, inflight = merge.build()
-    processes.sort(key=lambda p: (p["role"] != "master", p["pid"]))
-    started_at = min([started_at, *(p["started_at"] for p in processes if p["role"] == "master")])
-    snapshot = Snapshot(endpoints, functions, inflight, started_at, time.time(), processes)
-    totals = merge.totals  # the overall histogram is summed only if someone asks for it
-    snapshot.overall_fn = lambda: merge.layout.overall_hist(totals)
-    return snapshot
+        endpoints, functions, inflight = merge.build()
+        processes.sort(key=lambda p: (p["role"] != "master", p["pid"]))
+        started_at = min(
+            [started_at, *(p["started_at"] for p in processes if p["role"] == "master")]
+        )
+        snapshot = Snapshot(endpoints, functions, inflight, started_at, time.time(), processes)
+        totals = list(merge.totals)  # a copy: the next scrape updates the running totals
+        layout = merge.layout
+        snapshot.overall_fn = lambda: layout.overall_hist(totals)  # summed only if asked for
+        return snapshot
 
 
 # Activation (gunicorn hooks) and the middleware's view ------------------------------------
