@@ -214,6 +214,7 @@ class _Reader:
         self.slots: list[tuple[int, tuple[Any, ...]]] = []
         self.targets: list[int] = []  # merged index of each slot read so far
         self.sources: list[int] = []  # and the slot it comes from
+        self._merge: Optional[_Merge] = None
         self._cached_for = -1
         self._used = 0
         self._contiguous = False
@@ -272,6 +273,10 @@ class _Reader:
 
     def fold(self, merged: _Merge) -> None:
         """Bring ``merged`` up to date with this worker's values (index lists cached)."""
+        if self._merge is not merged:  # indexes are those of one merge: start again
+            self._merge = merged
+            self.targets, self.sources = [], []  # self.slots still holds every parsed key
+            self._cached_for = -1
         values = self.values()
         limit = len(values)
         if len(self.slots) != len(self.targets):
@@ -315,11 +320,20 @@ def _getter(positions: list[int]) -> Callable[[Any], Any]:
 class _Source:
     """What one source (a live worker, this process, the archive) last added to the totals."""
 
-    __slots__ = ("previous", "targets")
+    __slots__ = ("_getter", "_getter_for", "previous", "targets")
 
     def __init__(self) -> None:
         self.targets: list[int] = []  # merged index of each of the source's values, in order
         self.previous: list[int] = []  # the values added last time, aligned with targets
+        self._getter: Callable[[Any], Any] = _getter([])
+        self._getter_for = 0
+
+    def pick_all(self, count: int) -> Callable[[Any], Any]:
+        """A getter of ``totals`` at the first ``count`` targets (cached until it grows)."""
+        if self._getter_for != count:
+            self._getter = _getter(self.targets[:count])
+            self._getter_for = count
+        return self._getter
 
 
 class _Merge:
@@ -360,20 +374,35 @@ class _Merge:
             self._take_back(source)  # its layout changed (a new reader): start again
             source.targets = targets
         previous = source.previous
+        fresh = not previous
         if len(previous) < len(values):
             previous.extend([0] * (len(values) - len(previous)))
-        changed = list(itertools.compress(range(len(values)), map(operator.ne, values, previous)))
-        if changed:
+        changed = (
+            []
+            if fresh
+            else list(itertools.compress(range(len(values)), map(operator.ne, values, previous)))
+        )
+        totals = self.totals
+        if fresh or len(changed) * 3 > len(values):
+            # Most values moved: one pass over all of them beats picking the changed ones.
+            where: Sequence[int] = targets
+            current = source.pick_all(len(values))(totals)
+            deltas: Any = map(operator.sub, values, previous)
+        elif changed:
             picks = _getter(changed)
             where = picks(targets)
-            deltas = map(operator.sub, picks(values), picks(previous))
-            totals = self.totals
             current = _getter(list(where))(totals)
-            # totals[t] += delta for every changed value, as C-level loops.
+            deltas = map(operator.sub, picks(values), picks(previous))
+        else:
+            where = ()
+        if where:
+            # totals[t] += delta for every (t, delta), as C-level loops (zip stops at the
+            # shortest, so the extra targets of a full pass are never touched).
             collections.deque(
                 map(totals.__setitem__, where, map(operator.add, current, deltas)), maxlen=0
             )
-        source.previous = list(values)
+        # Callers hand over a list built for this call (tolist(), a slice, a comprehension).
+        source.previous = values if isinstance(values, list) else list(values)
 
     def update_keys(self, name: str, keys: list[tuple[Any, ...]], values: Sequence[int]) -> None:
         """Like :meth:`update` for an append-only key list (this process's own table)."""
@@ -428,20 +457,23 @@ def _is_dead(keys_path: str) -> bool:
     return True
 
 
-_archive_cache: dict[str, tuple[Any, set[str], list[tuple[tuple[Any, ...], int]]]] = {}
+_archive_cache: dict[str, tuple[bytes, set[str], list[tuple[tuple[Any, ...], int]]]] = {}
 
 
 def _read_archive(state_dir: str) -> tuple[set[str], list[tuple[tuple[Any, ...], int]]]:
-    """The archive's absorbed worker ids and pairs; parsed again only when the file changed."""
+    """The archive's absorbed worker ids and pairs; parsed again only when its bytes changed.
+
+    Compared by content, not by inode, size and mtime: file times are coarse (a jiffy) and
+    inodes are reused, so two quick sweeps can leave a different file that looks the same.
+    """
     path = os.path.join(state_dir, _ARCHIVE)
     try:
         with open(path, "rb") as handle:
-            stat = os.fstat(handle.fileno())
-            version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-            cached = _archive_cache.get(path)
-            if cached is not None and cached[0] == version:
-                return cached[1], cached[2]
-            data = orjson.loads(handle.read())
+            raw = handle.read()
+        cached = _archive_cache.get(path)
+        if cached is not None and cached[0] == raw:
+            return cached[1], cached[2]
+        data = orjson.loads(raw)
         merged = set(data.get("merged", []))
         pairs = [(_tuple_key(item[0]), int(item[1])) for item in data.get("pairs", [])]
     except FileNotFoundError:
@@ -449,7 +481,7 @@ def _read_archive(state_dir: str) -> tuple[set[str], list[tuple[tuple[Any, ...],
     except (OSError, ValueError, TypeError, AttributeError, IndexError) as error:
         _log.warning("wsgi_observe: unreadable archive in %s: %s", state_dir, error)
         return set(), []
-    _archive_cache[path] = (version, merged, pairs)
+    _archive_cache[path] = (raw, merged, pairs)
     return merged, pairs
 
 
@@ -507,9 +539,10 @@ def sweep(state_dir: str) -> int:
                     os.unlink(os.path.join(state_dir, f"w-{worker_id}{suffix}"))
                 except FileNotFoundError:
                     pass
-            reader = _state["readers"].pop(worker_id, None)
-            if reader is not None:
-                reader.close()
+            with _merge_lock:  # a scrape in another thread may be reading it right now
+                reader = _state["readers"].pop(worker_id, None)
+                if reader is not None:
+                    reader.close()
     finally:
         os.close(lock_fd)
     return absorbed
