@@ -11,7 +11,7 @@ from typing import Any, Optional
 import orjson
 
 from ._time import iso_utc
-from .histograms import merge_all, percentiles_sorted
+from .histograms import merge_all, percentiles_sorted, values_at
 from .metrics import STATUS_CLASSES, SeriesData, Snapshot
 
 __all__ = [
@@ -64,19 +64,21 @@ def _methods(by: dict[tuple[str, str], int]) -> dict[str, int]:
 
 
 def _series_json(series: SeriesData, *, with_status: bool) -> dict[str, Any]:
-    values = percentiles_sorted(*series.sorted_hist(), _PERCENTILES)
+    indexes, counts = series.sorted_hist()
+    p50, p95, p99, top = values_at(indexes, counts, _PERCENTILES)
     count = series.count
     data: dict[str, Any] = {
         "requests" if with_status else "calls": count,
         "errors": series.errors,
         "error_rate": round(series.errors / count, 6) if count else 0.0,
         "avg_response_time" if with_status else "avg_duration": (
-            _seconds(series.sum_ns / count, 1e9) if count else 0.0
+            round(series.sum_ns / count / 1e9, 6) if count else 0.0
         ),
-        "p50": _seconds(values[50.0], 1e6),
-        "p95": _seconds(values[95.0], 1e6),
-        "p99": _seconds(values[99.0], 1e6),
-        "max": _seconds(values[100.0], 1e6),
+        # us -> s: an HDR value is a whole number of microseconds, exact at 6 decimals
+        "p50": p50 / 1e6,
+        "p95": p95 / 1e6,
+        "p99": p99 / 1e6,
+        "max": top / 1e6,
     }
     if with_status:
         data["status"] = _status_classes(series.by)

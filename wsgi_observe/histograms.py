@@ -33,6 +33,7 @@ __all__ = [
     "merge_all",
     "percentiles",
     "percentiles_sorted",
+    "values_at",
     "to_hdr",
 ]
 
@@ -96,19 +97,28 @@ def percentiles_sorted(
 ) -> dict[float, int]:
     """:func:`percentiles` for buckets already in ascending index order."""
     targets = sorted(set(wanted))
-    result = dict.fromkeys(targets, 0)
-    if not indexes or not targets:
-        return result
-    # Cumulative counts and the searches for each target run in C (accumulate, bisect).
+    return dict(zip(targets, values_at(indexes, counts, targets)))
+
+
+def values_at(indexes: Sequence[int], counts: Sequence[int], targets: Sequence[float]) -> list[int]:
+    """Values (us) at the ascending percentiles ``targets``, for buckets in index order.
+
+    The inner loop of /metrics: cumulative counts and the searches run in C (accumulate,
+    bisect); a target above 100 counts as 100.
+    """
+    if not indexes:
+        return [0] * len(targets)
     running = list(accumulate(counts))
     total = running[-1]
     if total <= 0:
-        return result
+        return [0] * len(targets)
     last = len(indexes) - 1
+    out = []
     for p in targets:
-        goal = max(int(min(p, 100.0) * total / 100 + 0.5), 1)
-        result[p] = highest_equivalent(indexes[min(bisect_left(running, goal), last)])
-    return result
+        goal = int((p if p < 100.0 else 100.0) * total / 100 + 0.5) or 1
+        position = bisect_left(running, goal)
+        out.append(highest_equivalent(indexes[position if position < last else last]))
+    return out
 
 
 def merge_all(
