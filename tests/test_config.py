@@ -12,7 +12,7 @@ from wsgi_observe import ObservabilityMiddleware
 from wsgi_observe.config import ENV_VARS, Config, ConfigError
 from wsgi_observe.metrics import MetricsStore
 
-VALID_DSN = "https://abc123publickey@o4505.ingest.sentry.io/4505123"
+VALID_DSN = "https://abc123publickey@o0.ingest.sentry.example/42"
 
 
 @pytest.fixture(autouse=True)
@@ -373,8 +373,8 @@ def test_none_for_a_required_setting_is_refused_or_defaulted(field: str) -> None
     "dsn",
     [
         pytest.param("not-a-dsn-hunter2", id="no-url"),
-        pytest.param("https://o4505.ingest.sentry.io/4505123", id="no-key"),
-        pytest.param("ftp://hunter2key@o4505.ingest.sentry.io/4505123", id="ftp"),
+        pytest.param("https://o0.ingest.sentry.example/42", id="no-key"),
+        pytest.param("ftp://hunter2key@o0.ingest.sentry.example/42", id="ftp"),
         pytest.param("https://hunter2key@o4505.ingest.sentry.io/project", id="no-project-id"),
         pytest.param("https://hunter2key@/4505123", id="no-host"),
     ],
@@ -400,13 +400,13 @@ def test_malformed_dsn_is_refused_without_echoing_it(source: str, dsn: str) -> N
 @pytest.mark.parametrize(
     "dsn",
     [
-        pytest.param(VALID_DSN, id="sentry-io"),
+        pytest.param(VALID_DSN, id="hosted"),
         pytest.param("http://key@127.0.0.1:9000/1", id="self-hosted"),
         pytest.param("https://key@sentry.example.com/prefix/42", id="path-prefix"),
     ],
 )
 def test_valid_dsn_is_accepted(dsn: str) -> None:
-    """A well-formed DSN (sentry.io, self-hosted, with a path prefix) is accepted as is."""
+    """A well-formed DSN (hosted, self-hosted, with a path prefix) is accepted as is."""
     assert Config.from_env(environ={"SENTRY_DSN": dsn}).sentry_dsn == dsn
 
 
@@ -467,7 +467,7 @@ def test_repr_never_shows_secrets(build: Callable[[], Config]) -> None:
     assert cfg.metrics_token == "tok-s3cret"  # kept, only hidden from repr
     for text in (repr(cfg), str(cfg), f"{cfg!r}", repr([cfg])):
         assert "abc123publickey" not in text
-        assert "ingest.sentry.io" not in text
+        assert "ingest.sentry.example" not in text
         assert "tok-s3cret" not in text
         assert "u999-KEY" not in text
         assert "service_name='wsgi-app'" in text

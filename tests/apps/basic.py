@@ -14,7 +14,10 @@ def _app(environ, start_response):
     if path == "/pid":
         body = str(os.getpid()).encode()
     elif path == "/slow":
-        time.sleep(0.05)
+        # A deliberately slow endpoint: ?ms= sets its latency (default 50 ms).
+        query = environ.get("QUERY_STRING", "")
+        delay_ms = int(query[3:]) if query.startswith("ms=") and query[3:].isdigit() else 50
+        time.sleep(delay_ms / 1000)
         body = b"slow"
     elif path == "/die":
         # Simulate a crash right after answering: the worker is killed by SIGKILL.
