@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 if sys.version_info >= (3, 11):
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -13,6 +13,4 @@ else:  # pragma: no cover
     StartResponse = Callable[..., Callable[[bytes], object]]
     WSGIApplication = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
 
-Check = Callable[[], Optional[Any]]
-
-__all__ = ["Check", "StartResponse", "WSGIApplication", "WSGIEnvironment"]
+__all__ = ["StartResponse", "WSGIApplication", "WSGIEnvironment"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import operator
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
@@ -35,7 +35,6 @@ __all__ = [
     "SeriesData",
     "Snapshot",
     "Table",
-    "aggregate",
     "process_store",
 ]
 
@@ -172,38 +171,6 @@ class Snapshot:
     @property
     def overall(self) -> Optional[tuple[list[int], list[int]]]:
         return self.overall_fn() if self.overall_fn is not None else None
-
-
-def aggregate(
-    pairs: Iterable[tuple[tuple[Any, ...], int]],
-) -> tuple[dict[str, SeriesData], dict[str, SeriesData], int]:
-    """Fold ``(key, value)`` pairs (from one table or many) into series, summing duplicates."""
-    spaces: dict[str, dict[str, SeriesData]] = {"ep": {}, "fn": {}}
-    inflight = 0
-    for key, value in pairs:
-        kind = key[0]
-        if kind == "g":
-            if key == INFLIGHT:
-                inflight += value
-            continue
-        space = spaces.get(key[1])
-        if space is None:
-            continue
-        series = space.get(key[2])
-        if series is None:
-            series = space[key[2]] = SeriesData()
-        if kind == "h":
-            if value:
-                series.hist[key[3]] = series.hist.get(key[3], 0) + value
-        elif kind == "c":
-            label = (key[3], key[4])
-            series.by[label] = series.by.get(label, 0) + value
-            series.count += value
-        elif kind == "s":
-            series.sum_ns += value
-        elif kind == "e":
-            series.errors += value
-    return spaces["ep"], spaces["fn"], inflight
 
 
 def _pick(values: Any, positions: list[int]) -> tuple[int, ...]:
