@@ -120,3 +120,27 @@ def test_store_fixture_is_fresh(store):
     """Each test gets its own store (nothing leaks between tests)."""
     assert isinstance(store, MetricsStore)
     assert store.snapshot().functions == {}
+
+
+def test_each_middleware_counts_its_own_requests_and_shows_timed_functions():
+    """A new middleware starts from zero; functions timed process-wide appear in its /metrics."""
+
+    @performance_tracking(name="shared.function")
+    def shared() -> None:
+        return None
+
+    shared()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"x"]
+
+    first = TestApp(ObservabilityMiddleware(app, access_log=False))
+    first.get("/a")
+    first.get("/a")
+    second = TestApp(ObservabilityMiddleware(app, access_log=False))
+    second.get("/a")
+    doc = second.get("/metrics").json
+    assert doc["application"]["requests"]["total"] == 1
+    assert doc["functions"]["shared.function"]["calls"] >= 1
+    assert first.get("/metrics").json["application"]["requests"]["total"] == 2

@@ -62,11 +62,13 @@ class MemoryTable:
     def __init__(self) -> None:
         self.values: list[int] = []
         self.keys: list[tuple[Any, ...]] = []
+        self._lock = threading.Lock()
 
     def alloc(self, key: tuple[Any, ...]) -> int:
-        self.keys.append(key)
-        self.values.append(0)
-        return len(self.keys) - 1
+        with self._lock:  # several stores may share one table
+            self.keys.append(key)
+            self.values.append(0)
+            return len(self.keys) - 1
 
     def items(self) -> Iterator[tuple[tuple[Any, ...], int]]:
         values = self.values

@@ -63,9 +63,9 @@ class ObservabilityMiddleware:
 
     Parameters: ``app`` (any WSGI callable); ``config`` (a :class:`Config`; built from the
     environment if omitted); ``checks`` (readiness checks: name -> callable, or name ->
-    mapping of name -> callable for a group); ``store`` (a :class:`MetricsStore`; default:
-    the process-wide one that ``performance_tracking`` also records into); any
-    :class:`Config` field as a keyword.
+    mapping of name -> callable for a group); ``store`` (a :class:`MetricsStore`; default: a
+    fresh one; functions timed by ``performance_tracking`` are added from the process-wide
+    store); any :class:`Config` field as a keyword.
     Example::
 
         app.wsgi_app = ObservabilityMiddleware(
@@ -92,7 +92,9 @@ class ObservabilityMiddleware:
             config = Config.from_env({}, **{**_config_values(config), **overrides})
         self.app = app
         self.config = config
-        self.store = store if store is not None else process_store()
+        # Each middleware counts its own requests (a fresh store), while functions timed by
+        # performance_tracking go to the process-wide store, which snapshot() adds in.
+        self.store = store if store is not None else MetricsStore()
         self.names = EndpointNames(config.max_endpoints)
         self.readiness = ReadinessRunner(
             checks, timeout_s=config.readiness_timeout, cache_ttl_s=config.readiness_cache_ttl
@@ -320,7 +322,14 @@ class ObservabilityMiddleware:
 
     def snapshot(self) -> Snapshot:
         """All numbers: this process's, or every gunicorn worker's when they share state."""
-        return workers.snapshot(self.store)
+        snapshot = workers.snapshot(self.store)
+        shared = process_store()
+        if shared is not self.store and not workers.is_active():
+            # In a single process, timed functions live in the process-wide store. (With
+            # gunicorn workers, every store records into the worker's one state file.)
+            for name, series in shared.snapshot().functions.items():
+                snapshot.functions.setdefault(name, series)
+        return snapshot
 
 
 def _config_values(config: Config) -> dict[str, Any]:

@@ -159,21 +159,23 @@ class WorkerTable:
             os.close(vals_fd)
         self.values = memoryview(self._map).cast("q")
         self.keys: list[tuple[Any, ...]] = []
+        self._lock = threading.Lock()
         header = {"id": self.id, "pid": os.getpid(), "role": role, "started_at": time.time()}
         os.write(self.keys_fd, orjson.dumps(header) + b"\n")
         self._full_warned = False
 
     def alloc(self, key: tuple[Any, ...]) -> int:
-        slot = len(self.keys)
-        if slot >= self.capacity:
-            if not self._full_warned:
-                self._full_warned = True
-                _log.warning("wsgi_observe state file is full (%d slots)", self.capacity)
-            raise MemoryError("wsgi_observe worker state is full")
-        # The key line is on disk (page cache) before the slot is ever incremented.
-        os.write(self.keys_fd, orjson.dumps([slot, *key]) + b"\n")
-        self.keys.append(key)
-        return slot
+        with self._lock:  # the process store and the middleware's share this table
+            slot = len(self.keys)
+            if slot >= self.capacity:
+                if not self._full_warned:
+                    self._full_warned = True
+                    _log.warning("wsgi_observe state file is full (%d slots)", self.capacity)
+                raise MemoryError("wsgi_observe worker state is full")
+            # The key line is on disk (page cache) before the slot is ever incremented.
+            os.write(self.keys_fd, orjson.dumps([slot, *key]) + b"\n")
+            self.keys.append(key)
+            return slot
 
     def items(self) -> Iterator[tuple[tuple[Any, ...], int]]:
         values = self.values
