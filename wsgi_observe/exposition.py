@@ -11,7 +11,7 @@ from typing import Any, Optional
 import orjson
 
 from ._time import iso_utc
-from .histograms import merge_all, percentiles_sorted, values_at
+from .histograms import merge_all, values_at
 from .metrics import STATUS_CLASSES, SeriesData, Snapshot
 
 __all__ = [
@@ -43,10 +43,6 @@ def choose_format(query_format: Optional[str], accept: str) -> Optional[str]:
     if "text/plain" in accept:
         return "prometheus"
     return "json"
-
-
-def _seconds(ns_or_us: float, scale: float) -> float:
-    return round(ns_or_us / scale, 6)
 
 
 def _status_classes(by: dict[tuple[str, str], int]) -> dict[str, int]:
@@ -108,7 +104,7 @@ def json_document(
     merged = snapshot.overall
     if merged is None:
         merged = merge_all(series.sorted_hist() for series in snapshot.endpoints.values())
-    overall = percentiles_sorted(*merged, _PERCENTILES)
+    p50, p95, p99, top = values_at(*merged, _PERCENTILES)
     document: dict[str, Any] = {
         "timestamp": iso_utc(snapshot.taken_at),
         "service": service,
@@ -122,11 +118,11 @@ def json_document(
                 "status": _status_classes(by),
             },
             "response_times": {
-                "average": _seconds(sum_ns / total, 1e9) if total else 0.0,
-                "p50": _seconds(overall[50.0], 1e6),
-                "p95": _seconds(overall[95.0], 1e6),
-                "p99": _seconds(overall[99.0], 1e6),
-                "max": _seconds(overall[100.0], 1e6),
+                "average": round(sum_ns / total / 1e9, 6) if total else 0.0,
+                "p50": p50 / 1e6,
+                "p95": p95 / 1e6,
+                "p99": p99 / 1e6,
+                "max": top / 1e6,
             },
             "uptime_seconds": round(max(snapshot.taken_at - snapshot.started_at, 0.0), 3),
         },

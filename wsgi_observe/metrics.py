@@ -21,7 +21,7 @@ from __future__ import annotations
 import operator
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
@@ -53,8 +53,6 @@ class Table(Protocol):
 
     def alloc(self, key: tuple[Any, ...]) -> int: ...
 
-    def items(self) -> Iterator[tuple[tuple[Any, ...], int]]: ...
-
 
 class MemoryTable:
     """Slots in a plain list: the single-process table. ``alloc`` runs under the store's lock."""
@@ -69,11 +67,6 @@ class MemoryTable:
             self.keys.append(key)
             self.values.append(0)
             return len(self.keys) - 1
-
-    def items(self) -> Iterator[tuple[tuple[Any, ...], int]]:
-        values = self.values
-        for slot, key in enumerate(self.keys):
-            yield key, values[slot]
 
 
 class _Series:
@@ -388,11 +381,6 @@ class MetricsStore:
         values[series.sum] += duration_ns
         if failed:
             values[series.errors] += 1
-
-    def pairs(self) -> list[tuple[tuple[Any, ...], int]]:
-        """Every ``(key, value)`` of this process's table, read under the lock."""
-        with self.lock:
-            return list(self.table.items())
 
     def snapshot(self) -> Snapshot:
         """This process's numbers as plain data."""

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import orjson
@@ -176,11 +176,6 @@ class WorkerTable:
             os.write(self.keys_fd, orjson.dumps([slot, *key]) + b"\n")
             self.keys.append(key)
             return slot
-
-    def items(self) -> Iterator[tuple[tuple[Any, ...], int]]:
-        values = self.values
-        for slot, key in enumerate(self.keys):
-            yield key, values[slot]
 
     def close(self) -> None:
         """Release the mapping and the lock (the files stay for the sweep to absorb)."""
