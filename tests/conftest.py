@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,19 +18,54 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from wsgi_observe import _wsgi
+from wsgi_observe import _guard
 from wsgi_observe.metrics import MetricsStore
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# Variables a test must never inherit from the shell that runs the suite.
+_OUR_VARIABLES = (
+    "SENTRY_DSN",
+    "SENTRY_ENVIRONMENT",
+    "SENTRY_TRACES_SAMPLE_RATE",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "UPTIMEROBOT_API_KEY",
+    "APP_BASE_URL",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment_and_logging(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Each test starts without our variables, with LOG_DIR in a temp folder and the working
+    directory another (wrapping an app installs the guide's log handlers, and a Config built
+    from defaults logs to ./logs), and ends with those handlers removed."""
+    from wsgi_observe.config import ENV_VARS
+    from wsgi_observe.logs import reset_logging
+
+    for name in (*_OUR_VARIABLES, *(var.env for var in ENV_VARS.values())):
+        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name.startswith("WSGI_OBSERVE_"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOG_DIR", str(tmp_path_factory.mktemp("logs")))
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    reset_logging()
+    _guard.reset_rate_limit()
+    yield
+    reset_logging()
 
 
 @pytest.fixture(autouse=True)
 def _raise_guarded_errors() -> Iterator[list[BaseException]]:
     """Fail the test if the middleware swallowed an error in its own bookkeeping."""
     seen: list[BaseException] = []
-    _wsgi.guard_hooks.append(seen.append)
+    _guard.guard_hooks.append(seen.append)
     yield seen
-    _wsgi.guard_hooks.remove(seen.append)
+    _guard.guard_hooks.remove(seen.append)
     if seen:
         raise AssertionError(f"wsgi_observe swallowed internal errors: {seen!r}")
 
@@ -87,6 +123,9 @@ class Gunicorn:
             command += ["-c", "python:wsgi_observe.gunicorn"]
         command += ["-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "5", *args, app]
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.log_dir: Optional[str] = None
+        if "LOG_DIR" not in full_env:
+            self.log_dir = full_env["LOG_DIR"] = tempfile.mkdtemp(prefix="wsgi_observe-logs-")
         # A file, not a pipe: a chatty master must never block on a full pipe.
         self.log = tempfile.TemporaryFile()  # closed in stop()
         self.process = subprocess.Popen(
@@ -125,6 +164,8 @@ class Gunicorn:
                 self.process.kill()
                 self.process.wait(timeout=5)
         self.log.close()
+        if self.log_dir is not None:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -259,6 +259,9 @@ def close_sentry() -> None:
     client = sentry_sdk.get_client()
     if client.is_active():
         client.close(timeout=5)
+    from wsgi_observe import reporting
+
+    reporting.uninstall()
     sentry_sdk.get_global_scope().set_client(None)
     sentry_sdk.get_isolation_scope().set_client(None)
     sentry_sdk.get_current_scope().set_client(None)
@@ -274,7 +277,7 @@ def sentry_receiver() -> Iterator[SentryReceiver]:
 @pytest.fixture
 def sentry_init(sentry_receiver: SentryReceiver) -> Iterator[Callable[..., bool]]:
     """``sentry_init(**kwargs)`` calls ``init_sentry`` with the receiver's DSN; closed after."""
-    from wsgi_observe.sentry import init_sentry
+    from wsgi_observe.integrations.sentry import init_sentry
 
     def init(**kwargs: Any) -> bool:
         close_sentry()  # a second init in one test must not leak the first client

@@ -18,20 +18,12 @@ import pytest
 from conftest import free_port
 
 from wsgi_observe import ObservabilityMiddleware, checks
-from wsgi_observe.config import ENV_VARS
 from wsgi_observe.health import ReadinessRunner
 from wsgi_observe.metrics import MetricsStore
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=2"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 SLOW_RESPONSE_BOUND_S = 5.0  # the slow HTTP handler never holds a thread longer than this
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The middleware reads os.environ: start every test from the defaults."""
-    for var in ENV_VARS.values():
-        monkeypatch.delenv(var.env, raising=False)
 
 
 def run(check: Callable[[], Any], timeout_s: float = 5.0) -> dict[str, Any]:

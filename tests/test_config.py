@@ -9,17 +9,10 @@ import pytest
 
 import wsgi_observe
 from wsgi_observe import ObservabilityMiddleware
-from wsgi_observe.config import ENV_VARS, Config, ConfigError
+from wsgi_observe.config import Config, ConfigError
 from wsgi_observe.metrics import MetricsStore
 
 VALID_DSN = "https://abc123publickey@o0.ingest.sentry.example/42"
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start every test without any of the variables Config reads."""
-    for var in ENV_VARS.values():
-        monkeypatch.delenv(var.env, raising=False)
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:

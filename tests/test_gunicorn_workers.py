@@ -129,7 +129,9 @@ def test_single_process_writes_no_state_files(gunicorn, tmp_path):
     [
         pytest.param(lambda p: p / "missing", "directory does not exist", id="missing"),
         pytest.param(
-            lambda p: (p / "file").write_text("x") and p / "file", "does not exist", id="a-file"
+            lambda p: (p / "file").write_text("x") and p / "file",
+            "is a regular file, not a directory",
+            id="a-file",
         ),
     ],
 )
@@ -153,7 +155,7 @@ def test_bad_state_dir_fails_at_start_with_one_clear_line(tmp_path, make_dir, me
         capture_output=True,
         timeout=30,
     )
-    assert result.returncode != 0
+    assert result.returncode == 2
     err = result.stderr.decode()
     assert "WSGI_OBSERVE_STATE_DIR" in err and message in err
     assert "Traceback" not in err

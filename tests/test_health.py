@@ -18,19 +18,11 @@ from conftest import wait_until
 
 from wsgi_observe import ObservabilityMiddleware
 from wsgi_observe import health as health_module
-from wsgi_observe.config import ENV_VARS
 from wsgi_observe.health import ReadinessRunner
 from wsgi_observe.metrics import MetricsStore
 
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 HUNG_CHECK_BOUND_S = 30.0  # a "hung" check blocks on an Event for at most this long
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The middleware reads os.environ: start every test from the defaults."""
-    for var in ENV_VARS.values():
-        monkeypatch.delenv(var.env, raising=False)
 
 
 @pytest.fixture

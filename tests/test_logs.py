@@ -681,9 +681,9 @@ def test_access_log_off_writes_no_access_line_but_keeps_context(tmp_path: Path) 
     assert lines[0]["request_id"] == response.headers["X-Request-ID"]
 
 
-def test_nothing_is_wrapped_without_access_log_or_configured_logging() -> None:
-    """access_log=False and no configure_logging(): no request id, no per-request cost."""
-    app = _wrapped(_hello, access_log=False)
+def test_no_request_context_without_access_log_log_handlers_or_configured_logging() -> None:
+    """Metrics only (access_log and log_handlers off, no configure_logging()): no request id."""
+    app = _wrapped(_hello, access_log=False, log_handlers=False)
     assert app.app is _hello
     assert "X-Request-ID" not in TestApp(app).get("/hello").headers
 

@@ -12,7 +12,7 @@ from wsgiref.validate import validator
 import pytest
 from webtest import TestApp
 
-from wsgi_observe import ObservabilityMiddleware, wrap
+from wsgi_observe import ObservabilityMiddleware, _wsgi, wrap
 from wsgi_observe.endpoints import OVERFLOW, UNMATCHED
 from wsgi_observe.metrics import MetricsStore
 
@@ -299,7 +299,9 @@ def test_response_is_unchanged_byte_for_byte():
 
     _, wrapped = make(app)
     recorder, data = serve(wrapped, environ_for("/csv", "POST"))
-    assert recorder.status == "201 Created" and recorder.headers == headers
+    # The one addition is the request id, after the app's own headers.
+    assert recorder.status == "201 Created" and recorder.headers[:-1] == headers
+    assert recorder.headers[-1][0] == "X-Request-ID"
     assert data == b"a,b\n1,2\n"
 
 
@@ -556,7 +558,6 @@ def test_overall_percentiles_merge_every_endpoint_exactly(store):
     """The application's p50/p99 come from all endpoints' HDR buckets summed exactly."""
     import random
 
-    from wsgi_observe import _wsgi
     from wsgi_observe.histograms import merge_all, percentiles_sorted
 
     middleware = ObservabilityMiddleware(hello, store=store, access_log=False)

@@ -15,18 +15,17 @@ from wsgiref.validate import validator
 
 import pytest
 
-from wsgi_observe import prometheus
-from wsgi_observe.exposition import OPENMETRICS_TYPE, PROMETHEUS_TYPE
-from wsgi_observe.histograms import bucket_index, highest_equivalent, percentiles
-from wsgi_observe.metrics import MetricsStore, SeriesData, Snapshot
-from wsgi_observe.middleware import ObservabilityMiddleware
-from wsgi_observe.prometheus import (
+from wsgi_observe.exposition import OPENMETRICS_TYPE, PROMETHEUS_TYPE, prometheus
+from wsgi_observe.exposition.prometheus import (
     BUCKET_BOUNDS,
     FAMILIES,
     QUANTILES,
     render_openmetrics,
     render_prometheus,
 )
+from wsgi_observe.histograms import bucket_index, highest_equivalent, percentiles
+from wsgi_observe.metrics import MetricsStore, SeriesData, Snapshot
+from wsgi_observe.middleware import ObservabilityMiddleware
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 needs_promtool = pytest.mark.skipif(

@@ -20,10 +20,12 @@ from flask import Flask
 from sentry_sdk.integrations.flask import FlaskIntegration
 from sentry_sdk.integrations.wsgi import SentryWsgiMiddleware
 
+from wsgi_observe import reporting
+from wsgi_observe.integrations.sentry import PROBE_PATHS, init_sentry, scrub_event
+from wsgi_observe.integrations.sentry_reporter import SentryReporter
 from wsgi_observe.metrics import MetricsStore
 from wsgi_observe.middleware import ObservabilityMiddleware
 from wsgi_observe.redact import REDACTED
-from wsgi_observe.sentry import PROBE_PATHS, SentryWrapper, init_sentry, scrub_event
 
 if TYPE_CHECKING:
     from sentry_receiver import SentryReceiver
@@ -332,14 +334,11 @@ def test_sample_rate_defaults_to_full_in_development_and_a_tenth_elsewhere(
 
 
 def test_without_a_dsn_nothing_is_wrapped(no_sentry_env: None) -> None:
-    """init_sentry() without SENTRY_DSN returns False and the middleware keeps its plain app."""
+    """init_sentry() without SENTRY_DSN returns False and no reporter is installed."""
     assert init_sentry() is False
     middleware = ObservabilityMiddleware(hello, store=MetricsStore(), access_log=False)
-    assert not isinstance(middleware.app, SentryWrapper)
-    assert all(
-        not isinstance(getattr(hook, "__self__", None), SentryWrapper)
-        for hook in middleware.finish_hooks
-    )
+    assert middleware.app is hello
+    assert reporting.current is None
     assert call(middleware, "/api/leads")[0] == "200 OK"
 
 
@@ -354,9 +353,11 @@ def test_importing_and_using_the_middleware_without_a_dsn_never_imports_sentry_s
         def app(environ, start_response):
             start_response("200 OK", [])
             return [b""]
-        middleware = ObservabilityMiddleware(app, access_log=False)
+        middleware = ObservabilityMiddleware(app, access_log=False, log_handlers=False)
         assert middleware.app is app, middleware.app
         assert wsgi_observe.init_sentry() is False
+        from wsgi_observe import reporting
+        assert reporting.current is None
         assert "sentry_sdk" not in sys.modules
         """
     )
@@ -370,11 +371,11 @@ def test_a_dsn_in_the_config_starts_sentry_once(
     sentry_receiver: SentryReceiver, sentry_init: Callable[..., bool], no_sentry_env: None
 ) -> None:
     """A middleware with sentry_dsn in its config starts Sentry; a second one reuses the client."""
-    first = observed(hello, sentry_dsn=sentry_receiver.dsn, environment="staging")
+    observed(hello, sentry_dsn=sentry_receiver.dsn, environment="staging")
     client = sentry_sdk.get_client()
-    second = observed(hello, sentry_dsn=sentry_receiver.dsn)
+    observed(hello, sentry_dsn=sentry_receiver.dsn)
     assert client.is_active() and sentry_sdk.get_client() is client
-    assert isinstance(first.app, SentryWrapper) and isinstance(second.app, SentryWrapper)
+    assert isinstance(reporting.current, SentryReporter)  # one slot, nothing patched
     assert client.options["environment"] == "staging"
 
 
@@ -387,9 +388,10 @@ def test_init_sentry_after_the_middleware_exists_instruments_it(
         raise KeyError("lead")
 
     middleware = ObservabilityMiddleware(app, store=MetricsStore(), access_log=False)
-    assert not isinstance(middleware.app, SentryWrapper)
+    assert reporting.current is None
     assert sentry_init() is True
-    assert isinstance(middleware.app, SentryWrapper)
+    assert isinstance(reporting.current, SentryReporter)
+    assert middleware.app is app  # nothing patched: the pipeline reads the reporter slot
     with pytest.raises(KeyError):
         call(middleware, "/api/leads")
     (event,) = sentry_receiver.wait_for("event")

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 import pytest
 from fake_uptimerobot import VALID_API_KEY, FakeUptimeRobot
 
-from wsgi_observe.uptimerobot import (
+from wsgi_observe.uptimerobot.client import (
     HTTP_METHODS,
     UptimeRobotClient,
     UptimeRobotError,

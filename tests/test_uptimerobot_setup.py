@@ -10,12 +10,12 @@ import pytest
 from fake_uptimerobot import VALID_API_KEY, FakeUptimeRobot, contacts_of, http_method_of
 
 from wsgi_observe.uptimerobot import UptimeRobotClient
-from wsgi_observe.uptimerobot_setup import (
+from wsgi_observe.uptimerobot.command import main
+from wsgi_observe.uptimerobot.plan import (
     DEFAULT_MONITORS,
     AlertContactSpec,
     MonitorSpec,
     alert_threshold_minutes,
-    main,
     plan_monitors,
     setup_monitors,
 )

@@ -1,4 +1,4 @@
-"""Worker state files without gunicorn: dead workers are absorbed exactly once."""
+"""Process state files without a server: dead processes are absorbed exactly once."""
 
 from __future__ import annotations
 
@@ -8,19 +8,20 @@ import subprocess
 import sys
 import textwrap
 import threading
-import weakref
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, wait_until
 
-from wsgi_observe import metrics, workers
+from wsgi_observe import metrics, multiprocess
+from wsgi_observe.config import Config
 from wsgi_observe.metrics import MetricsStore
+from wsgi_observe.multiprocess import statedir
 
 CHILD = textwrap.dedent(
     """
     import os, sys, time
-    from wsgi_observe.workers import WorkerTable
+    from wsgi_observe.multiprocess import WorkerTable
     from wsgi_observe.metrics import MetricsStore
     from wsgi_observe import ObservabilityMiddleware
     state_dir, count, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -28,7 +29,7 @@ CHILD = textwrap.dedent(
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
-    mw = ObservabilityMiddleware(app, store=store, access_log=False)
+    mw = ObservabilityMiddleware(app, store=store, access_log=False, log_handlers=False)
     for i in range(count):
         body = mw({"REQUEST_METHOD": "GET", "PATH_INFO": f"/items/{i}"}, lambda s, h, e=None: None)
         list(body); body.close()
@@ -68,7 +69,7 @@ def finish(process: subprocess.Popen) -> None:
 
 
 def total(state_dir: Path) -> int:
-    snapshot = workers.collect_snapshot(str(state_dir))
+    snapshot = multiprocess.collect_snapshot(str(state_dir))
     return sum(series.count for series in snapshot.endpoints.values())
 
 
@@ -80,7 +81,7 @@ def test_live_and_dead_workers_are_summed_exactly(tmp_path):
         assert total(tmp_path) == 175
         assert total(tmp_path) == 175
         assert len(list(tmp_path.glob("w-*.keys"))) == 2  # the dead one was absorbed
-        snapshot = workers.collect_snapshot(str(tmp_path))
+        snapshot = multiprocess.collect_snapshot(str(tmp_path))
         assert snapshot.endpoints["/items/<int>"].count == 175
         assert len([p for p in snapshot.processes if p["role"] == "worker"]) == 2
     finally:
@@ -130,7 +131,7 @@ def test_sweep_in_another_process_while_scraping_is_exact(tmp_path):
         [
             sys.executable,
             "-c",
-            f"from wsgi_observe import workers; workers.sweep({str(tmp_path)!r})",
+            f"from wsgi_observe import multiprocess; multiprocess.sweep({str(tmp_path)!r})",
         ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -144,24 +145,20 @@ def test_corrupt_files_are_skipped_with_a_warning(tmp_path, caplog):
     """Garbage or truncated state never breaks the merge."""
     process = child(tmp_path, 12, "hang")
     try:
-        (tmp_path / "w-bad.keys").write_bytes(b"\x00\xffgarbage\n[1, 2\n")
-        (tmp_path / "w-bad.vals").write_bytes(b"\x01")
+        bad = "0123456789abcdef" * 2
+        (tmp_path / f"w-{bad}.keys").write_bytes(b"\x00\xffgarbage\n[1, 2\n")
+        (tmp_path / f"w-{bad}.vals").write_bytes(b"\x01")
         (tmp_path / "archive.json").write_bytes(b"{not json")
-        with caplog.at_level("WARNING", logger="wsgi_observe.workers"):
+        with caplog.at_level("WARNING", logger="wsgi_observe.multiprocess"):
             assert total(tmp_path) == 12
         assert any("wsgi_observe" in record.getMessage() for record in caplog.records)
     finally:
         finish(process)
 
 
-def test_activate_moves_the_process_store_onto_a_state_file(tmp_path, monkeypatch):
-    """After activate(), the middleware records into the file and /metrics merges."""
-    monkeypatch.setitem(workers._state, "dir", None)
-    monkeypatch.setitem(workers._state, "table", None)
-    monkeypatch.setitem(workers._state, "readers", {})
-    monkeypatch.setitem(workers._state, "merges", {})
-    # Only this test's middleware and a throwaway process store may be switched over.
-    monkeypatch.setattr(workers, "_middlewares", weakref.WeakSet())
+def test_a_multiprocess_request_moves_the_stores_onto_a_state_file(tmp_path, monkeypatch):
+    """A request saying wsgi.multiprocess moves this process onto a state file; /metrics merges."""
+    monkeypatch.setattr(multiprocess, "_process", multiprocess._Process())
     monkeypatch.setattr(metrics, "_process_store", MetricsStore())
     store = MetricsStore()
     from wsgi_observe import ObservabilityMiddleware
@@ -170,30 +167,32 @@ def test_activate_moves_the_process_store_onto_a_state_file(tmp_path, monkeypatc
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
-    middleware = ObservabilityMiddleware(app, store=store, access_log=False)
-    table = workers.activate(str(tmp_path))
+    middleware = ObservabilityMiddleware(
+        app, store=store, access_log=False, log_handlers=False, state_dir=str(tmp_path)
+    )
     try:
-        assert store.table is table
         for _ in range(3):
-            body = middleware(
-                {"REQUEST_METHOD": "GET", "PATH_INFO": "/x"}, lambda s, h, e=None: None
-            )
+            environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/x", "wsgi.multiprocess": True}
+            body = middleware(environ, lambda s, h, e=None: None)
             list(body)
             body.close()
+        assert isinstance(store.table, multiprocess.WorkerTable)
+        assert metrics.process_store().table is store.table
         finish(child(tmp_path, 4, "exit"))
         snapshot = middleware.snapshot()
         assert snapshot.endpoints["/x"].count == 3
         assert snapshot.endpoints["/items/<int>"].count == 4
+        assert snapshot.state["shared"] is True
     finally:
-        table.close()
-        monkeypatch.setitem(workers._state, "table", None)
+        store.table.close()
 
 
-def test_prepare_state_dir_errors_name_the_variable(tmp_path):
+def test_state_dir_errors_name_the_variable(tmp_path):
     """A missing directory gives one line naming WSGI_OBSERVE_STATE_DIR."""
-    with pytest.raises(workers.StateDirError, match=r"WSGI_OBSERVE_STATE_DIR=.*does not exist"):
-        workers.prepare_state_dir(str(tmp_path / "nope"))
-    assert workers.prepare_state_dir(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(statedir.StateDirError, match=r"WSGI_OBSERVE_STATE_DIR=.*does not exist"):
+        statedir.check_private(str(tmp_path / "nope"), variable=statedir.ENV_STATE_DIR)
+    statedir.check_private(str(tmp_path), variable=statedir.ENV_STATE_DIR)
+    assert Config.from_env({}, state_dir=str(tmp_path)).state_dir == str(tmp_path)
 
 
 def test_wait_until_helper_is_bounded():
@@ -218,7 +217,7 @@ def test_running_totals_follow_changes_between_scrapes(tmp_path):
         more(first, 5)
         more(second, 7)
         assert total(tmp_path) == 42
-        assert workers.collect_snapshot(str(tmp_path)).endpoints["/more/<int>"].count == 12
+        assert multiprocess.collect_snapshot(str(tmp_path)).endpoints["/more/<int>"].count == 12
         more(first, 3)
         finish(first)  # exits: absorbed into the archive at the next scrape
         assert total(tmp_path) == 45

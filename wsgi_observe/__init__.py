@@ -1,7 +1,12 @@
 """wsgi_observe: production observability for any WSGI application.
 
-Importing the package is cheap: it never imports sentry_sdk or gunicorn, and the names
-below are loaded on first use.
+Importing the package is cheap: it never imports sentry_sdk, gunicorn, opentelemetry or a
+framework, and the names below are loaded on first use.
+
+The layout: a flat core (``config``, ``middleware``, ``_wsgi``, ``endpoints``, ``health``,
+``checks``, ``histograms``, ``metrics``, ``redact``, ``system``, ``tracking``), and the
+layers in subpackages: ``logs/``, ``exposition/``, ``multiprocess/``, ``integrations/``
+(Sentry) and ``uptimerobot/``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from . import checks
     from .config import Config, ConfigError
+    from .integrations.sentry import init_sentry
     from .logs import (
         LogContext,
         configure_logging,
@@ -24,7 +30,6 @@ if TYPE_CHECKING:
         log_external_service_call,
     )
     from .middleware import ObservabilityMiddleware, wrap
-    from .sentry import init_sentry
     from .tracking import performance_tracking
     from .uptimerobot import UptimeRobotClient, UptimeRobotError
 
@@ -58,7 +63,7 @@ _WHERE = {
     "checks": None,
     "configure_logging": "logs",
     "get_logger": "logs",
-    "init_sentry": "sentry",
+    "init_sentry": "integrations.sentry",
     "log_api_call": "logs",
     "log_business_event": "logs",
     "log_database_query": "logs",

@@ -30,8 +30,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-from ._wsgi import guarded
-from .exposition import json_document
+from ._guard import guarded
+from .exposition.json import json_document
 from .metrics import SeriesData, Snapshot
 
 if TYPE_CHECKING:
@@ -200,26 +200,42 @@ def window_snapshot(now: Snapshot, before: Optional[Snapshot]) -> Snapshot:
 
 
 class _Leader:
-    """An exclusive lock file: with shared worker state, one process evaluates alerts."""
+    """An exclusive lock file: when processes share state, one of them evaluates alerts.
 
-    def __init__(self, state_dir: Optional[str]) -> None:
-        self.path = os.path.join(state_dir, "alerts.lock") if state_dir else None
+    The lock lives in this process's state directory, known once its numbers are shared
+    (a single process is always the leader). It is taken in a forked child afresh.
+    """
+
+    def __init__(self, state_dir: Optional[str] = None) -> None:
+        self.state_dir = state_dir  # WSGI_OBSERVE_STATE_DIR, when configured
         self.fd: Optional[int] = None
+        self.pid = os.getpid()
 
     def is_leader(self) -> bool:
-        if self.path is None or self.fd is not None:
+        if self.pid != os.getpid():  # a forked child: the parent's lock is the parent's
+            self.fd, self.pid = None, os.getpid()
+        if self.fd is not None:
+            return True
+        from .multiprocess import state
+
+        state_dir = state().get("state_dir") or self.state_dir
+        if not state_dir:
             return True
         import fcntl
 
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            fd = os.open(
+                os.path.join(state_dir, "alerts.lock"),
+                os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+            )
         except OSError:
-            return True  # cannot coordinate (no state directory yet): better twice than never
+            return True  # cannot coordinate: better twice than never
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            return False  # another worker evaluates; we try again next time
+            return False  # another process evaluates; we try again next time
         self.fd = fd
         return True
 
@@ -367,9 +383,9 @@ class AlertMonitor:
                 "requests": alert.requests,
             },
         )
-        from .sentry import _is_active
+        from .integrations.sentry import is_active
 
-        if not _is_active():
+        if not is_active():
             return
         try:
             import sentry_sdk
@@ -417,23 +433,17 @@ class AlertMonitor:
 
     def evaluate_on_scrape(self) -> AlertMonitor:
         """Check after each ``/metrics`` request the middleware answers (off the app's path)."""
-        routes = getattr(self.middleware, "_routes", None)
-        if not isinstance(routes, dict) or "/metrics" not in routes:
+        add_hook = getattr(self.middleware, "add_scrape_hook", None)
+        if add_hook is None:
             raise TypeError("evaluate_on_scrape() needs an ObservabilityMiddleware")
-        handler = routes["/metrics"]
         monitor = weakref.ref(self)
 
-        def metrics_then_check(environ: Any, start_response: Any) -> Any:
-            body = handler(environ, start_response)
+        def check_after_scrape(snapshot: Snapshot) -> None:
             current = monitor()
             if current is not None:
-                try:
-                    current.check()
-                except Exception as error:
-                    guarded("alert check", error)
-            return body
+                current.check()
 
-        routes["/metrics"] = metrics_then_check
+        add_hook(check_after_scrape)
         return self
 
 

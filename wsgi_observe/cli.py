@@ -36,9 +36,7 @@ def _demo(args: argparse.Namespace) -> int:
         "wsgi_observe.demo:app",
     ]
     print(f"wsgi_observe demo on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
-    print(
-        f"  try: curl -s http://{args.host}:{args.port}/metrics | jq .application", flush=True
-    )
+    print(f"  try: curl -s http://{args.host}:{args.port}/metrics | jq .application", flush=True)
     env = dict(os.environ)
     env.setdefault("LOG_FORMAT", "console")
     process = subprocess.Popen(command, env=env)
@@ -50,7 +48,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _uptimerobot(rest: list[str]) -> int:
-    from .uptimerobot_setup import main as setup_main
+    from .uptimerobot.command import main as setup_main
 
     return setup_main(rest)
 

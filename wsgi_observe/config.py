@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-__all__ = ["ENV_VARS", "Config", "ConfigError"]
+__all__ = ["ENV_VARS", "Config", "ConfigError", "check_log_dir"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "console")
@@ -183,6 +183,11 @@ ENV_VARS: Mapping[str, _Var] = {
     "log_dir": _Var("LOG_DIR", _opt_text, "Directory for application.log and errors.log"),
     "log_format": _Var("LOG_FORMAT", _fmt, "json or console (default: auto)"),
     "access_log": _Var("WSGI_OBSERVE_ACCESS_LOG", _bool, "One INFO line per request"),
+    "log_handlers": _Var(
+        "WSGI_OBSERVE_LOG_HANDLERS",
+        _bool,
+        "Install our log handlers when wrapping (console, files)",
+    ),
     "sentry_dsn": _Var("SENTRY_DSN", _dsn, "Sentry DSN; unset means Sentry is off"),
     "traces_sample_rate": _Var(
         "SENTRY_TRACES_SAMPLE_RATE", _rate, "0.0-1.0 (default 1.0 in development, else 0.1)"
@@ -221,6 +226,7 @@ _REQUIRED = frozenset(
         "environment",
         "log_level",
         "access_log",
+        "log_handlers",
         "slow_request_threshold",
         "readiness_timeout",
         "readiness_cache_ttl",
@@ -252,6 +258,7 @@ class Config:
     log_dir: Optional[str] = "logs"
     log_format: Optional[str] = None
     access_log: bool = True
+    log_handlers: bool = True
     sentry_dsn: Optional[str] = None
     traces_sample_rate: Optional[float] = None
     slow_request_threshold: float = 1.0
@@ -322,3 +329,27 @@ class Config:
         if self.traces_sample_rate is not None:
             return self.traces_sample_rate
         return 1.0 if self.environment in ("development", "dev", "local") else 0.1
+
+
+def check_log_dir(config: Config, *, owner: Optional[tuple[int, int]] = None) -> None:
+    """Raise :class:`ConfigError` (one line) unless ``config.log_dir`` can take log files.
+
+    Creates the directory if needed (given to ``owner``, a uid and gid, when it is made
+    here), writes nothing else: a gunicorn master calls this before forking, so that a bad
+    ``LOG_DIR`` stops the server once, not every worker.
+    """
+    path = config.log_dir
+    if not path:
+        return
+    try:
+        existed = os.path.isdir(path)
+        os.makedirs(path, exist_ok=True)
+        if owner is not None and not existed:
+            os.chown(path, *owner)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConfigError(f"LOG_DIR={path!r}: cannot create it ({reason})") from None
+    if not os.path.isdir(path):
+        raise ConfigError(f"LOG_DIR={path!r}: not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"LOG_DIR={path!r}: directory is not writable")

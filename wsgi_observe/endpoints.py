@@ -17,9 +17,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, Optional, Protocol
 
-__all__ = ["OVERFLOW", "UNMATCHED", "EndpointNames", "normalise_path"]
+from ._text import escape_control
+
+__all__ = [
+    "OVERFLOW",
+    "UNMATCHED",
+    "EndpointNames",
+    "NameRegistry",
+    "capture_route",
+    "clean_name",
+    "normalise_path",
+]
 
 UNMATCHED = "<unmatched>"
 OVERFLOW = "<overflow>"
@@ -58,6 +68,31 @@ def normalise_path(path: str) -> str:
     return name
 
 
+class NameRegistry(Protocol):
+    """Names admitted by every process of a server (see ``multiprocess.names``)."""
+
+    def admit(self, name: str) -> bool: ...
+
+
+def clean_name(name: str) -> str:
+    """``name`` safe to show anywhere: control characters escaped (``\\n``, ``\\x1b``) and
+    lone surrogates (from a server that broke PEP 3333) replaced by U+FFFD, so JSON,
+    Prometheus labels and log lines can always hold it."""
+    return escape_control(name)
+
+
+def capture_route(environ: MutableMapping[str, Any], request: Any) -> None:
+    """Name the request after werkzeug's matched rule, unless an adapter named it already.
+
+    Called while the app answers (from ``start_response``): Flask drops
+    ``environ["werkzeug.request"]`` before the response is closed.
+    """
+    rule = getattr(request, "url_rule", None)
+    text = getattr(rule, "rule", None)
+    if isinstance(text, str) and "wsgi_observe.endpoint" not in environ:
+        environ["wsgi_observe.endpoint"] = text
+
+
 def _template(environ: MutableMapping[str, Any]) -> str | None:
     """The framework's route template for this request, if it has one."""
     request = environ.get("werkzeug.request")
@@ -80,8 +115,20 @@ class EndpointNames:
     def __init__(self, max_endpoints: int) -> None:
         self.max_endpoints = max_endpoints
         self._known: set[str] = set()
+        self._registry: Optional[NameRegistry] = None
         #: raw path -> admitted name, for paths the framework gave no template for.
         self.paths: dict[str, str] = {}
+
+    def share(self, registry: Optional[NameRegistry]) -> None:
+        """Admit new names through ``registry`` from now on: one cap for several processes
+        (the names admitted so far are registered there too)."""
+        self._registry = registry
+        if registry is not None:
+            for name in list(self._known):
+                try:
+                    registry.admit(name)
+                except (OSError, ValueError):
+                    break
 
     def resolve(self, environ: MutableMapping[str, Any], status: str | None) -> str:
         """The endpoint name of a finished request whose status line is ``status``."""
@@ -89,7 +136,7 @@ class EndpointNames:
         if name is None:
             name = _template(environ)
             if name is None:
-                if status is not None and status.startswith("404"):
+                if type(status) is str and status.startswith("404"):
                     return UNMATCHED
                 path = environ.get("PATH_INFO") or "/"
                 name = self.paths.get(path)
@@ -108,11 +155,22 @@ class EndpointNames:
     def _admit(self, name: str) -> str:
         if name in self._known:
             return name
+        name = clean_name(name)
+        if name in self._known:
+            return name
         if len(name) > _MAX_NAME:
             name = name[:_MAX_NAME] + "..."
             if name in self._known:
                 return name
-        if len(self._known) >= self.max_endpoints:
+        registry = self._registry
+        if registry is not None:
+            try:
+                allowed = registry.admit(name)
+            except (OSError, ValueError):  # the shared list failed: our own cap holds
+                allowed = len(self._known) < self.max_endpoints
+        else:
+            allowed = len(self._known) < self.max_endpoints
+        if not allowed:
             return OVERFLOW
         self._known.add(name)
         return name

@@ -5,10 +5,11 @@ endpoint, method and status class, error counts, the sum of durations (ns) and o
 HDR bucket in use. Recording a request is a few dict lookups and slot increments under an
 uncontended lock (threaded workers), nothing more.
 
-The table is a Python list in a single process. Under gunicorn with
-``wsgi_observe.gunicorn`` the table is a memory-mapped file per worker (see ``workers.py``),
-so counts survive a worker's death, even by SIGKILL, and any worker can merge everyone's
-counts at scrape time. The store does not care which: it only calls ``table.alloc(key)``.
+The table is a Python list in a single process. When the app runs in several processes
+(gunicorn, uWSGI, ...) the table is a memory-mapped file per process (see
+:mod:`wsgi_observe.multiprocess`), so counts survive a worker's death, even by SIGKILL, and
+any worker can merge everyone's counts at scrape time. The store does not care which: it
+only calls ``table.alloc(key)``.
 
 Keys are tuples: ``("c", ns, name, label)`` count, ``("h", ns, name, bucket)`` histogram
 bucket, ``("s", ns, name)`` sum of durations in ns, ``("e", ns, name)`` errors, and
@@ -19,13 +20,18 @@ bucket, ``("s", ns, name)`` sum of durations in ns, ``("e", ns, name)`` errors, 
 from __future__ import annotations
 
 import operator
+import os
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
-from .histograms import bucket_index
+from .histograms import MAX_US, bucket_index
+
+if TYPE_CHECKING:
+    from ._wsgi import Exchange
+    from .endpoints import EndpointNames
 
 __all__ = [
     "INFLIGHT",
@@ -60,6 +66,7 @@ class MemoryTable:
     def __init__(self) -> None:
         self.values: list[int] = []
         self.keys: list[tuple[Any, ...]] = []
+        self.pid = os.getpid()  # a forked child inherits a copy: its counts are the parent's
         self._lock = threading.Lock()
 
     def alloc(self, key: tuple[Any, ...]) -> int:
@@ -159,6 +166,8 @@ class Snapshot:
     started_at: float
     taken_at: float
     processes: list[dict[str, Any]] = field(default_factory=list)
+    #: how the numbers are shared across processes (``shared``, ``state_dir``, ``problem``)
+    state: dict[str, Any] = field(default_factory=dict)
     #: gives every endpoint's histogram summed, ``(indexes ascending, counts)``, on demand
     #: (only the JSON document needs it, so a Prometheus scrape never pays for it)
     overall_fn: Optional[Callable[[], tuple[list[int], list[int]]]] = None
@@ -221,8 +230,10 @@ class Layout:
         self.overall: dict[int, list[int]] = {}
         self.overall_order: list[int] = []
 
-    def update(self, keys: list[tuple[Any, ...]]) -> None:
-        for position in range(self.seen, len(keys)):
+    def update(self, keys: list[tuple[Any, ...]], count: Optional[int] = None) -> None:
+        """Parse the keys not seen yet, up to ``count`` (default: all of them)."""
+        end = len(keys) if count is None else count
+        for position in range(self.seen, end):
             key = keys[position]
             kind = key[0]
             if kind == "g":
@@ -244,7 +255,7 @@ class Layout:
                 where.sum_pos.append(position)
             elif kind == "e":
                 where.errors_pos.append(position)
-        self.seen = len(keys)
+        self.seen = max(self.seen, end)
 
     def build(self, values: Any) -> tuple[dict[str, SeriesData], dict[str, SeriesData], int]:
         spaces: dict[str, dict[str, SeriesData]] = {"ep": {}, "fn": {}}
@@ -284,17 +295,36 @@ class Layout:
         return spaces["ep"], spaces["fn"], inflight
 
     def overall_hist(self, values: Any) -> tuple[list[int], list[int]]:
-        """All endpoints' histograms summed, as ``(indexes ascending, counts)``."""
-        if len(self.overall_order) != len(self.overall):
-            self.overall_order = sorted(self.overall)
-        overall = self.overall
-        return self.overall_order, [sum(_pick(values, overall[i])) for i in self.overall_order]
+        """All endpoints' histograms summed, as ``(indexes ascending, counts)``.
+
+        ``values`` may be shorter than what the layout knows by now (a snapshot taken before
+        another scrape parsed new keys): positions past its end are left out, and since
+        positions only grow, those are exactly the keys that snapshot did not have.
+        """
+        overall = dict(self.overall)  # another thread may add buckets meanwhile
+        order = self.overall_order
+        if len(order) != len(overall):
+            order = self.overall_order = sorted(overall)
+        size = len(values)
+        indexes: list[int] = []
+        counts: list[int] = []
+        for index in order:
+            positions = overall.get(index)
+            if not positions:
+                continue
+            if positions[-1] >= size:
+                positions = [p for p in positions if p < size]
+                if not positions:
+                    continue
+            indexes.append(index)
+            counts.append(sum(_pick(values, positions)))
+        return indexes, counts
 
 
 class MetricsStore:
     """Counts and latency histograms per endpoint and per tracked function.
 
-    The middleware records requests straight into the slots (``_wsgi.record``);
+    The middleware records each finished request with :meth:`record_request`;
     ``record_call`` times functions; ``snapshot`` gives plain data. Example::
 
         store = MetricsStore()
@@ -304,17 +334,21 @@ class MetricsStore:
 
     def __init__(self, table: Table | None = None) -> None:
         self.lock = threading.Lock()
+        # One snapshot at a time parses keys into the layout and reads it: a scrape in one
+        # thread must never see positions another scrape added for values it did not copy.
+        self._snapshot_lock = threading.Lock()
         self.started_at = time.time()
         self.use_table(table if table is not None else MemoryTable())
 
     def use_table(self, table: Table) -> None:
-        """Start recording into ``table`` (a fresh one: used after a gunicorn fork)."""
-        with self.lock:
+        """Start recording into ``table`` (a fresh one: used when the app starts to run in
+        several processes, before its first request is counted)."""
+        with self._snapshot_lock, self.lock:
             self.table = table
             self.values = table.values
             self.endpoints: dict[str, _Series] = {}
             self.functions: dict[str, _Series] = {}
-            #: raw path -> series, filled by the middleware's slow path (bounded there)
+            #: raw path -> series, filled by the slow path of record_request (bounded there)
             self.by_path: dict[str, _Series] = {}
             self.inflight_slot = table.alloc(INFLIGHT)
             self._layout = Layout()
@@ -325,6 +359,7 @@ class MetricsStore:
             series = space.get(name)
             if series is None:
                 series = space[name] = _Series(self.table, ns, name)
+                self.values = self.table.values  # a table may move its values (full disk)
         return series
 
     def new_label(self, series: _Series, label: str) -> int:
@@ -332,6 +367,7 @@ class MetricsStore:
             slot = series.by.get(label)
             if slot is None:
                 slot = series.by[label] = self.table.alloc(("c", series.ns, series.name, label, ""))
+                self.values = self.table.values
         return slot
 
     def new_bucket(self, series: _Series, index: int) -> int:
@@ -339,15 +375,10 @@ class MetricsStore:
             slot = series.hist.get(index)
             if slot is None:
                 slot = series.hist[index] = self.table.alloc(("h", series.ns, series.name, index))
+                self.values = self.table.values
         return slot
 
-    def request_started(self) -> None:
-        self.values[self.inflight_slot] += 1
-
-    def new_count(self, series: _Series, label: str, method: str, status: str | None) -> int:
-        cls = status[0] if status else "5"
-        if cls not in "12345" or not cls:
-            cls = "5"
+    def new_count(self, series: _Series, label: str, method: str, cls: str) -> int:
         known = method in KNOWN_METHODS
         if not known:
             method = "OTHER"
@@ -356,44 +387,128 @@ class MetricsStore:
             if slot is None:
                 slot = self.table.alloc(("c", series.ns, series.name, method, cls + "xx"))
                 series.by[method + cls] = slot
+                self.values = self.table.values
             if known:
                 # Unknown methods are not cached under their own label: a client sending
                 # random methods must not grow this dict.
                 series.by[label] = slot
         return slot
 
+    def record_request(self, exchange: Exchange, duration_ns: int, names: EndpointNames) -> str:
+        """Count one finished request and return its endpoint name.
+
+        Inlined on purpose (no helper calls on the common path): the series from the path
+        cache, then a handful of slot increments. A status that is not a status line
+        (``""``, ``b"200 OK"``, ``200``) counts as 5xx: the server answers it with an error.
+        The in-flight count is the caller's (it must drop even if this raises).
+        """
+        environ = exchange.environ
+        status = exchange.status
+        try:
+            cls = _CLASS_OF[status[0]]
+        except (KeyError, TypeError, IndexError):
+            cls = "5"
+            status = None
+        series = None
+        named = environ.get("wsgi_observe.endpoint")
+        if named is not None:
+            series = self.endpoints.get(named)  # a name seen (and admitted) before
+        elif cls != "4":
+            # A path seen before, not a 4xx, not named by the app. Only paths without a
+            # framework template are ever cached (see _series_for).
+            series = self.by_path.get(environ.get("PATH_INFO", ""))
+        if series is None:
+            series = self._series_for(environ, status, cls, names)
+        method = environ.get("REQUEST_METHOD", "GET")
+        label = method + cls
+        slot = series.by.get(label)
+        if slot is None:
+            slot = self.new_count(series, label, method, cls)
+        values = self.values
+        values[slot] += 1
+        us = duration_ns // 1000
+        if us > 255:  # histograms.bucket_index, inlined
+            if us > MAX_US:
+                us = MAX_US
+            shift = us.bit_length() - 8
+            index = (shift << 7) + (us >> shift)
+        else:
+            index = us if us > 0 else 0
+        slot = series.hist.get(index)
+        if slot is None:
+            slot = self.new_bucket(series, index)
+            values = self.values
+        values[slot] += 1
+        values[series.sum] += duration_ns
+        if cls == "5" or exchange.failed:
+            values[series.errors] += 1
+        return series.name
+
+    def _series_for(
+        self, environ: Any, status: Optional[str], cls: str, names: EndpointNames
+    ) -> _Series:
+        """The slow path of ``record_request``: name the request, find or make its series."""
+        name = names.resolve(environ, status)
+        series = self.endpoints.get(name)
+        if series is None:
+            series = self.new_series("ep", name)
+        if (
+            cls != "4"
+            and "wsgi_observe.endpoint" not in environ
+            and "werkzeug.request" not in environ
+        ):
+            path = environ.get("PATH_INFO")
+            if names.paths.get(path) == name:  # only paths the name cache holds
+                by_path = self.by_path
+                if len(by_path) >= _PATH_CACHE:
+                    by_path.clear()
+                by_path[path] = series
+        return series
+
     def record_call(self, name: str, duration_ns: int, failed: bool) -> None:
         """Count one call of a function timed by ``performance_tracking``."""
         label = "error" if failed else "ok"
         index = bucket_index(duration_ns // 1000)
-        values = self.values
         series = self.functions.get(name)
         if series is None:
             series = self.new_series("fn", name)
         slot = series.by.get(label)
         if slot is None:
             slot = self.new_label(series, label)
+        hist_slot = series.hist.get(index)
+        if hist_slot is None:
+            hist_slot = self.new_bucket(series, index)
+        values = self.values
         values[slot] += 1
-        slot = series.hist.get(index)
-        if slot is None:
-            slot = self.new_bucket(series, index)
-        values[slot] += 1
+        values[hist_slot] += 1
         values[series.sum] += duration_ns
         if failed:
             values[series.errors] += 1
 
     def snapshot(self) -> Snapshot:
-        """This process's numbers as plain data."""
-        with self.lock:
-            keys = self.table.keys
-            layout = self._layout
-            layout.update(keys)
-            values = self.values[: len(keys)]
-            values = values.tolist() if isinstance(values, memoryview) else values
-        endpoints, functions, inflight = layout.build(values)
+        """This process's numbers as plain data (safe from any number of threads at once)."""
+        with self._snapshot_lock:
+            with self.lock:
+                keys = self.table.keys
+                count = len(keys)
+                values = self.values[:count]
+                layout = self._layout
+            if isinstance(values, memoryview):
+                values = values.tolist()  # a list slice is a copy already
+            layout.update(keys, count)
+            endpoints, functions, inflight = layout.build(values)
         snapshot = Snapshot(endpoints, functions, inflight, self.started_at, time.time())
-        snapshot.overall_fn = lambda: layout.overall_hist(values)
+
+        def overall() -> tuple[list[int], list[int]]:
+            with self._snapshot_lock:
+                return layout.overall_hist(values)
+
+        snapshot.overall_fn = overall
         return snapshot
+
+
+_CLASS_OF = {"1": "1", "2": "2", "3": "3", "4": "4", "5": "5"}
+_PATH_CACHE = 4096
 
 
 _process_store: MetricsStore | None = None

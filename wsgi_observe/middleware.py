@@ -1,78 +1,84 @@
-"""ObservabilityMiddleware and wrap(): health probes, /metrics, and timing of everything else.
+"""ObservabilityMiddleware and wrap(): our paths, and one pipeline for every other request.
 
-Requests for ``/health``, ``/health/live``, ``/health/ready`` and ``/metrics`` are answered
-here and never reach the app (nor the metrics). Paths under ``exclude_paths`` go straight to
-the app, unobserved. Every other request is timed from entry until the server closes its
-response iterable (streaming included) and counted per endpoint, method and status class.
+Requests for ``/health``, ``/health/live``, ``/health/ready`` and ``/metrics`` (and routes
+added with :meth:`ObservabilityMiddleware.add_route`) are answered here and never reach the
+app, nor the metrics. Paths under ``exclude_paths`` go straight to the app, unobserved.
+Every other request runs through one pipeline, composed when the middleware is built, in
+a fixed order:
+
+1. the request context: a request id (``X-Request-ID`` in and out) and the logging
+   context, so every line logged during the request carries them;
+2. the error and trace reporter (Sentry's, once :func:`wsgi_observe.init_sentry` ran);
+3. the app;
+
+and, when the server closes the response (streaming included), the finish steps:
+
+4. metrics (per endpoint, method and status class; HDR latency histogram);
+5. the exception line (an app that raised) and the access line;
+6. the slow-request warning;
+7. the reporter's end of the request, then steps added with ``add_finish_step`` (alerts).
+
+Each step checks at request time whether it is on, so calling ``configure_logging()`` or
+``init_sentry()`` before or after building the middleware gives the same result.
+This module is the composition root: it imports the layers (logs, exposition, multiprocess)
+and nothing imports it but the public API.
 """
 
 from __future__ import annotations
 
-import hmac
+import dataclasses
 import importlib
 import logging
 import os
+import threading
+import weakref
 from collections.abc import Iterable
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Callable, Optional
-from urllib.parse import parse_qs
 
-import orjson
-
-from . import _wsgi, workers
-from ._time import iso_utc, iso_utc_bytes
-from ._wsgi import Exchange, guarded
-from .config import Config
+from . import multiprocess, reporting
+from ._guard import guarded
+from ._wsgi import Exchange
+from .config import Config, ConfigError
 from .endpoints import EndpointNames
-from .exposition import (
-    JSON_TYPE,
-    OPENMETRICS_TYPE,
-    PROMETHEUS_TYPE,
-    choose_format,
-    json_document,
-    render_json,
-)
 from .health import Checks, ReadinessRunner
+from .logs import access as _access
+from .logs import context as _context
+from .logs import setup as _log_setup
 from .metrics import MetricsStore, Snapshot, process_store
+from .routes import Handler, Routes, ScrapeHook
 from .system import SystemMetrics
 
 if TYPE_CHECKING:
     from ._types import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["ObservabilityMiddleware", "wrap"]
+__all__ = ["FinishStep", "ObservabilityMiddleware", "wrap"]
 
 _log = logging.getLogger("wsgi_observe")
 _new_list = list.__new__
-_ALLOW = "GET, HEAD"
-_NO_STORE = ("Cache-Control", "no-store")
-_HEALTH_HEAD = b'{"status":"healthy","timestamp":"'
-_TS_LEN = len("2025-10-06T12:00:00.000Z")
-
-
-def _json_headers(length: int) -> tuple[tuple[str, str], ...]:
-    return (("Content-Type", JSON_TYPE), ("Content-Length", str(length)), _NO_STORE)
-
-
-_LIVE_HEADERS = _json_headers(len(_HEALTH_HEAD) + _TS_LEN + 2)
-Handler = Callable[["WSGIEnvironment", "StartResponse"], Iterable[bytes]]
-FinishHook = Callable[[Exchange, str, int], None]
+_enter_request = _context.enter
+_ID_KEY = _context.ID_KEY
+_new_id = _context.new_request_id
+_is_sane_id = _context.is_sane_id
+#: A finish step: ``step(exchange, endpoint, duration_ns)``, after each observed request.
+FinishStep = Callable[[Exchange, str, int], None]
 
 
 class ObservabilityMiddleware:
-    """Wrap a WSGI app with health probes, a metrics endpoint and request timing.
+    """Wrap a WSGI app with health probes, a metrics endpoint, logging and request timing.
 
     Parameters: ``app`` (any WSGI callable); ``config`` (a :class:`Config`; built from the
     environment if omitted); ``checks`` (readiness checks: name -> callable, or name ->
     mapping of name -> callable for a group); ``store`` (a :class:`MetricsStore`; default: a
-    fresh one; functions timed by ``performance_tracking`` are added from the process-wide
-    store); any :class:`Config` field as a keyword.
-    Example::
+    fresh one); any :class:`Config` field as a keyword. Building it installs the guide's
+    log handlers once per process (unless ``log_handlers`` is off) and starts Sentry when a
+    DSN is configured. Example::
 
         app.wsgi_app = ObservabilityMiddleware(
             app.wsgi_app, service_name="CRM API", version="1.0.0",
             checks={"database": checks.database(connect)})
 
-    Reads: the variables of :class:`Config` (``LOG_LEVEL``, ``SENTRY_DSN``, ...).
+    Reads: the variables of :class:`Config` (``LOG_LEVEL``, ``LOG_DIR``, ``SENTRY_DSN``, ...).
     """
 
     def __init__(
@@ -86,10 +92,14 @@ class ObservabilityMiddleware:
     ) -> None:
         if not callable(app):
             raise TypeError(f"ObservabilityMiddleware needs a WSGI callable, got {app!r}")
-        if config is None:
-            config = Config.from_env(**overrides)
-        elif overrides:
-            config = Config.from_env({}, **{**_config_values(config), **overrides})
+        try:
+            if config is None:
+                config = Config.from_env(**overrides)
+            elif overrides:
+                config = Config.from_env({}, **{**_config_values(config), **overrides})
+        except ConfigError as error:
+            _stop_server_worker(error)
+            raise
         self.app = app
         self.config = config
         # Each middleware counts its own requests (a fresh store), while functions timed by
@@ -100,41 +110,44 @@ class ObservabilityMiddleware:
             checks, timeout_s=config.readiness_timeout, cache_ttl_s=config.readiness_cache_ttl
         )
         self.system = SystemMetrics()
+        self.routes = Routes(config, self.readiness, self.system, self.snapshot)
+        self._routes: dict[str, Handler] = self.routes.table()
+        self._finish_steps: list[FinishStep] = []
         self.slow_ns = int(config.slow_request_threshold * 1e9)
         self._excluded = tuple(config.exclude_paths)
-        self.finish_hooks: list[FinishHook] = []
-        self._token = config.metrics_token.encode() if config.metrics_token else None
-        # /health and /health/live are answered from precomputed bytes and headers: only
-        # the timestamp (fixed width, so Content-Length is too) changes between calls.
-        self._health_tail = b'",' + orjson.dumps(
-            {"service": config.service_name, "version": config.version}
-        )[1:]
-        self._health_headers = _json_headers(len(_HEALTH_HEAD) + _TS_LEN + len(self._health_tail))
-        self._routes: dict[str, Handler] = {
-            "/health": self._health,
-            "/health/live": self._live,
-            "/health/ready": self._ready,
-            "/metrics": self._metrics,
-        }
-        self.raw_app = app  # excluded paths go here: never timed, logged or traced
-        self.logs_errors = False  # set when logs.py's finish hook logs exceptions itself
-        workers.attach(self)
-        # Logging (request context, request id, access log) and Sentry wrap self.app and
-        # add finish hooks; each costs nothing per request when it is off.
-        from . import logs, sentry
+        # The request context is on when logs want it (checked again per request, for a
+        # configure_logging() that comes later).
+        self._context = config.access_log or config.log_handlers
+        self._access_log = config.access_log
+        # The first request of each process decides whether its numbers are shared with
+        # other processes: until then every path takes the detour ("" prefixes them all).
+        self._built_pid = os.getpid()
+        self._gate = threading.Lock()
+        self._detour: tuple[str, ...] = ("",)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_rearm_after_fork(self))
+        try:
+            if config.log_handlers:
+                _log_setup.install(config)
+            if config.sentry_dsn:
+                # The one integration a configuration switches on by itself (the guide's
+                # "automatically initialized"); it plugs into the reporter slot.
+                sentry = importlib.import_module(".integrations.sentry", __package__)
+                sentry.start_from_config(config)
+        except ConfigError as error:
+            _stop_server_worker(error)
+            raise
 
-        logs.instrument(self)
-        sentry.instrument(self)
-
-    # Dispatch -------------------------------------------------------------------------
+    # The request path -------------------------------------------------------------------
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        detour = self._detour
+        if detour and path.startswith(detour) and self._take_detour(environ, path):
+            return self.app(environ, start_response)  # excluded: never timed or logged
         handler = self._routes.get(path)
         if handler is not None:
             return handler(environ, start_response)
-        if self._excluded and path.startswith(self._excluded):
-            return self.raw_app(environ, start_response)
         # Exchange.begin(), inlined: this is the per-request path.
         exchange = _new_list(Exchange)
         exchange.owner = self
@@ -142,16 +155,29 @@ class ObservabilityMiddleware:
         exchange.upstream = start_response
         exchange.status = None
         exchange.failed = False
+        exchange.reporter = None
+        if self._context or _log_setup.active is not None:
+            # enter_request(), inlined.
+            request_id = environ.get("HTTP_X_REQUEST_ID")
+            if request_id is None or _is_sane_id(request_id) is None:
+                request_id = _new_id()
+            environ[_ID_KEY] = request_id
+            _enter_request(environ)
+            exchange.request_id = request_id
+        else:
+            exchange.request_id = None
         store = self.store
         store.values[store.inflight_slot] += 1
         exchange.started = perf_counter_ns()
+        reporter = reporting.current
         try:
-            body = self.app(environ, exchange.start_response)
+            if reporter is None:
+                body = self.app(environ, exchange.start_response)
+            else:
+                body = reporter.run(self.app, environ, exchange, self.names)
         except BaseException as error:
-            exchange.failed = True
-            exchange.error = error
-            exchange.owner = None  # ended here: a later close() must not count it again
-            _wsgi.record(exchange, self)
+            exchange.fail(error)
+            exchange.close()  # ended here: the finish steps run now, once
             raise
         kind = type(body)
         if kind is list or kind is tuple:
@@ -159,9 +185,58 @@ class ObservabilityMiddleware:
             return exchange
         return exchange.wrap(body)
 
-    def slow(self, exchange: Exchange, name: str, duration_ns: int) -> None:
+    def _take_detour(self, environ: WSGIEnvironment, path: str) -> bool:
+        """The first request of a process (and excluded paths): True if ``path`` is excluded
+        (our own paths never are)."""
+        if self._detour == ("",):
+            self._first_request(environ)
+        excluded = self._excluded
+        return bool(excluded) and path.startswith(excluded) and path not in self._routes
+
+    def _first_request(self, environ: WSGIEnvironment) -> None:
+        """Share this process's numbers with the others when it is one of several."""
+        with self._gate:
+            if self._detour != ("",):
+                return
+            try:
+                if multiprocess.should_share(environ, self._built_pid):
+                    multiprocess.share(self.store, self.names, self.config)
+            except Exception as error:  # numbers per process, never a failed request
+                guarded("multi-process state", error)
+            finally:
+                self._detour = self._excluded
+
+    def finish(self, exchange: Exchange) -> None:
+        """The finish steps of one request, in order (called once, by the exchange)."""
+        duration_ns = perf_counter_ns() - exchange.started
+        store = self.store
+        name = "<unrecorded>"
+        try:
+            name = store.record_request(exchange, duration_ns, self.names)
+        except Exception as error:
+            guarded("request bookkeeping", error)
+        finally:
+            store.values[store.inflight_slot] -= 1  # always, whatever happened above
+        try:
+            if exchange.failed:
+                self._log_failure(exchange, name, duration_ns)
+            if self._access_log:
+                _access.write_access_line(exchange, name, duration_ns)
+            if duration_ns > self.slow_ns:
+                self._log_slow(exchange, name, duration_ns)
+            reporter = exchange.reporter
+            if reporter is not None:
+                reporter.finish(exchange, name, duration_ns)
+            for step in self._finish_steps:
+                step(exchange, name, duration_ns)
+        except Exception as error:
+            guarded("request finish", error)
+        finally:
+            if exchange.request_id is not None:
+                _context.leave_request()
+
+    def _log_slow(self, exchange: Exchange, name: str, duration_ns: int) -> None:
         seconds = duration_ns / 1e9
-        status = exchange.status or "500"
         _log.warning(
             "Slow request detected: %s took %.2fs",
             name,
@@ -169,15 +244,15 @@ class ObservabilityMiddleware:
             extra={
                 "endpoint": name,
                 "method": exchange.environ.get("REQUEST_METHOD", "GET"),
-                "status": int(status[:3]) if status[:3].isdigit() else 500,
+                "status": _access.status_code(exchange.status),
                 "duration_ms": round(seconds * 1000, 3),
             },
         )
 
-    def log_failure(self, exchange: Exchange, name: str, duration_ns: int) -> None:
-        """Log the app's exception at ERROR with its traceback (when logs.py does not)."""
+    def _log_failure(self, exchange: Exchange, name: str, duration_ns: int) -> None:
+        """The app's exception at ERROR with its traceback (SystemExit & co. are not errors)."""
         error = exchange.exception()
-        if not isinstance(error, Exception):  # SystemExit, KeyboardInterrupt, GeneratorExit
+        if not isinstance(error, Exception):
             return
         environ = exchange.environ
         _log.error(
@@ -185,156 +260,63 @@ class ObservabilityMiddleware:
             environ.get("REQUEST_METHOD", "GET"),
             name,
             exc_info=(type(error), error, error.__traceback__),
-            extra={"endpoint": name, "duration_ms": round(duration_ns / 1e6, 3)},
+            extra={
+                "endpoint": name,
+                "status": _access.status_code(exchange.status),
+                "duration_ms": duration_ns // 1000 / 1000,
+            },
         )
 
-    def add_finish_hook(self, hook: FinishHook) -> None:
-        """Call ``hook(exchange, endpoint, duration_ns)`` after each observed request."""
-        self.finish_hooks.append(hook)
+    # Extension points -------------------------------------------------------------------
+
+    def add_finish_step(self, step: FinishStep) -> None:
+        """Call ``step(exchange, endpoint, duration_ns)`` after each observed request (after
+        metrics, logs and the reporter). It must be quick: it runs on the request path."""
+        self._finish_steps.append(step)
+
+    def add_route(self, path: str, handler: Handler) -> None:
+        """Answer ``path`` with ``handler`` (a WSGI callable) instead of the app: never
+        counted, logged or traced. Our own paths can't be taken over."""
+        if path in ("/health", "/health/live", "/health/ready", "/metrics"):
+            raise ValueError(f"{path} is answered by wsgi_observe itself")
+        if not path.startswith("/") or not callable(handler):
+            raise ValueError("add_route() needs a path starting with '/' and a WSGI callable")
+        self._routes = {**self._routes, path: handler}
+
+    def add_scrape_hook(self, hook: ScrapeHook) -> None:
+        """Call ``hook(snapshot)`` after each ``/metrics`` answer, with what it showed."""
+        self.routes.scrape_hooks.append(hook)
 
     def resolve_endpoint(self, environ: WSGIEnvironment, status: Optional[str] = None) -> str:
         return self.names.resolve(environ, status)
 
-    # Our own endpoints ----------------------------------------------------------------
-
-    def _respond(
-        self,
-        environ: WSGIEnvironment,
-        start_response: StartResponse,
-        status: str,
-        body: bytes,
-        content_type: str = JSON_TYPE,
-        extra: tuple[tuple[str, str], ...] = (),
-    ) -> list[bytes]:
-        headers = [
-            ("Content-Type", content_type),
-            ("Content-Length", str(len(body))),
-            _NO_STORE,
-            *extra,
-        ]
-        start_response(status, headers)
-        if environ.get("REQUEST_METHOD") == "HEAD":
-            return []
-        return [body]
-
-    def _not_allowed(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        body = orjson.dumps({"error": "method not allowed", "allow": ["GET", "HEAD"]})
-        return self._respond(
-            environ, start_response, "405 Method Not Allowed", body, extra=(("Allow", _ALLOW),)
-        )
-
-    def _health(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        method = environ.get("REQUEST_METHOD")
-        if method == "GET":
-            start_response("200 OK", list(self._health_headers))
-            return [_HEALTH_HEAD + iso_utc_bytes() + self._health_tail]
-        if method == "HEAD":
-            start_response("200 OK", list(self._health_headers))
-            return []
-        return self._not_allowed(environ, start_response)
-
-    def _live(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        method = environ.get("REQUEST_METHOD")
-        if method == "GET":
-            start_response("200 OK", list(_LIVE_HEADERS))
-            return [_HEALTH_HEAD + iso_utc_bytes() + b'"}']
-        if method == "HEAD":
-            start_response("200 OK", list(_LIVE_HEADERS))
-            return []
-        return self._not_allowed(environ, start_response)
-
-    def _authorized(self, environ: WSGIEnvironment) -> bool:
-        if self._token is None:
-            return True
-        header = environ.get("HTTP_AUTHORIZATION", "")
-        scheme, _, credentials = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        # Compared in constant time; latin-1 is how WSGI hands header bytes to us.
-        return hmac.compare_digest(credentials.strip().encode("latin-1", "replace"), self._token)
-
-    def _unauthorized(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        body = orjson.dumps({"error": "unauthorized"})
-        return self._respond(
-            environ,
-            start_response,
-            "401 Unauthorized",
-            body,
-            extra=(("WWW-Authenticate", 'Bearer realm="wsgi_observe"'),),
-        )
-
-    def _ready(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        method = environ.get("REQUEST_METHOD")
-        if method != "GET" and method != "HEAD":
-            return self._not_allowed(environ, start_response)
-        try:
-            result = self.readiness.result()
-        except Exception as error:  # the probe must answer whatever happens
-            guarded("readiness", error)
-            result = {"status": "unhealthy", "timestamp": iso_utc(), "checks": {}}
-        status = "200 OK" if result["status"] == "healthy" else "503 Service Unavailable"
-        if not self._authorized(environ):
-            # Without the token only the overall answer is shown, never the details.
-            result = {"status": result["status"], "timestamp": result["timestamp"]}
-        return self._respond(environ, start_response, status, orjson.dumps(result))
-
-    def _metrics(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        method = environ.get("REQUEST_METHOD")
-        if method != "GET" and method != "HEAD":
-            return self._not_allowed(environ, start_response)
-        if not self._authorized(environ):
-            return self._unauthorized(environ, start_response)
-        query = parse_qs(environ.get("QUERY_STRING", ""))
-        wanted = query.get("format", [None])[-1]
-        kind = choose_format(wanted, environ.get("HTTP_ACCEPT", ""))
-        if kind is None:
-            body = orjson.dumps(
-                {
-                    "error": f"unknown format {wanted!r}",
-                    "formats": ["json", "prometheus", "openmetrics"],
-                }
-            )
-            return self._respond(environ, start_response, "400 Bad Request", body)
-        snapshot = self.snapshot()
-        if kind == "json":
-            document = json_document(
-                snapshot,
-                service=self.config.service_name,
-                version=self.config.version,
-                system=self.system.read(),
-            )
-            return self._respond(environ, start_response, "200 OK", render_json(document))
-        from .prometheus import render_openmetrics, render_prometheus
-
-        if kind == "openmetrics":
-            body = render_openmetrics(snapshot, self._exposition_extras())
-            return self._respond(environ, start_response, "200 OK", body, OPENMETRICS_TYPE)
-        body = render_prometheus(snapshot, self._exposition_extras())
-        return self._respond(environ, start_response, "200 OK", body, PROMETHEUS_TYPE)
-
-    def _exposition_extras(self) -> dict[str, Any]:
-        return {
-            "service": self.config.service_name,
-            "version": self.config.version,
-            "system": self.system.read(),
-            "readiness": self.readiness.last_result(),
-        }
-
     def snapshot(self) -> Snapshot:
-        """All numbers: this process's, or every gunicorn worker's when they share state."""
-        snapshot = workers.snapshot(self.store)
+        """All numbers: this process's, or every process's when they share state."""
+        snapshot = multiprocess.snapshot(self.store, max_endpoints=self.config.max_endpoints)
         shared = process_store()
-        if shared is not self.store and not workers.is_active():
+        if shared is not self.store and not multiprocess.is_shared(shared):
             # In a single process, timed functions live in the process-wide store. (With
-            # gunicorn workers, every store records into the worker's one state file.)
+            # several processes, every store records into the process's one state file.)
             for name, series in shared.snapshot().functions.items():
                 snapshot.functions.setdefault(name, series)
+        snapshot.state = multiprocess.state()
         return snapshot
 
 
-def _config_values(config: Config) -> dict[str, Any]:
-    import dataclasses
+def _rearm_after_fork(middleware: ObservabilityMiddleware) -> Callable[[], None]:
+    """A fork hook that makes a child's first request decide again (weakly held)."""
+    ref = weakref.ref(middleware)
 
+    def rearm() -> None:
+        current = ref()
+        if current is not None:
+            current._gate = threading.Lock()  # a parent's thread may have held it
+            current._detour = ("",)
+
+    return rearm
+
+
+def _config_values(config: Config) -> dict[str, Any]:
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
 
 
@@ -362,39 +344,26 @@ def wrap(
     app: WSGIApplication | str,
     *,
     checks: Optional[Checks] = None,
-    configure_logs: Optional[bool] = None,
     **overrides: Any,
 ) -> ObservabilityMiddleware:
     """Wrap ``app`` (a WSGI callable or ``"module:attr"``) in :class:`ObservabilityMiddleware`.
 
-    When ``configure_logs`` is true (default: when the root logger has no handlers yet),
-    it also calls :func:`configure_logging` with the same configuration.
-
-    For gunicorn without code changes::
+    The same as building the middleware yourself, for gunicorn without code changes::
 
         gunicorn "wsgi_observe:wrap('myproject.wsgi:application')"
+
+    A bad configuration value stops a gunicorn worker with one line (no traceback) and
+    gunicorn with it.
     """
     target = _load(app) if isinstance(app, str) else app
-    middleware = ObservabilityMiddleware(target, checks=checks, **overrides)
-    if configure_logs is None:
-        # The no-code path: set logging up unless the app (or its framework) already did.
-        configure_logs = not logging.getLogger().handlers
-    if configure_logs:
-        _configure_logging_for(middleware.config)
-    return middleware
+    return ObservabilityMiddleware(target, checks=checks, **overrides)
 
 
-def _configure_logging_for(config: Config) -> None:
-    from . import logs
-    from .config import ConfigError
+def _stop_server_worker(error: ConfigError) -> None:
+    """In a gunicorn worker, a bad configuration ends the worker with one line and the exit
+    code that makes gunicorn stop (it would restart a worker that fails otherwise)."""
+    import sys
 
-    if logs._setup is not None:
-        return
-    try:
-        logs.configure_logging(config=config)
-    except ConfigError:
-        if "LOG_DIR" in os.environ:
-            raise  # a directory the user chose must work: fail at start-up, naming it
-        # The default ./logs is not writable here (a read-only container): console only.
-        logs.configure_logging(config=config, log_dir="")
-        _log.warning("wsgi_observe: ./logs is not writable; logging to the console only")
+    if "gunicorn.workers.base" in sys.modules and "gunicorn.arbiter" in sys.modules:
+        print(f"wsgi_observe: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(4)  # gunicorn's APP_LOAD_ERROR: "App failed to load"

@@ -1,8 +1,4 @@
-"""Snapshot -> bytes: the guide's JSON, Prometheus text 0.0.4 and OpenMetrics 1.0.0.
-
-Pure functions of plain data; the format is chosen from ``?format=`` or the ``Accept``
-header (as Prometheus sends it), JSON being the default for curl and jq.
-"""
+"""Snapshot -> the guide's ``/metrics`` JSON document (pure functions of plain data)."""
 
 from __future__ import annotations
 
@@ -10,39 +6,13 @@ from typing import Any, Optional
 
 import orjson
 
-from ._time import iso_utc
-from .histograms import merge_all, values_at
-from .metrics import STATUS_CLASSES, SeriesData, Snapshot
+from .._time import iso_utc
+from ..histograms import merge_all, values_at
+from ..metrics import STATUS_CLASSES, SeriesData, Snapshot
 
-__all__ = [
-    "JSON_TYPE",
-    "OPENMETRICS_TYPE",
-    "PROMETHEUS_TYPE",
-    "choose_format",
-    "json_document",
-    "render_json",
-]
+__all__ = ["json_document", "render_json"]
 
-JSON_TYPE = "application/json"
-PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 _PERCENTILES = (50.0, 95.0, 99.0, 100.0)
-
-
-def choose_format(query_format: Optional[str], accept: str) -> Optional[str]:
-    """``"json"``, ``"prometheus"`` or ``"openmetrics"``; None for an unknown ``?format=``."""
-    if query_format:
-        value = query_format.strip().lower()
-        if value in ("json", "prometheus", "openmetrics"):
-            return value
-        if value in ("text", "prom"):
-            return "prometheus"
-        return None
-    if "application/openmetrics-text" in accept:
-        return "openmetrics"
-    if "text/plain" in accept:
-        return "prometheus"
-    return "json"
 
 
 def _status_classes(by: dict[tuple[str, str], int]) -> dict[str, int]:
@@ -137,6 +107,8 @@ def json_document(
         document["system"] = system
     if snapshot.processes:
         document["processes"] = snapshot.processes
+    if snapshot.state.get("shared") or snapshot.state.get("problem"):
+        document["multiprocess"] = snapshot.state
     return document
 
 

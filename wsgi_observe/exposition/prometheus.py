@@ -38,9 +38,9 @@ from datetime import datetime, timezone
 from itertools import accumulate, repeat
 from typing import Any, Optional
 
-from .histograms import MAX_US, bucket_index, highest_equivalent
-from .metrics import SeriesData, Snapshot
-from .system import process_info
+from ..histograms import MAX_US, bucket_index, highest_equivalent
+from ..metrics import SeriesData, Snapshot
+from ..system import process_info
 
 __all__ = [
     "BUCKET_BOUNDS",

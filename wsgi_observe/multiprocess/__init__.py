@@ -1,0 +1,208 @@
+"""Exact numbers when the app runs in several processes, whatever pre-fork server runs it.
+
+A process that never forks keeps its numbers in memory. As soon as a middleware sees that
+it serves in one of several processes (its first request carries ``wsgi.multiprocess``, or
+it runs in a process forked after it was built), that process gets its own table in the
+server's state directory (:mod:`.table`), and every ``/metrics`` merges all of them
+(:mod:`.merge`). Nothing server-specific is needed: gunicorn with or without our config
+module, uWSGI lazy or not, mod_wsgi daemons. The gunicorn hooks (:mod:`.gunicorn`) add
+master-side compaction and a directory prepared before any worker starts.
+
+Where the state lives (:mod:`.statedir`): ``WSGI_OBSERVE_STATE_DIR`` when set (it must be a
+private directory of ours), else a private directory per server, named after the master
+process (the parent of the workers), so workers that never met can find each other.
+
+This module keeps one record per process: its table, the directory and, when sharing was
+wanted but failed, why. It is reset in a forked child (the parent's table and locks are
+not the child's).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any, Optional
+
+from ..metrics import MemoryTable, MetricsStore, Snapshot, process_store
+from .merge import collect_snapshot, sweep
+from .names import SharedNames
+from .statedir import ENV_STATE_DIR, StateDirError, check_private, claim, identity_of
+from .statedir import rendezvous_dir as _rendezvous_dir
+from .table import TableError, WorkerTable
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..endpoints import EndpointNames
+
+__all__ = [
+    "ENV_STATE_DIR",
+    "StateDirError",
+    "WorkerTable",
+    "collect_snapshot",
+    "is_shared",
+    "join",
+    "share",
+    "should_share",
+    "snapshot",
+    "state",
+    "sweep",
+]
+
+_log = logging.getLogger("wsgi_observe.multiprocess")
+
+
+class _Process:
+    """This process's part in the shared state."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.table: Optional[WorkerTable] = None
+        self.state_dir: Optional[str] = None
+        self.master: Optional[int] = None
+        self.names: Optional[SharedNames] = None
+        self.problem: Optional[str] = None
+
+
+_process = _Process()
+_lock = threading.Lock()
+
+
+def _current() -> _Process:
+    """This process's record; a fresh one in a child forked without Python's fork hooks
+    (uWSGI forks in C): the parent's table belongs to the parent."""
+    global _process
+    if _process.pid != os.getpid():
+        _forget_parent()
+    return _process
+
+
+def _forget_parent() -> None:
+    global _process, _lock
+    parent = _process
+    _process = _Process()
+    _lock = threading.Lock()
+    if parent.table is not None:
+        parent.table.forget()  # our copies of its descriptors; its lock stays the parent's
+    from .merge import _views
+
+    _views.reset()
+    store = process_store()
+    if isinstance(store.table, WorkerTable) and store.table is parent.table:
+        store.use_table(MemoryTable())  # timed functions must not write to the parent's file
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent)
+
+
+def _state_dir(config: Config, master: int) -> str:
+    identity = identity_of(master)
+    if identity is None:
+        raise StateDirError(f"the server's master process (pid {master}) is gone")
+    if config.state_dir:
+        check_private(config.state_dir, variable=ENV_STATE_DIR)
+        path = config.state_dir
+    else:
+        path = _rendezvous_dir(identity)
+    claim(path, identity, variable=ENV_STATE_DIR if config.state_dir else None)
+    return path
+
+
+def join(config: Config, *, role: str = "worker") -> Optional[WorkerTable]:
+    """This process's table in the server's state directory, made on the first call.
+
+    None when it cannot be had (the reason is logged once and shown by ``/metrics``): the
+    process then keeps counting in memory, and its numbers are its own.
+    """
+    with _lock:
+        process = _current()
+        if process.table is not None or process.problem is not None:
+            return process.table
+        master = os.getppid()
+        try:
+            path = _state_dir(config, master)
+            table = WorkerTable(
+                path, role=role, master_pid=master, max_endpoints=config.max_endpoints
+            )
+        except (StateDirError, TableError, OSError) as error:
+            process.problem = str(error)
+            _log.error(
+                "wsgi_observe: numbers are per process, not shared across workers: %s", error
+            )
+            return None
+        process.table = table
+        process.state_dir = path
+        process.master = master
+        process.names = SharedNames(path, config.max_endpoints)
+        _adopt(process_store(), table)
+        return table
+
+
+def _adopt(store: MetricsStore, table: WorkerTable) -> None:
+    """Move ``store`` onto ``table``; counts this very process made in memory come along
+    (a parent's, inherited through a fork, do not: they are the parent's)."""
+    old = store.table
+    if old is table:
+        return
+    carried: list[tuple[tuple[Any, ...], int]] = []
+    if isinstance(old, MemoryTable) and old.pid == os.getpid():
+        with store.lock:
+            carried = [(k, v) for k, v in zip(old.keys, old.values) if v and k[0] != "g"]
+    store.use_table(table)
+    for key, value in carried:
+        slot = table.alloc(key)
+        store.values = table.values
+        store.values[slot] += value
+
+
+def should_share(environ: Any, built_pid: int) -> bool:
+    """Whether a middleware built in process ``built_pid`` now serves in one of several."""
+    return (
+        environ.get("wsgi.multiprocess") is True
+        or os.getpid() != built_pid
+        or _current().table is not None
+    )
+
+
+def share(store: MetricsStore, names: EndpointNames, config: Config) -> bool:
+    """Record ``store`` into this process's shared table; False if there can be none."""
+    table = join(config)
+    if table is None:
+        return False
+    _adopt(store, table)
+    names.share(_process.names)
+    return True
+
+
+def is_shared(store: MetricsStore) -> bool:
+    table = store.table
+    return isinstance(table, WorkerTable) and table.pid == os.getpid()
+
+
+def snapshot(store: MetricsStore, *, max_endpoints: Optional[int] = None) -> Snapshot:
+    """What ``/metrics`` shows: this process's numbers, or every process's when shared."""
+    table = store.table
+    if isinstance(table, WorkerTable) and table.pid == os.getpid():
+        return collect_snapshot(
+            table.state_dir,
+            own=store,
+            own_id=table.id,
+            max_endpoints=max_endpoints,
+            master_pid=_process.master,
+        )
+    return store.snapshot()
+
+
+def state() -> dict[str, Any]:
+    """How this process shares its numbers (the ``multiprocess`` block of ``/metrics``)."""
+    process = _current()
+    table = process.table
+    out: dict[str, Any] = {"shared": table is not None}
+    if table is not None:
+        out["state_dir"] = table.state_dir
+        if table.degraded is not None:
+            out["problem"] = f"state file cannot grow ({table.degraded}); counting in memory"
+    elif process.problem is not None:
+        out["problem"] = process.problem
+    return out

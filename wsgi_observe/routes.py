@@ -1,0 +1,211 @@
+"""Our own HTTP answers: ``/health``, ``/health/live``, ``/health/ready`` and ``/metrics``.
+
+All four answer GET and HEAD (HEAD: the same status and headers, no body); any other method
+gets 405 with ``Allow``. Every answer carries ``Cache-Control: no-store``. With a metrics
+token, ``/metrics`` needs ``Authorization: Bearer <token>`` (compared in constant time) and
+``/health/ready`` shows only its overall status without it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import parse_qs
+
+import orjson
+
+from ._guard import guarded
+from ._time import iso_utc, iso_utc_bytes
+from .exposition import (
+    FORMATS,
+    JSON_TYPE,
+    OPENMETRICS_TYPE,
+    PROMETHEUS_TYPE,
+    json_document,
+    negotiate,
+    render_json,
+)
+
+if TYPE_CHECKING:
+    from ._types import StartResponse, WSGIEnvironment
+    from .config import Config
+    from .health import ReadinessRunner
+    from .metrics import Snapshot
+    from .system import SystemMetrics
+
+__all__ = ["Handler", "Routes", "ScrapeHook"]
+
+Handler = Callable[["WSGIEnvironment", "StartResponse"], Iterable[bytes]]
+#: Called after each ``/metrics`` answer with the snapshot it showed (alerts use it).
+ScrapeHook = Callable[["Snapshot"], None]
+
+_ALLOW = "GET, HEAD"
+_NO_STORE = ("Cache-Control", "no-store")
+_HEALTH_HEAD = b'{"status":"healthy","timestamp":"'
+_TS_LEN = len("2025-10-06T12:00:00.000Z")
+
+
+def _json_headers(length: int) -> tuple[tuple[str, str], ...]:
+    return (("Content-Type", JSON_TYPE), ("Content-Length", str(length)), _NO_STORE)
+
+
+_LIVE_HEADERS = _json_headers(len(_HEALTH_HEAD) + _TS_LEN + 2)
+
+
+def respond(
+    environ: WSGIEnvironment,
+    start_response: StartResponse,
+    status: str,
+    body: bytes,
+    content_type: str = JSON_TYPE,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> list[bytes]:
+    """One complete answer; a HEAD gets the same headers and no body."""
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), _NO_STORE]
+    headers.extend(extra)
+    start_response(status, headers)
+    if environ.get("REQUEST_METHOD") == "HEAD":
+        return []
+    return [body]
+
+
+def not_allowed(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    body = orjson.dumps({"error": "method not allowed", "allow": ["GET", "HEAD"]})
+    return respond(
+        environ, start_response, "405 Method Not Allowed", body, extra=(("Allow", _ALLOW),)
+    )
+
+
+class Routes:
+    """The handlers of our paths, built once from the middleware's parts.
+
+    ``snapshot`` gives the numbers a scrape shows (this process's, or every worker's).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        readiness: ReadinessRunner,
+        system: SystemMetrics,
+        snapshot: Callable[[], Snapshot],
+    ) -> None:
+        self.config = config
+        self.readiness = readiness
+        self.system = system
+        self.snapshot = snapshot
+        self.scrape_hooks: list[ScrapeHook] = []
+        self._token = config.metrics_token.encode() if config.metrics_token else None
+        # /health and /health/live are answered from precomputed bytes and headers: only
+        # the timestamp (fixed width, so Content-Length is too) changes between calls.
+        self._health_tail = (
+            b'",' + orjson.dumps({"service": config.service_name, "version": config.version})[1:]
+        )
+        self._health_headers = _json_headers(len(_HEALTH_HEAD) + _TS_LEN + len(self._health_tail))
+
+    def table(self) -> dict[str, Handler]:
+        return {
+            "/health": self.health,
+            "/health/live": self.live,
+            "/health/ready": self.ready,
+            "/metrics": self.metrics,
+        }
+
+    def health(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD")
+        if method == "GET":
+            start_response("200 OK", list(self._health_headers))
+            return [_HEALTH_HEAD + iso_utc_bytes() + self._health_tail]
+        if method == "HEAD":
+            start_response("200 OK", list(self._health_headers))
+            return []
+        return not_allowed(environ, start_response)
+
+    def live(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD")
+        if method == "GET":
+            start_response("200 OK", list(_LIVE_HEADERS))
+            return [_HEALTH_HEAD + iso_utc_bytes() + b'"}']
+        if method == "HEAD":
+            start_response("200 OK", list(_LIVE_HEADERS))
+            return []
+        return not_allowed(environ, start_response)
+
+    def is_authorized(self, environ: WSGIEnvironment) -> bool:
+        if self._token is None:
+            return True
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        # Compared in constant time; latin-1 is how WSGI hands header bytes to us.
+        return hmac.compare_digest(credentials.strip().encode("latin-1", "replace"), self._token)
+
+    def unauthorized(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        return respond(
+            environ,
+            start_response,
+            "401 Unauthorized",
+            orjson.dumps({"error": "unauthorized"}),
+            extra=(("WWW-Authenticate", 'Bearer realm="wsgi_observe"'),),
+        )
+
+    def ready(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD")
+        if method != "GET" and method != "HEAD":
+            return not_allowed(environ, start_response)
+        try:
+            result = self.readiness.result()
+        except Exception as error:  # the probe must answer whatever happens
+            guarded("readiness", error)
+            result = {"status": "unhealthy", "timestamp": iso_utc(), "checks": {}}
+        status = "200 OK" if result["status"] == "healthy" else "503 Service Unavailable"
+        if not self.is_authorized(environ):
+            # Without the token only the overall answer is shown, never the details.
+            result = {"status": result["status"], "timestamp": result["timestamp"]}
+        return respond(environ, start_response, status, orjson.dumps(result))
+
+    def metrics(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD")
+        if method != "GET" and method != "HEAD":
+            return not_allowed(environ, start_response)
+        if not self.is_authorized(environ):
+            return self.unauthorized(environ, start_response)
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        wanted = query.get("format", [None])[-1]
+        kind = negotiate(wanted, environ.get("HTTP_ACCEPT", ""))
+        if kind is None:
+            body = orjson.dumps({"error": f"unknown format {wanted!r}", "formats": list(FORMATS)})
+            return respond(environ, start_response, "400 Bad Request", body)
+        snapshot = self.snapshot()
+        body, content_type = self.render(kind, snapshot)
+        answer = respond(environ, start_response, "200 OK", body, content_type)
+        for hook in self.scrape_hooks:
+            try:
+                hook(snapshot)
+            except Exception as error:
+                guarded("scrape hook", error)
+        return answer
+
+    def render(self, kind: str, snapshot: Snapshot) -> tuple[bytes, str]:
+        """The body and content type of ``snapshot`` in format ``kind``."""
+        config = self.config
+        if kind == "json":
+            document = json_document(
+                snapshot,
+                service=config.service_name,
+                version=config.version,
+                system=self.system.read(),
+            )
+            return render_json(document), JSON_TYPE
+        from .exposition.prometheus import render_openmetrics, render_prometheus
+
+        extras: dict[str, Any] = {
+            "service": config.service_name,
+            "version": config.version,
+            "system": self.system.read(),
+            "readiness": self.readiness.last_result(),
+        }
+        if kind == "openmetrics":
+            return render_openmetrics(snapshot, extras), OPENMETRICS_TYPE
+        return render_prometheus(snapshot, extras), PROMETHEUS_TYPE
