@@ -8,8 +8,9 @@ is missing, so the suite runs everywhere and marks that row "n/a".
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from time import perf_counter
-from typing import Any, Callable
+from typing import Any
 
 __all__ = [
     "HELLO_BODY",

@@ -29,8 +29,9 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from time import perf_counter_ns, process_time_ns
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 from wsgiref.util import setup_testing_defaults
 
 if __package__ in (None, ""):  # run as a file: make "benchmarks" importable

@@ -1,6 +1,6 @@
 """A Flask app wrapped by wsgi_observe.
 
-    gunicorn -c python:wsgi_observe.gunicorn -w 4 examples.flask_app:app
+gunicorn -c python:wsgi_observe.gunicorn -w 4 examples.flask_app:app
 """
 
 import sqlite3

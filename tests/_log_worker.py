@@ -13,8 +13,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from wsgi_observe.logs import configure_logging, get_logger
 from wsgi_observe.metrics import MetricsStore

@@ -6,9 +6,9 @@ import re
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 

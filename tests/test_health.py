@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from types import SimpleNamespace
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 

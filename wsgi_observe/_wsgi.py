@@ -18,8 +18,9 @@ closes the app's iterable twice when a client disconnects.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from .endpoints import capture_route
 

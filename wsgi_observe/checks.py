@@ -17,7 +17,8 @@ import socket
 import ssl
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 from urllib.parse import unquote, urlsplit
 
 __all__ = ["database", "env_configured", "http", "redis", "tcp"]

@@ -9,8 +9,8 @@ token, ``/metrics`` needs ``Authorization: Bearer <token>`` (compared in constan
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson

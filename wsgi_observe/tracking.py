@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+from collections.abc import Callable
 from time import perf_counter_ns
-from typing import Any, Callable, Optional, TypeVar, Union, overload
+from typing import Any, Optional, TypeVar, Union, overload
 
 from .metrics import MetricsStore, process_store
 

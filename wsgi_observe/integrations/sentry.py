@@ -19,7 +19,8 @@ one that changed, when a new sentry-sdk moves it.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Optional
 
 from .. import reporting
 from .._guard import INTERNAL_LOGGER, guarded

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import contextvars
 import time
+from collections.abc import Callable
 from random import random
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .._guard import guarded
 from .sentry import _capture, _install_dedupe
