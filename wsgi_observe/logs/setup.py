@@ -39,7 +39,14 @@ from .files import (
 )
 from .formats import ConsoleFormatter, JsonFormatter
 
-__all__ = ["Setup", "configure_logging", "current_setup", "install", "reset_logging"]
+__all__ = [
+    "Setup",
+    "configure_logging",
+    "current_setup",
+    "hand_over",
+    "install",
+    "reset_logging",
+]
 
 _DEVELOPMENT = ("development", "dev", "local")
 _INFO = logging.INFO
@@ -110,6 +117,8 @@ class Setup:
 #: What is installed now (read per request by the middleware and the access line).
 active: Optional[Setup] = None
 _configure_lock = threading.Lock()
+# Log directories this process made (a gunicorn master hands them to its worker user).
+_created_dirs: set[str] = set()
 
 
 def current_setup() -> Optional[Setup]:
@@ -160,7 +169,9 @@ def _build(
         errors: Optional[FileTarget] = None
         if config.log_dir:
             try:
-                os.makedirs(config.log_dir, exist_ok=True)
+                if not os.path.isdir(config.log_dir):
+                    os.makedirs(config.log_dir, exist_ok=True)
+                    _created_dirs.add(os.path.abspath(config.log_dir))
                 targets.append(
                     FileTarget(
                         os.path.join(config.log_dir, "application.log"), max_bytes, backup_count
@@ -299,7 +310,9 @@ def install(config: Config) -> None:
             backup_count=BACKUP_COUNT,
             buffer_bytes=BUFFER_BYTES,
         )
-        _swap(handlers, Setup(handlers, config, numeric, explicit=False), None if foreign else numeric)
+        _swap(
+            handlers, Setup(handlers, config, numeric, explicit=False), None if foreign else numeric
+        )
 
 
 def reset_logging() -> None:
@@ -312,3 +325,19 @@ def reset_logging() -> None:
             for handler in previous.handlers:
                 root.removeHandler(handler)
                 handler.close()
+
+
+def hand_over(uid: int, gid: int) -> None:
+    """Give the log directories this process made, and our files in them, to ``uid``:
+    a gunicorn master that runs as root but whose workers drop privileges calls this, so
+    the workers can write and rotate. Directories it did not make are never touched."""
+    for directory in sorted(_created_dirs):
+        try:
+            os.chown(directory, uid, gid)
+            for name in os.listdir(directory):
+                if name.startswith(
+                    ("application.log", "errors.log", ".application.log", ".errors.log")
+                ):
+                    os.chown(os.path.join(directory, name), uid, gid, follow_symlinks=False)
+        except OSError:
+            continue

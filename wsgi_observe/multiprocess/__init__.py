@@ -22,8 +22,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Optional
 
+from .._guard import guarded
 from ..metrics import MemoryTable, MetricsStore, Snapshot, process_store
 from .merge import collect_snapshot, sweep
 from .names import SharedNames
@@ -87,6 +89,7 @@ def _forget_parent() -> None:
     from .merge import _views
 
     _views.reset()
+    _last_merged.clear()
     store = process_store()
     if isinstance(store.table, WorkerTable) and store.table is parent.table:
         store.use_table(MemoryTable())  # timed functions must not write to the parent's file
@@ -184,14 +187,28 @@ def snapshot(store: MetricsStore, *, max_endpoints: Optional[int] = None) -> Sna
     """What ``/metrics`` shows: this process's numbers, or every process's when shared."""
     table = store.table
     if isinstance(table, WorkerTable) and table.pid == os.getpid():
-        return collect_snapshot(
-            table.state_dir,
-            own=store,
-            own_id=table.id,
-            max_endpoints=max_endpoints,
-            master_pid=_process.master,
-        )
+        try:
+            merged = collect_snapshot(
+                table.state_dir,
+                own=store,
+                own_id=table.id,
+                max_endpoints=max_endpoints,
+                master_pid=_process.master,
+            )
+        except Exception as error:  # a scrape must answer: the last merged numbers, stale
+            guarded("merging the state of all processes", error)
+            last = _last_merged.get(store)
+            if last is not None:
+                return last
+            raise
+        _last_merged[store] = merged
+        return merged
     return store.snapshot()
+
+
+# The last merged snapshot of each store: what a scrape shows if merging ever fails (older
+# numbers, never lower ones). Weak: an entry goes with its store.
+_last_merged: weakref.WeakKeyDictionary[MetricsStore, Snapshot] = weakref.WeakKeyDictionary()
 
 
 def state() -> dict[str, Any]:

@@ -55,6 +55,11 @@ def on_starting(server: Any) -> None:
     except ConfigError as error:
         _fail(str(error))
         return
+    if uid != os.geteuid():
+        # With --preload the app, and our log files, were set up here already, as root.
+        from ..logs.setup import hand_over
+
+        hand_over(uid, gid)
     owners = {os.geteuid(), uid}
     master = statedir.identity_of(os.getpid())
     if master is None:  # pragma: no cover - we are running

@@ -495,6 +495,29 @@ def _cap_endpoints(
     return out
 
 
+_LEFTOVER_AGE_S = 60.0
+
+
+def _remove_leftovers(state_dir: str, ids: set[str]) -> None:
+    """Files a process left half made when it died while creating its table (a values file
+    without keys, a keys file not yet renamed into place), once they are a minute old."""
+    try:
+        names = os.listdir(state_dir)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        if name.startswith("w-") and name.endswith(".vals"):
+            if name[2:-5] in ids:
+                continue
+        elif not (name.startswith(".tmp-") and name.endswith(".keys")):
+            continue
+        path = os.path.join(state_dir, name)
+        with contextlib.suppress(OSError):
+            if now - os.lstat(path).st_mtime > _LEFTOVER_AGE_S:
+                os.unlink(path)
+
+
 def sweep(state_dir: str, *, own_id: Optional[str] = None) -> int:
     """Fold every dead process's counts into the archive and delete its files.
 
@@ -504,6 +527,7 @@ def sweep(state_dir: str, *, own_id: Optional[str] = None) -> int:
     """
     ids = worker_ids(state_dir)
     dead = [i for i in ids if i != own_id and _is_dead(os.path.join(state_dir, f"w-{i}.keys"))]
+    _remove_leftovers(state_dir, set(ids))
     if not dead:
         return 0
     absorbed = 0
@@ -636,6 +660,8 @@ def collect_snapshot(
                 reader = readers[worker_id] = _Reader(state_dir, worker_id)
             try:
                 reader.refresh()
+                if not reader.header:
+                    continue  # a table being created right now: nothing counted in it yet
                 reader.values()
                 live.append(reader)
             except FileNotFoundError:

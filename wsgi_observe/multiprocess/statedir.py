@@ -129,13 +129,35 @@ def identity_of(pid: int) -> Optional[Identity]:
         return None
 
 
+def _runtime_root() -> str:
+    """Where per-user folders go: a runtime directory only this user (or root) can write to
+    when there is one (``/run/user/<uid>``, ``/run`` for root), else the temp directory."""
+    uid = os.geteuid()
+    for candidate, owner in ((f"/run/user/{uid}", uid), ("/run", 0)):
+        if owner != uid:
+            continue
+        try:
+            st = os.lstat(candidate)
+        except OSError:
+            continue
+        if (
+            stat.S_ISDIR(st.st_mode)
+            and st.st_uid == uid
+            and not st.st_mode & 0o022
+            and os.access(candidate, os.W_OK | os.X_OK)
+        ):
+            return candidate
+    return tempfile.gettempdir()
+
+
 def rendezvous_dir(master: Identity) -> str:
     """The directory the workers of ``master`` share when no one prepared one for them.
 
-    ``<tmp>/wsgi_observe-<uid>/<pid>-<start>``, both levels private; directories of
+    ``<runtime>/wsgi_observe-<uid>/<pid>-<start>`` (see :func:`_runtime_root`), both levels
+    private; a folder another user made there first is refused, never used. Directories of
     masters that are gone are removed on the way (they are ours, in our private folder).
     """
-    base = os.path.join(tempfile.gettempdir(), f"wsgi_observe-{os.geteuid()}")
+    base = os.path.join(_runtime_root(), f"wsgi_observe-{os.geteuid()}")
     make_private(base)
     name = f"{master[0]}-{master[1]}"
     path = os.path.join(base, name)

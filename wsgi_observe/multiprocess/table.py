@@ -90,15 +90,19 @@ class WorkerTable:
         self._map: Optional[mmap.mmap] = None
         self.keys_fd = -1
         self.vals_fd = -1
+        pending = os.path.join(state_dir, f".tmp-{self.id}.keys")
         try:
-            self.keys_fd = create_exclusive(self.keys_path, flags=os.O_WRONLY | os.O_APPEND)
-            fcntl.flock(self.keys_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while we live
             self.vals_fd = create_exclusive(self.vals_path, flags=os.O_RDWR)
             os.ftruncate(self.vals_fd, capacity * SLOT_BYTES)  # sparse: address space only
             _reserve(self.vals_fd, 0, self.chunk * SLOT_BYTES)
             self._map = mmap.mmap(self.vals_fd, capacity * SLOT_BYTES)
             self.reserved = self.chunk
             self.values: Any = memoryview(self._map).cast("q")
+            # The keys file appears under its name already locked and with its header:
+            # a sweeper must never see it unlocked (it would take this live process for a
+            # dead one, archive it and delete its files under its feet).
+            self.keys_fd = create_exclusive(pending, flags=os.O_WRONLY | os.O_APPEND)
+            fcntl.flock(self.keys_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while we live
             header = {
                 "id": self.id,
                 "pid": self.pid,
@@ -108,7 +112,10 @@ class WorkerTable:
                 "max_endpoints": max_endpoints,
             }
             _write_all(self.keys_fd, orjson.dumps(header) + b"\n")
+            os.rename(pending, self.keys_path)
         except OSError as error:
+            with contextlib.suppress(OSError):
+                os.unlink(pending)
             self._discard()
             reason = error.strerror or str(error)
             message = f"cannot create state file in {state_dir}: {reason}"
