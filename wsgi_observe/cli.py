@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from typing import Optional
@@ -39,12 +40,40 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  try: curl -s http://{args.host}:{args.port}/metrics | jq .application", flush=True)
     env = dict(os.environ)
     env.setdefault("LOG_FORMAT", "console")
-    process = subprocess.Popen(command, env=env)
+    return _run_until_stopped(command, env)
+
+
+# What the demo's gunicorn is sent when the demo gets a signal: Ctrl-C stops it at once, a
+# TERM gracefully; a hangup (the terminal went away) stops it too, where gunicorn's own
+# meaning of SIGHUP would be "reload".
+_FORWARD: dict[int, int] = {signal.SIGINT: signal.SIGINT, signal.SIGTERM: signal.SIGTERM}
+if hasattr(signal, "SIGHUP"):
+    _FORWARD[signal.SIGHUP] = signal.SIGTERM
+
+
+def _run_until_stopped(command: list[str], env: dict[str, str]) -> int:
+    """Run ``command`` and wait for it; a SIGINT, SIGTERM or SIGHUP to this process is passed
+    on to it, so the server never outlives the command that started it."""
+    received: list[int] = []
+    child: list[subprocess.Popen[bytes]] = []
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        if child and child[0].poll() is None:
+            child[0].send_signal(_FORWARD[signum])
+
+    previous = {signum: signal.signal(signum, forward) for signum in _FORWARD}
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        return process.wait()
+        child.append(subprocess.Popen(command, env=env))
+        if received:  # a signal came before the child existed
+            child[0].send_signal(_FORWARD[received[-1]])
+        return child[0].wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if child and child[0].poll() is None:  # only if wait() itself failed
+            child[0].kill()
+            child[0].wait()
 
 
 def _uptimerobot(rest: list[str]) -> int:

@@ -361,9 +361,30 @@ def wrap(
 
 def _stop_server_worker(error: ConfigError) -> None:
     """In a gunicorn worker, a bad configuration ends the worker with one line and the exit
-    code that makes gunicorn stop (it would restart a worker that fails otherwise)."""
+    code that makes gunicorn stop (it would restart a worker that fails otherwise).
+
+    Only the master's first worker exits with that code; the others wait (bounded) for the
+    master's SIGTERM. A second worker exiting with it while the master is already stopping
+    makes gunicorn's master die with a traceback of its own."""
+    import signal
     import sys
 
-    if "gunicorn.workers.base" in sys.modules and "gunicorn.arbiter" in sys.modules:
-        print(f"wsgi_observe: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(4)  # gunicorn's APP_LOAD_ERROR: "App failed to load"
+    if "gunicorn.workers.base" not in sys.modules or "gunicorn.arbiter" not in sys.modules:
+        return
+    print(f"wsgi_observe: {error}", file=sys.stderr, flush=True)
+    # The worker object, from the SIGTERM handler it installed before loading the app.
+    worker = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    if worker is not None and getattr(worker, "alive", True) is False:
+        raise SystemExit(0)  # the master is stopping us already
+    if worker is not None and getattr(worker, "age", 1) != 1:
+        # Every worker reads the same environment, so the first one fails too and stops
+        # gunicorn; its SIGTERM ends this one.
+        import time
+
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:  # built outside the main thread: don't wait
+            pass
+        else:
+            time.sleep(10.0)
+    raise SystemExit(4)  # gunicorn's APP_LOAD_ERROR: "App failed to load"
