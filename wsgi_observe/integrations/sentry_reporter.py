@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from random import random
 from typing import TYPE_CHECKING, Any, Optional
+from urllib.parse import quote
 
 from .._guard import guarded
 from .sentry import _capture, _install_dedupe
@@ -62,12 +63,32 @@ def _request_headers(environ: WSGIEnvironment) -> dict[str, str]:
 
 
 def _request_url(environ: WSGIEnvironment) -> str:
-    """``scheme://host/script/path``: never the query string, never credentials."""
+    """``scheme://host/script/path``: never the query string, never credentials.
+
+    A path with characters above U+00FF (PEP 3333 forbids them, some servers pass them)
+    is percent-encoded first: sentry-sdk's own helper would fail on it.
+    """
     from sentry_sdk.integrations.wsgi import get_request_url
 
     from ..redact import redact_dsn
 
+    path = environ.get("PATH_INFO", "")
+    script = environ.get("SCRIPT_NAME", "")
+    if not (path.isascii() and script.isascii()):
+        environ = {
+            **environ,
+            "PATH_INFO": _latin_1_safe(path),
+            "SCRIPT_NAME": _latin_1_safe(script),
+        }
     return redact_dsn(get_request_url(environ))
+
+
+def _latin_1_safe(text: str) -> str:
+    try:
+        text.encode("latin-1")
+        return text
+    except UnicodeEncodeError:
+        return quote(text.encode("utf-8", "replace"), safe="/")
 
 
 class _Request:
