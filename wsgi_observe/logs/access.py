@@ -189,4 +189,3 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
         files.start_flusher()
     if setup.text:
         _text_record(setup.text, fields["message"], fields)
-

@@ -25,8 +25,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Iterator
+from typing import Any, Optional
 
 try:  # POSIX; elsewhere rotation is only safe within one process
     import fcntl

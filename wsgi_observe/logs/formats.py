@@ -21,8 +21,8 @@ from typing import Any, Optional
 
 import orjson
 
-from .._time import iso_utc
 from .._text import escape_control
+from .._time import iso_utc
 from ..redact import REDACTED, is_secret_name, redact_text, redact_value
 from .context import ID_KEY, current_fields, current_request, request_block
 
@@ -48,6 +48,7 @@ _CORE_KEYS = frozenset(
     }
 )
 _DUMP_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
 
 def _default(value: Any) -> Any:
     """orjson's fallback: anything JSON can't hold becomes a string (never an exception)."""
@@ -90,9 +91,7 @@ def _plain(value: Any, depth: int = 8) -> Any:
 
 
 def _plain_key(key: Any) -> str:
-    return (
-        key.encode("utf-8", "replace").decode("utf-8") if isinstance(key, str) else safe_str(key)
-    )
+    return key.encode("utf-8", "replace").decode("utf-8") if isinstance(key, str) else safe_str(key)
 
 
 def dumps_line(event: dict[str, Any]) -> bytes:
@@ -121,8 +120,7 @@ def _message(record: logging.LogRecord) -> str:
         return record.getMessage()
     except Exception as error:
         return (
-            f"{safe_str(record.msg)} (log arguments could not be formatted: "
-            f"{type(error).__name__})"
+            f"{safe_str(record.msg)} (log arguments could not be formatted: {type(error).__name__})"
         )
 
 

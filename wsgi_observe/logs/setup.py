@@ -299,7 +299,9 @@ def install(config: Config) -> None:
             backup_count=BACKUP_COUNT,
             buffer_bytes=BUFFER_BYTES,
         )
-        _swap(handlers, Setup(handlers, config, numeric, explicit=False), None if foreign else numeric)
+        _swap(
+            handlers, Setup(handlers, config, numeric, explicit=False), None if foreign else numeric
+        )
 
 
 def reset_logging() -> None:
