@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus, urlencode, urlsplit
 
+from ..redact import REDACTED, redact_value
+
 if TYPE_CHECKING:
     import urllib3
 
@@ -534,11 +536,13 @@ class UptimeRobotClient:
         )
 
     def _scrub(self, text: str) -> str:
-        # The API should never echo the key, but an error must not leak it if it does.
+        # The API should never echo the key, but an error must not leak it if it does: our
+        # own key is replaced wherever it stands, then the text goes through the walker the
+        # logs and Sentry use (a DSN or a password in an error message is a secret too).
         for form in {self._api_key, quote_plus(self._api_key)}:
             if form:
-                text = text.replace(form, "***")
-        return text
+                text = text.replace(form, REDACTED)
+        return redact_value(text)  # type: ignore[no-any-return]
 
     def _monitor_fields(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(fields)
