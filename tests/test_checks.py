@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
+from urllib.parse import urlsplit
 from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
@@ -282,15 +283,17 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def _answer(self, body: bool) -> None:
+        # As a proxy, the server is asked for absolute URLs: answer by their path.
         self.server.requests.append((self.command, self.path))
-        if self.path == "/slow":
+        self.server.headers.append(dict(self.headers))
+        path = urlsplit(self.path).path
+        if path == "/slow":
             self.server.release.wait(SLOW_RESPONSE_BOUND_S)
-        code = {"/ok": 200, "/slow": 200, "/created": 201, "/fail": 500, "/missing": 404}.get(
-            self.path
-        )
-        if self.path == "/redirect":
+        code = {"/ok": 200, "/slow": 200, "/created": 201, "/fail": 500, "/missing": 404}.get(path)
+        redirects = {"/redirect": "/ok", "/redirect-to-fail": "/fail", "/loop": "/loop"}
+        if path in redirects:
             self.send_response(302)
-            self.send_header("Location", "/ok")
+            self.send_header("Location", redirects[path])
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -318,6 +321,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.release = threading.Event()
         self.requests: list[tuple[str, str]] = []
+        self.headers: list[dict[str, str]] = []
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # the slow handler writes to a client that gave up: expected
@@ -347,7 +351,34 @@ def url_of(server: _Server, path: str) -> str:
     [
         pytest.param("/ok", {}, "healthy", "answered 200", id="200"),
         pytest.param("/created", {}, "healthy", "answered 201", id="201"),
-        pytest.param("/redirect", {}, "healthy", "answered 200", id="redirect-followed"),
+        pytest.param("/redirect", {}, "healthy", "answered 302", id="redirect-not-followed"),
+        pytest.param(
+            "/redirect-to-fail", {}, "healthy", "answered 302", id="redirect-to-fail-not-followed"
+        ),
+        pytest.param(
+            "/redirect-to-fail",
+            {"follow_redirects": True},
+            "unhealthy",
+            "answered 500",
+            id="redirect-to-fail-followed",
+        ),
+        pytest.param(
+            "/redirect",
+            {"follow_redirects": True},
+            "healthy",
+            "answered 200",
+            id="redirect-followed",
+        ),
+        pytest.param(
+            "/redirect",
+            {"expect_status": 200},
+            "unhealthy",
+            "answered 302",
+            id="expect-200-got-302",
+        ),
+        pytest.param(
+            "/loop", {"follow_redirects": True}, "healthy", "answered 302", id="redirect-loop-ends"
+        ),
         pytest.param("/fail", {}, "unhealthy", "answered 500", id="500"),
         pytest.param("/missing", {}, "unhealthy", "answered 404", id="404"),
         pytest.param("/slow", {"timeout_s": 0.2}, "unhealthy", "timed out", id="slow"),
@@ -372,6 +403,49 @@ def test_http_check_uses_method_and_headers(http_server: _Server) -> None:
     """The HTTP check sends the configured method to the configured URL."""
     run(checks.http(url_of(http_server, "/ok"), method="HEAD", headers={"X-Probe": "1"}))
     assert http_server.requests == [("HEAD", "/ok")]
+
+
+def test_http_check_does_not_follow_redirects_unless_asked(http_server: _Server) -> None:
+    """A probe reports the URL's own answer: the redirect target is asked only when told to."""
+    run(checks.http(url_of(http_server, "/redirect-to-fail")))
+    assert http_server.requests == [("GET", "/redirect-to-fail")]
+    run(checks.http(url_of(http_server, "/redirect-to-fail"), follow_redirects=True))
+    assert http_server.requests[1:] == [("GET", "/redirect-to-fail"), ("GET", "/fail")]
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_http_check_ignores_proxy_variables(
+    http_server: _Server, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """HTTP_PROXY pointing at a dead proxy changes nothing: the probe goes to its URL."""
+    monkeypatch.setenv(variable, f"http://127.0.0.1:{free_port()}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    result = run(checks.http(url_of(http_server, "/ok")))
+    assert result["status"] == "healthy", result
+    assert http_server.requests == [("GET", "/ok")]
+
+
+def test_http_check_uses_a_proxy_when_given_one(http_server: _Server) -> None:
+    """``proxy=`` sends the probe through that proxy (here the local server plays one)."""
+    target = "http://probe-target.invalid/ok"
+    result = run(checks.http(target, proxy=url_of(http_server, "")))
+    assert result["status"] == "healthy", result
+    assert http_server.requests == [("GET", target)]
+
+
+def test_http_check_bad_proxy_url_raises_value_error() -> None:
+    """A proxy that is not an http(s):// URL is refused when the check is made."""
+    with pytest.raises(ValueError, match="proxy"):
+        checks.http("http://127.0.0.1/ok", proxy="socks5://127.0.0.1:1080")
+
+
+def test_http_check_sends_url_credentials_as_basic_auth(http_server: _Server) -> None:
+    """``user:password@`` in the URL becomes an Authorization header, not part of the host."""
+    port = http_server.server_address[1]
+    result = run(checks.http(f"http://probe:s%40fe@127.0.0.1:{port}/ok"))
+    assert result["status"] == "healthy", result
+    assert http_server.headers[0]["Authorization"] == "Basic cHJvYmU6c0BmZQ=="  # probe:s@fe
 
 
 def test_http_check_on_closed_port_is_unhealthy() -> None:

@@ -12,14 +12,15 @@ reports as unhealthy with the exception's message. Example::
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import ssl
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any, Optional
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from . import _http
 
 __all__ = ["database", "env_configured", "http", "redis", "tcp"]
 
@@ -74,22 +75,55 @@ def http(
     expect_status: Optional[int] = None,
     timeout_s: float = 1.5,
     headers: Optional[dict[str, str]] = None,
+    follow_redirects: bool = False,
+    proxy: Optional[str] = None,
 ) -> Callable[[], CheckResult]:
-    """Healthy when ``url`` answers ``expect_status`` (default: any 2xx or 3xx)."""
+    """Healthy when ``url`` answers ``expect_status`` (default: any 2xx or 3xx).
+
+    The probe reports what ``url`` itself answers: a redirect is not followed unless
+    ``follow_redirects=True`` (then at most 5), and ``HTTP_PROXY``/``HTTPS_PROXY`` are not
+    used; give ``proxy="http://proxy:3128"`` to go through one. Each run opens a fresh
+    connection (through urllib3, like every request of the package) and closes it.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"http check: expected an http(s):// URL, got {url!r}")
     port = f":{parts.port}" if parts.port else ""
     shown = f"{parts.scheme}://{parts.hostname}{port}{parts.path}"  # never the query or userinfo
+    request_headers = dict(headers or {})
+    if parts.username is not None or parts.password is not None:
+        # urllib3 does not turn URL credentials into a header: do it, as urllib did.
+        user = unquote(parts.username or "")
+        password = unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        request_headers.setdefault("Authorization", f"Basic {token}")
+        netloc = parts.hostname or ""
+        if ":" in netloc:
+            netloc = f"[{netloc}]"
+        url = urlunsplit(parts._replace(netloc=f"{netloc}{port}"))
+    if proxy is not None:
+        _http.new_pool(proxy=proxy).clear()  # refuse a bad proxy URL now, not at each probe
 
     def check() -> CheckResult:
-        request = urllib.request.Request(url, method=method, headers=headers or {})
+        import urllib3
+
+        pool = _http.new_pool(proxy=proxy)
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                code = response.status
-        except urllib.error.HTTPError as error:
-            code = error.code
-            error.close()
+            response = _http.request(
+                pool,
+                method,
+                url,
+                headers=request_headers,
+                timeout_s=timeout_s,
+                follow_redirects=follow_redirects,
+                preload_content=False,  # the status is the answer; the body is not read
+            )
+            code = response.status
+            response.close()
+        except urllib3.exceptions.HTTPError as error:
+            raise ConnectionError(f"{shown}: {_http.describe_error(error)}") from None
+        finally:
+            pool.clear()
         ok = code == expect_status if expect_status is not None else 200 <= code < 400
         return {
             "status": "healthy" if ok else "unhealthy",

@@ -17,8 +17,9 @@ What this module adds on top of the wire format:
   was sent), because a retry could create a duplicate; the error says so;
 - the API key never appears in a log line, an exception message or ``repr()``.
 
-The HTTP stack is urllib3 (already installed with sentry-sdk), imported when a client is
-built, so importing ``wsgi_observe`` stays cheap.
+The HTTP stack is urllib3, set up by ``wsgi_observe._http`` like every outgoing request of
+the package (timeouts, no redirects, no proxy from the environment) and imported when a
+client is built, so importing ``wsgi_observe`` stays cheap.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ import email.utils
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus, urlencode, urlsplit
 
+from .. import _http
 from ..redact import REDACTED, redact_value
 
 if TYPE_CHECKING:
@@ -88,8 +89,6 @@ _NOT_IDEMPOTENT = frozenset({"newMonitor", "newAlertContact", "newMWindow", "new
 _MAX_PAGES = 10_000
 
 Params = Mapping[str, Any]
-
-_CONN_PREFIX = re.compile(r"^<?[\w.]*Connection(Pool)?[^:]*:\s*")
 
 
 class UptimeRobotError(Exception):
@@ -270,8 +269,8 @@ class UptimeRobotClient:
         self._sleep = sleep
         self._clock = clock
         self._jitter = jitter
-        self._pool: urllib3.PoolManager = urllib3.PoolManager(
-            num_pools=2, maxsize=2, headers={"User-Agent": "wsgi_observe-uptimerobot"}
+        self._pool: urllib3.PoolManager = _http.new_pool(
+            maxsize=2, headers={"User-Agent": "wsgi_observe-uptimerobot"}
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -433,9 +432,9 @@ class UptimeRobotClient:
         u3 = self._urllib3
         url = f"{self.base_url}/{api_method}"
         logger.debug("UptimeRobot %s: POST %s", api_method, url)
-        timeout = max(timeout, 0.001)
         try:
-            response = self._pool.request(
+            response = _http.request(
+                self._pool,
                 "POST",
                 url,
                 body=body.encode("utf-8"),
@@ -444,10 +443,7 @@ class UptimeRobotClient:
                     "Accept": "application/json",
                     "Cache-Control": "no-cache",
                 },
-                timeout=u3.Timeout(connect=timeout, read=timeout),
-                retries=False,
-                redirect=False,
-                preload_content=True,
+                timeout_s=timeout,
             )
         except u3.exceptions.SSLError as exc:
             # A certificate problem does not go away by asking again.
@@ -457,10 +453,12 @@ class UptimeRobotClient:
             ) from None
         except u3.exceptions.ConnectTimeoutError as exc:
             # Includes NewConnectionError: the request never left, so retrying is safe.
-            raise _Retryable(f"cannot connect to {urlsplit(url).netloc}: {_reason(exc)}") from None
+            raise _Retryable(
+                f"cannot connect to {urlsplit(url).netloc}: {_http.describe_error(exc)}"
+            ) from None
         except u3.exceptions.HTTPError as exc:
             # Read timeout, connection reset mid-answer, ...: the API may have acted.
-            message = f"no answer from {urlsplit(url).netloc}: {_reason(exc)}"
+            message = f"no answer from {urlsplit(url).netloc}: {_http.describe_error(exc)}"
             if idempotent:
                 raise _Retryable(message) from None
             raise UptimeRobotError(
@@ -586,11 +584,3 @@ def _decode(data: bytes) -> Any:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
-
-
-def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)
-    text = str(reason if reason is not None else exc) or type(exc).__name__
-    # Drop urllib3's "HTTPConnection(host=..., port=...): " or "<...Connection object at
-    # 0x...>: " lead-in; the host is already in our message.
-    return _CONN_PREFIX.sub("", text) or text
