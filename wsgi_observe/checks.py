@@ -13,6 +13,7 @@ reports as unhealthy with the exception's message. Example::
 from __future__ import annotations
 
 import base64
+import importlib
 import os
 import socket
 import ssl
@@ -21,6 +22,7 @@ from typing import Any, Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from . import _http
+from .redact import redact_text
 
 __all__ = ["database", "env_configured", "http", "redis", "tcp"]
 
@@ -135,16 +137,73 @@ def http(
 
 
 def redis(
-    url: str = "redis://127.0.0.1:6379/0", *, timeout_s: float = 1.5
+    url: str = "redis://127.0.0.1:6379/0",
+    *,
+    client: Optional[Callable[[], Any]] = None,
+    timeout_s: float = 1.5,
 ) -> Callable[[], CheckResult]:
-    """Healthy when the Redis server at ``url`` answers PING with PONG.
+    """Healthy when Redis answers PING.
 
-    Speaks RESP directly over a socket (``redis://`` and ``rediss://``, optional password
-    and username), so it needs no client library.
+    Give a URL (``redis://``, ``rediss://`` for TLS, ``unix:///run/redis.sock``; a
+    password and user name in it) or ``client``, a factory that returns a client with a
+    ``ping()`` method, for everything a URL cannot say (Sentinel, TLS certificates,
+    cluster)::
+
+        checks.redis(client=lambda: Sentinel([("s1", 26379)]).master_for("main"))
+
+    With ``redis-py`` installed (``pip install wsgi_observe[redis]``) the URL goes to
+    ``redis.Redis.from_url`` with ``timeout_s`` as its socket timeouts. Without it, the check
+    speaks RESP itself over a socket (``redis://``, ``rediss://`` and ``unix://``: AUTH and
+    PING only). Each run makes a new client and closes it.
     """
+    if client is not None:
+        if not callable(client):
+            raise TypeError(f"redis check: client must be a factory (a callable), got {client!r}")
+        return _redis_client_check(client)
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss"):
-        raise ValueError(f"redis check: expected a redis:// or rediss:// URL, got {url!r}")
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(
+            f"redis check: expected a redis://, rediss:// or unix:// URL, got {redact_text(url)!r}"
+        )
+    try:
+        redis_py = importlib.import_module("redis")
+    except ImportError:
+        return _redis_socket_check(url, timeout_s)
+
+    def connect() -> Any:
+        return redis_py.Redis.from_url(
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+
+    return _redis_client_check(connect)
+
+
+def _redis_client_check(connect: Callable[[], Any]) -> Callable[[], CheckResult]:
+    def check() -> CheckResult:
+        client = connect()
+        try:
+            answer = client.ping()
+        except Exception as error:
+            # redis-py's errors (RedisError and its ConnectionError, AuthenticationError,
+            # TimeoutError) carry the server's words; any other client's error is raised.
+            if not any(c.__module__.startswith("redis") for c in type(error).__mro__):
+                raise
+            return {"status": "unhealthy", "message": f"Redis error: {error}"}
+        finally:
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
+        if answer is False:
+            return {"status": "unhealthy", "message": "Redis did not answer PONG"}
+        return {"status": "healthy", "message": "Redis connection successful"}
+
+    check.__name__ = "redis_check"
+    return check
+
+
+def _redis_socket_check(url: str, timeout_s: float) -> Callable[[], CheckResult]:
+    """The no-dependency fallback: AUTH (when the URL has a password) and PING over RESP."""
+    parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or 6379
     username = unquote(parts.username) if parts.username else None
@@ -157,12 +216,28 @@ def redis(
             out.append(b"$%d\r\n%s\r\n" % (len(data), data))
         return b"".join(out)
 
-    def check() -> CheckResult:
+    def open_socket() -> socket.socket:
+        if parts.scheme == "unix":
+            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                raw.settimeout(timeout_s)
+                raw.connect(unquote(parts.path))
+            except BaseException:
+                raw.close()
+                raise
+            return raw
         raw = socket.create_connection((host, port), timeout=timeout_s)
-        sock: socket.socket = raw
+        if parts.scheme == "rediss":
+            try:
+                return ssl.create_default_context().wrap_socket(raw, server_hostname=host)
+            except BaseException:
+                raw.close()
+                raise
+        return raw
+
+    def check() -> CheckResult:
+        sock = open_socket()
         try:
-            if parts.scheme == "rediss":
-                sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host)
             payload = b""
             if password is not None:
                 auth = ("AUTH", username, password) if username else ("AUTH", password)
