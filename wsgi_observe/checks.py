@@ -278,6 +278,8 @@ def env_configured(*names: str, status_if_missing: str = "degraded") -> Callable
         raise ValueError("status_if_missing must be 'degraded' or 'unhealthy'")
 
     def check() -> CheckResult:
+        # The one read of os.environ outside Config, on purpose: this check's job is to look
+        # at the environment as it is when the probe runs, not as it was at start-up.
         missing = [name for name in names if not os.environ.get(name, "").strip()]
         if missing:
             secret = ("KEY", "TOKEN", "SECRET", "PASSWORD", "DSN", "CREDENTIAL")

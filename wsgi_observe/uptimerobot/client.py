@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus, urlencode, urlsplit
 
 from .. import _http
+from ..config import DEFAULT_UPTIMEROBOT_API_URL
 from ..redact import REDACTED, redact_value
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ __all__ = [
 
 logger = logging.getLogger("wsgi_observe.uptimerobot")
 
-DEFAULT_BASE_URL = "https://api.uptimerobot.com/v2"
+DEFAULT_BASE_URL = DEFAULT_UPTIMEROBOT_API_URL
 
 #: ``http_method`` codes of API v2 (newMonitor / editMonitor).
 HTTP_METHODS: Mapping[str, int] = {
@@ -224,12 +225,13 @@ class UptimeRobotClient:
 
     Example::
 
-        with UptimeRobotClient(os.environ["UPTIMEROBOT_API_KEY"]) as client:
+        with UptimeRobotClient(Config.from_env().uptimerobot_api_key) as client:
             monitor = client.create_monitor("API", "https://api.example.com/health")
             client.update_monitor(monitor["id"], interval=600)
 
-    Environment: none. The client reads no variables; ``wsgi_observe.uptimerobot_setup``
-    reads ``UPTIMEROBOT_API_KEY`` and ``UPTIMEROBOT_API_URL`` and passes them in.
+    Environment: none. The client reads no variables; ``uptimerobot setup`` takes
+    ``UPTIMEROBOT_API_KEY`` and ``UPTIMEROBOT_API_URL`` from :class:`wsgi_observe.Config`
+    and passes them in.
     """
 
     def __init__(
