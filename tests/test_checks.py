@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import socket
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
+from urllib.parse import urlsplit
 from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
@@ -191,6 +194,17 @@ def redis_reply(*words: str) -> str:
     return line[1:]
 
 
+@pytest.fixture(params=["redis-py", "socket"])
+def redis_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each redis test runs twice: with redis-py, and with the no-dependency socket fallback
+    (redis-py made unimportable, as on a machine without it)."""
+    if request.param == "socket":
+        monkeypatch.setitem(sys.modules, "redis", None)  # import redis -> ImportError
+    else:
+        assert importlib.import_module("redis") is not None
+    return str(request.param)
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -199,7 +213,7 @@ def redis_reply(*words: str) -> str:
         pytest.param("redis://127.0.0.1", id="default-port"),
     ],
 )
-def test_redis_is_healthy(url: str) -> None:
+def test_redis_is_healthy(redis_path: str, url: str) -> None:
     """The local Redis server answers PING and is healthy."""
     result = run(checks.redis(url))
     assert result == {
@@ -209,31 +223,106 @@ def test_redis_is_healthy(url: str) -> None:
     }
 
 
-def test_redis_on_closed_port_is_unhealthy() -> None:
+def test_redis_on_closed_port_is_unhealthy(redis_path: str) -> None:
     """Redis on a port nobody listens on is unhealthy with the refused connection."""
     result = run(checks.redis(f"redis://127.0.0.1:{free_port()}/0"))
     assert result["status"] == "unhealthy"
     assert "Connection refused" in result["message"]
 
 
-@pytest.mark.parametrize(
-    ("url", "auth"),
-    [
-        pytest.param("redis://:hunter2@127.0.0.1:6379/0", ("AUTH", "hunter2"), id="password"),
-        pytest.param(
-            "redis://nobody:hunter2@127.0.0.1:6379/0",
-            ("AUTH", "nobody", "hunter2"),
-            id="unknown-user",
-        ),
-    ],
-)
-def test_redis_wrong_password_reports_redis_error(url: str, auth: tuple[str, ...]) -> None:
-    """A password the server does not accept is unhealthy with Redis's own error message."""
-    expected = redis_reply(*auth)  # e.g. "ERR AUTH <password> called without any password ..."
-    result = run(checks.redis(url))
+def test_redis_wrong_password_reports_redis_error(redis_path: str) -> None:
+    """A user and password the server refuses are unhealthy with Redis's own words."""
+    expected = redis_reply("AUTH", "nobody", "hunter2")  # "WRONGPASS invalid username-..."
+    result = run(checks.redis("redis://nobody:hunter2@127.0.0.1:6379/0"))
+    assert result["status"] == "unhealthy"
+    if redis_path == "socket":
+        assert result["message"] == f"Redis error: {expected}"
+    else:  # redis-py drops the error code
+        assert result["message"] == f"Redis error: {expected.split(' ', 1)[1]}"
+    assert "hunter2" not in result["message"]
+
+
+def test_redis_socket_fallback_reports_a_refused_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without redis-py, a password the server does not take is unhealthy with its reply."""
+    monkeypatch.setitem(sys.modules, "redis", None)
+    expected = redis_reply("AUTH", "hunter2")  # "ERR AUTH <password> called without any ..."
+    result = run(checks.redis("redis://:hunter2@127.0.0.1:6379/0"))
     assert result["status"] == "unhealthy"
     assert result["message"] == f"Redis error: {expected}"
     assert "hunter2" not in result["message"]
+
+
+class ClientSpy:
+    """A redis-py client made by a factory, counting ``close()`` calls."""
+
+    made: list[ClientSpy] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        import redis as redis_py
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # No retries: redis-py's default retries a refused login three times with backoff,
+        # longer than a probe should wait.
+        self.client = redis_py.Redis(retry=Retry(NoBackoff(), 0), **kwargs)
+        self.closed = 0
+        ClientSpy.made.append(self)
+
+    def ping(self) -> Any:
+        return self.client.ping()
+
+    def close(self) -> None:
+        self.closed += 1
+        self.client.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "fragment"),
+    [
+        pytest.param({"host": "127.0.0.1", "port": 6379}, "healthy", "successful", id="healthy"),
+        pytest.param(
+            {"host": "127.0.0.1", "port": 6379, "username": "nobody", "password": "hunter2"},
+            "unhealthy",
+            "invalid username-password pair",
+            id="wrong-password",
+        ),
+    ],
+)
+def test_redis_client_factory_is_called_per_run_and_closed(
+    kwargs: dict[str, Any], status: str, fragment: str
+) -> None:
+    """``client=`` builds a client for each run (Sentinel, TLS, ... through the factory) and
+    closes it afterwards."""
+    ClientSpy.made = []
+    check = checks.redis(client=lambda: ClientSpy(socket_timeout=2, **kwargs))
+    first = run(check)
+    second = run(check)
+    assert (first["status"], second["status"]) == (status, status)
+    assert fragment in first["message"]
+    assert "hunter2" not in first["message"]
+    assert [spy.closed for spy in ClientSpy.made] == [1, 1]
+
+
+def test_redis_client_factory_works_without_redis_py(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A factory needs nothing but an object with ``ping()``; a False answer is unhealthy."""
+    monkeypatch.setitem(sys.modules, "redis", None)
+
+    class Answers:
+        def __init__(self, answer: bool) -> None:
+            self.answer = answer
+
+        def ping(self) -> bool:
+            return self.answer
+
+    assert run(checks.redis(client=lambda: Answers(True)))["status"] == "healthy"
+    assert run(checks.redis(client=lambda: Answers(False)))["status"] == "unhealthy"
+
+
+def test_redis_unix_socket_url_is_tried_on_both_paths(redis_path: str, tmp_path: Any) -> None:
+    """``unix://`` URLs are accepted; a socket file nobody listens on is unhealthy."""
+    result = run(checks.redis(f"unix://{tmp_path}/no-redis.sock"))
+    assert result["status"] == "unhealthy"
+    assert "No such file or directory" in result["message"]
 
 
 @pytest.mark.parametrize(
@@ -245,7 +334,7 @@ def test_redis_wrong_password_reports_redis_error(url: str, auth: tuple[str, ...
     ],
 )
 def test_redis_invalid_scheme_raises_value_error(url: str) -> None:
-    """A URL that is not redis:// or rediss:// is refused when the check is made."""
+    """A URL that is not redis://, rediss:// or unix:// is refused when the check is made."""
     with pytest.raises(ValueError, match="redis://"):
         checks.redis(url)
 
@@ -282,15 +371,17 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def _answer(self, body: bool) -> None:
+        # As a proxy, the server is asked for absolute URLs: answer by their path.
         self.server.requests.append((self.command, self.path))
-        if self.path == "/slow":
+        self.server.headers.append(dict(self.headers))
+        path = urlsplit(self.path).path
+        if path == "/slow":
             self.server.release.wait(SLOW_RESPONSE_BOUND_S)
-        code = {"/ok": 200, "/slow": 200, "/created": 201, "/fail": 500, "/missing": 404}.get(
-            self.path
-        )
-        if self.path == "/redirect":
+        code = {"/ok": 200, "/slow": 200, "/created": 201, "/fail": 500, "/missing": 404}.get(path)
+        redirects = {"/redirect": "/ok", "/redirect-to-fail": "/fail", "/loop": "/loop"}
+        if path in redirects:
             self.send_response(302)
-            self.send_header("Location", "/ok")
+            self.send_header("Location", redirects[path])
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -318,6 +409,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.release = threading.Event()
         self.requests: list[tuple[str, str]] = []
+        self.headers: list[dict[str, str]] = []
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # the slow handler writes to a client that gave up: expected
@@ -347,7 +439,34 @@ def url_of(server: _Server, path: str) -> str:
     [
         pytest.param("/ok", {}, "healthy", "answered 200", id="200"),
         pytest.param("/created", {}, "healthy", "answered 201", id="201"),
-        pytest.param("/redirect", {}, "healthy", "answered 200", id="redirect-followed"),
+        pytest.param("/redirect", {}, "healthy", "answered 302", id="redirect-not-followed"),
+        pytest.param(
+            "/redirect-to-fail", {}, "healthy", "answered 302", id="redirect-to-fail-not-followed"
+        ),
+        pytest.param(
+            "/redirect-to-fail",
+            {"follow_redirects": True},
+            "unhealthy",
+            "answered 500",
+            id="redirect-to-fail-followed",
+        ),
+        pytest.param(
+            "/redirect",
+            {"follow_redirects": True},
+            "healthy",
+            "answered 200",
+            id="redirect-followed",
+        ),
+        pytest.param(
+            "/redirect",
+            {"expect_status": 200},
+            "unhealthy",
+            "answered 302",
+            id="expect-200-got-302",
+        ),
+        pytest.param(
+            "/loop", {"follow_redirects": True}, "healthy", "answered 302", id="redirect-loop-ends"
+        ),
         pytest.param("/fail", {}, "unhealthy", "answered 500", id="500"),
         pytest.param("/missing", {}, "unhealthy", "answered 404", id="404"),
         pytest.param("/slow", {"timeout_s": 0.2}, "unhealthy", "timed out", id="slow"),
@@ -372,6 +491,49 @@ def test_http_check_uses_method_and_headers(http_server: _Server) -> None:
     """The HTTP check sends the configured method to the configured URL."""
     run(checks.http(url_of(http_server, "/ok"), method="HEAD", headers={"X-Probe": "1"}))
     assert http_server.requests == [("HEAD", "/ok")]
+
+
+def test_http_check_does_not_follow_redirects_unless_asked(http_server: _Server) -> None:
+    """A probe reports the URL's own answer: the redirect target is asked only when told to."""
+    run(checks.http(url_of(http_server, "/redirect-to-fail")))
+    assert http_server.requests == [("GET", "/redirect-to-fail")]
+    run(checks.http(url_of(http_server, "/redirect-to-fail"), follow_redirects=True))
+    assert http_server.requests[1:] == [("GET", "/redirect-to-fail"), ("GET", "/fail")]
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_http_check_ignores_proxy_variables(
+    http_server: _Server, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """HTTP_PROXY pointing at a dead proxy changes nothing: the probe goes to its URL."""
+    monkeypatch.setenv(variable, f"http://127.0.0.1:{free_port()}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    result = run(checks.http(url_of(http_server, "/ok")))
+    assert result["status"] == "healthy", result
+    assert http_server.requests == [("GET", "/ok")]
+
+
+def test_http_check_uses_a_proxy_when_given_one(http_server: _Server) -> None:
+    """``proxy=`` sends the probe through that proxy (here the local server plays one)."""
+    target = "http://probe-target.invalid/ok"
+    result = run(checks.http(target, proxy=url_of(http_server, "")))
+    assert result["status"] == "healthy", result
+    assert http_server.requests == [("GET", target)]
+
+
+def test_http_check_bad_proxy_url_raises_value_error() -> None:
+    """A proxy that is not an http(s):// URL is refused when the check is made."""
+    with pytest.raises(ValueError, match="proxy"):
+        checks.http("http://127.0.0.1/ok", proxy="socks5://127.0.0.1:1080")
+
+
+def test_http_check_sends_url_credentials_as_basic_auth(http_server: _Server) -> None:
+    """``user:password@`` in the URL becomes an Authorization header, not part of the host."""
+    port = http_server.server_address[1]
+    result = run(checks.http(f"http://probe:s%40fe@127.0.0.1:{port}/ok"))
+    assert result["status"] == "healthy", result
+    assert http_server.headers[0]["Authorization"] == "Basic cHJvYmU6c0BmZQ=="  # probe:s@fe
 
 
 def test_http_check_on_closed_port_is_unhealthy() -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import wsgi_observe
 from wsgi_observe import ObservabilityMiddleware
-from wsgi_observe.config import Config, ConfigError
+from wsgi_observe.config import ENV_VARS, Config, ConfigError
 from wsgi_observe.metrics import MetricsStore
 
 VALID_DSN = "https://abc123publickey@o0.ingest.sentry.example/42"
@@ -137,6 +139,54 @@ PRECEDENCE = [
         id="app-base-url",
     ),
     pytest.param("sentry_dsn", "SENTRY_DSN", VALID_DSN, VALID_DSN, None, None, id="sentry-dsn"),
+    pytest.param(
+        "uptimerobot_api_url",
+        "UPTIMEROBOT_API_URL",
+        "http://127.0.0.1:8080/v2/",
+        "http://127.0.0.1:8080/v2",
+        "https://api.uptimerobot.com/v3",
+        "https://api.uptimerobot.com/v3",
+        id="uptimerobot-api-url",
+    ),
+    pytest.param(
+        "uptimerobot_prefix", "UPTIMEROBOT_PREFIX", " CRM ", "CRM", "Leads", "Leads", id="prefix"
+    ),
+    pytest.param(
+        "uptimerobot_monitors_file",
+        "UPTIMEROBOT_MONITORS_FILE",
+        "/etc/monitors.json",
+        "/etc/monitors.json",
+        "plan.json",
+        "plan.json",
+        id="monitors-file",
+    ),
+    pytest.param(
+        "uptimerobot_alert_email",
+        "UPTIMEROBOT_ALERT_EMAIL",
+        "ops@example.com",
+        "ops@example.com",
+        "dev@example.com",
+        "dev@example.com",
+        id="alert-email",
+    ),
+    pytest.param(
+        "uptimerobot_alert_sms",
+        "UPTIMEROBOT_ALERT_SMS",
+        "+1 555 123 4567",
+        "+1 555 123 4567",
+        "+15550000000",
+        "+15550000000",
+        id="alert-sms",
+    ),
+    pytest.param(
+        "uptimerobot_alert_webhook",
+        "UPTIMEROBOT_ALERT_WEBHOOK",
+        "https://hooks.example.com/T0/B0",
+        "https://hooks.example.com/T0/B0",
+        "http://127.0.0.1:9000/hook",
+        "http://127.0.0.1:9000/hook",
+        id="alert-webhook",
+    ),
 ]
 
 
@@ -223,6 +273,10 @@ BAD_ENV = [
     pytest.param("LOG_FORMAT", "xml", "json or console", id="log-format"),
     pytest.param("APP_BASE_URL", "ftp://x", "http(s)://", id="base-url-ftp"),
     pytest.param("APP_BASE_URL", "crm.example.com", "http(s)://", id="base-url-no-scheme"),
+    pytest.param("APP_BASE_URL", "https://crm.example.com/?x=1", "no ?query", id="base-url-query"),
+    pytest.param("APP_BASE_URL", "https://crm.example.com:http", "bad port", id="base-url-port"),
+    pytest.param("UPTIMEROBOT_API_URL", "localhost:8080", "http(s)://", id="api-url"),
+    pytest.param("UPTIMEROBOT_ALERT_EMAIL", "not-an-address", "e-mail address", id="alert-email"),
     pytest.param("WSGI_OBSERVE_EXCLUDE_PATHS", "/static,admin", "starting with '/'", id="exclude"),
     pytest.param("WSGI_OBSERVE_READINESS_TIMEOUT", "0", "greater than 0", id="readiness-timeout"),
     pytest.param("WSGI_OBSERVE_READINESS_CACHE_TTL", "-1", "at least 0", id="readiness-ttl"),
@@ -264,6 +318,8 @@ BAD_KWARGS = [
     pytest.param("access_log", "maybe", "true or false", id="access-log"),
     pytest.param("log_format", "xml", "json or console", id="log-format"),
     pytest.param("app_base_url", "ftp://x", "http(s)://", id="base-url"),
+    pytest.param("uptimerobot_api_url", "ftp://x", "http(s)://", id="api-url"),
+    pytest.param("uptimerobot_alert_email", "ops", "e-mail address", id="alert-email"),
     pytest.param("exclude_paths", ["static"], "starting with '/'", id="exclude-list"),
     pytest.param("exclude_paths", "/ok,admin", "starting with '/'", id="exclude-string"),
     pytest.param("readiness_timeout", 0, "greater than 0", id="readiness-timeout"),
@@ -427,6 +483,106 @@ def test_config_error_is_public_and_a_value_error() -> None:
 
 
 # Secrets and derived values ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "raw", "secret", "accepts"),
+    [
+        pytest.param(
+            "APP_BASE_URL",
+            "https://admin:s3cret-pw@crm.example.com",
+            "s3cret-pw",
+            "credentials",
+            id="base-url-credentials",
+        ),
+        pytest.param(
+            "APP_BASE_URL",
+            "ftp://admin:s3cret-pw@crm.example.com",
+            "s3cret-pw",
+            "credentials",
+            id="base-url-credentials-bad-scheme",
+        ),
+        pytest.param(
+            "UPTIMEROBOT_API_URL",
+            "https://u:s3cret-pw@api.example.com:bad/v2",
+            "s3cret-pw",
+            "credentials",
+            id="api-url-credentials-bad-port",
+        ),
+        pytest.param("UPTIMEROBOT_ALERT_SMS", "call 4449876543x", "4449876543", "phone", id="sms"),
+        pytest.param("UPTIMEROBOT_ALERT_SMS", "+1 55", "+1 55", "phone", id="sms-short"),
+        pytest.param(
+            "UPTIMEROBOT_ALERT_WEBHOOK",
+            "ftp://hooks.example.com/T0/s3cret-hook-token",
+            "s3cret-hook-token",
+            "http(s)://",
+            id="webhook",
+        ),
+        pytest.param(
+            "APP_BASE_URL",
+            "https://u:s3cret-pw@[::1/x",
+            "s3cret-pw",
+            "not a valid URL",
+            id="base-url-unparsable",
+        ),
+        pytest.param(
+            "UPTIMEROBOT_ALERT_WEBHOOK",
+            "https://[::1/s3cret-hook-token",
+            "s3cret-hook-token",
+            "http(s)://",
+            id="webhook-unparsable",
+        ),
+    ],
+)
+def test_bad_secret_values_are_refused_without_echoing_them(
+    env: str, raw: str, secret: str, accepts: str
+) -> None:
+    """Credentials, phone numbers and webhook URLs are never echoed in the one-line error."""
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env(environ={env: raw})
+    assert_one_line_naming(caught.value, env, accepts)
+    assert secret not in str(caught.value)
+
+
+def test_repr_hides_alert_phone_numbers_and_webhooks() -> None:
+    """A phone number and a webhook URL (which often holds a token) are not shown by repr."""
+    cfg = Config(
+        uptimerobot_alert_sms="+15551234567",
+        uptimerobot_alert_webhook="https://hooks.example.com/T0/s3cret-hook-token",
+        uptimerobot_alert_email="ops@example.com",
+    )
+    assert "5551234567" not in repr(cfg)
+    assert "s3cret-hook-token" not in repr(cfg)
+    assert "ops@example.com" in repr(cfg)
+
+
+def test_application_defaults_sit_below_the_environment_and_keywords() -> None:
+    """``defaults=`` replaces our defaults; a variable beats it, a keyword beats both."""
+    defaults = {"service_name": "Demo API", "version": "1.0.0"}
+    cfg = Config.from_env(environ={}, defaults=defaults)
+    assert (cfg.service_name, cfg.version) == ("Demo API", "1.0.0")
+    cfg = Config.from_env(environ={"WSGI_OBSERVE_VERSION": "2.0.0"}, defaults=defaults)
+    assert (cfg.service_name, cfg.version) == ("Demo API", "2.0.0")
+    cfg = Config.from_env(
+        environ={"WSGI_OBSERVE_VERSION": "2.0.0"}, defaults=defaults, version="3.0.0"
+    )
+    assert cfg.version == "3.0.0"
+
+
+def test_application_defaults_are_validated_and_must_be_fields() -> None:
+    """A bad default fails like any value; an unknown one is a TypeError."""
+    with pytest.raises(ConfigError):
+        Config.from_env(environ={}, defaults={"log_level": "LOUD"})
+    with pytest.raises(TypeError, match="colour"):
+        Config.from_env(environ={}, defaults={"colour": "blue"})
+
+
+def test_readme_configuration_table_lists_every_variable_once() -> None:
+    """The README's one configuration table has a row per Config field, with its variable."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \|", readme, flags=re.MULTILINE)
+    assert sorted(rows) == sorted((name, var.env) for name, var in ENV_VARS.items())
+    assert readme.count("| Keyword | Variable |") == 1
 
 
 @pytest.mark.parametrize(

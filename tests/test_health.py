@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 from wsgiref.util import setup_testing_defaults
@@ -676,3 +679,55 @@ def test_a_check_hung_before_a_fork_is_run_again_in_the_child() -> None:
     body = runner.result()
     assert body["checks"]["db"]["status"] == "healthy"
     assert calls == [1]
+
+
+# Check messages are redacted (issue 9) --------------------------------------------------
+
+LEAKED = "pw-s3cr3t-77"
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        pytest.param(
+            returning({"status": "unhealthy", "message": f"no postgres://app:{LEAKED}@db/crm"}),
+            id="returned-message",
+        ),
+        pytest.param(
+            raiser(RuntimeError(f"connect to postgres://app:{LEAKED}@db/crm failed")),
+            id="raised-message",
+        ),
+        pytest.param(
+            returning(
+                {
+                    "status": "degraded",
+                    "db_password": LEAKED,
+                    "detail": {"url": f"redis://:{LEAKED}@cache:6379/0"},
+                }
+            ),
+            id="extra-fields",
+        ),
+    ],
+)
+def test_check_secrets_never_reach_probes_metrics_or_logs(
+    check: Callable[[], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A check's DSN password is redacted in /health/ready, both /metrics formats and logs."""
+    caplog.set_level(logging.DEBUG)
+    app = make_middleware({"database": check})
+    status, body = ready_body(app)
+    assert status == 503
+    assert "[redacted]" in orjson.dumps(body).decode()
+    _, _, metrics_json = call(app, "/metrics")
+    _, _, metrics_text = call(app, "/metrics", headers={"Accept": "text/plain; version=0.0.4"})
+    assert b"wsgi_observe_readiness_check_healthy" in metrics_text
+    log_files = [p.read_text() for p in Path(os.environ["LOG_DIR"]).glob("*.log")]
+    shown = [orjson.dumps(body).decode(), metrics_json.decode(), metrics_text.decode()]
+    for text in [*shown, caplog.text, *log_files]:
+        assert LEAKED not in text
+
+
+def test_check_status_survives_redaction() -> None:
+    """Redaction never touches the status a check reported, nor its ordinary message."""
+    result = single(returning({"status": "degraded", "message": "replica lag 3s"}))
+    assert (result["status"], result["message"]) == ("degraded", "replica lag 3s")

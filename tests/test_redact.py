@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
 import pytest
 
+from wsgi_observe.integrations.sentry import scrub_breadcrumb, scrub_event
+from wsgi_observe.logs import JsonFormatter
 from wsgi_observe.redact import (
     REDACTED,
     is_secret_header,
+    is_secret_key,
     is_secret_name,
     redact_dsn,
     redact_headers,
@@ -14,7 +26,9 @@ from wsgi_observe.redact import (
     redact_query,
     redact_sql,
     redact_text,
+    redact_value,
 )
+from wsgi_observe.uptimerobot import UptimeRobotClient, UptimeRobotError
 
 
 @pytest.mark.parametrize(
@@ -178,3 +192,229 @@ def test_is_secret_name_matches_parts_but_not_lookalikes() -> None:
     assert is_secret_name("X-Refresh-Token")
     assert not is_secret_name("monkey")
     assert not is_secret_name("sort_key")
+
+
+# Issue 9: names the scrubber missed ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        pytest.param("passphrase=correct-horse&x=1", f"passphrase={REDACTED}&x=1", id="passphrase"),
+        pytest.param("%70assword=hunter2", f"%70assword={REDACTED}", id="encoded-p-alone"),
+        pytest.param(
+            "q=1&%70%61ssword=hunter2", f"q=1&%70%61ssword={REDACTED}", id="encoded-two-letters"
+        ),
+        pytest.param("%2570assword=hunter2", f"%2570assword={REDACTED}", id="double-encoded"),
+        pytest.param("pass=hunter2", f"pass={REDACTED}", id="pass"),
+        pytest.param("q=%70izza&compass=north", "q=%70izza&compass=north", id="encoded-harmless"),
+    ],
+)
+def test_redact_query_catches_passphrases_and_encoded_names(query: str, expected: str) -> None:
+    """``passphrase=`` and percent-encoded secret names are redacted with no other hint word."""
+    assert redact_query(query) == expected
+    assert redact_text(f"GET /login?{query} HTTP/1.1") == f"GET /login?{expected} HTTP/1.1"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param('{"passphrase": "correct-horse"}', id="json"),
+        pytest.param("gpg passphrase: correct-horse", id="prose"),
+        pytest.param("passphrase=correct-horse", id="pair"),
+    ],
+)
+def test_redact_text_hides_passphrases(text: str) -> None:
+    """A passphrase is a password: hidden in JSON, prose and pairs alike."""
+    assert "correct-horse" not in redact_text(text)
+
+
+def test_passphrase_is_a_secret_name_and_sql_literal() -> None:
+    """``passphrase`` names a secret as a key and as an SQL literal."""
+    assert is_secret_name("passphrase")
+    assert is_secret_name("GPG_PASSPHRASE")
+    assert "s3cret" not in redact_sql("SELECT pgp_sym_decrypt(data, passphrase = 's3cret')")
+
+
+# The one walker ------------------------------------------------------------------------
+
+SAMPLE: dict[str, Any] = {
+    "url": "connect to postgres://app:pw-1@db/crm failed",
+    "login": "GET /x?%70assword=hunter2",
+    "HTTP_AUTHORIZATION": "Basic dXNlcjpwYXNz",
+    "HTTP_X_SESSION_ID": "s-0815",
+    "HTTP_ACCEPT": "text/html",
+    "passphrase": "correct-horse",
+    "token_count": 42,
+    "enabled": True,
+    "nothing": None,
+    "tokens": ["tk-1", "tk-2", 7],
+    "nested": {"client_secret": "cs-9", "items": ["token=abc", 3, ("key=zz", "fine")]},
+    "note": "nothing secret here",
+}
+SAMPLE_REDACTED: dict[str, Any] = {
+    "url": f"connect to postgres://app:{REDACTED}@db/crm failed",
+    "login": f"GET /x?%70assword={REDACTED}",
+    "HTTP_AUTHORIZATION": REDACTED,
+    "HTTP_X_SESSION_ID": REDACTED,
+    "HTTP_ACCEPT": "text/html",
+    "passphrase": REDACTED,
+    "token_count": 42,
+    "enabled": True,
+    "nothing": None,
+    "tokens": [REDACTED, REDACTED, 7],
+    "nested": {
+        "client_secret": REDACTED,
+        "items": [f"token={REDACTED}", 3, [f"key={REDACTED}", "fine"]],
+    },
+    "note": "nothing secret here",
+}
+
+
+def test_redact_value_copies_by_default() -> None:
+    """The walker returns a scrubbed copy and leaves its input alone."""
+    data = copy.deepcopy(SAMPLE)
+    assert redact_value(data) == SAMPLE_REDACTED
+    assert data == SAMPLE
+
+
+def test_redact_value_in_place_rewrites_dicts_and_lists() -> None:
+    """In place, the same dicts and lists come back rewritten, with the copy's result."""
+    data = copy.deepcopy(SAMPLE)
+    nested = data["nested"]
+    result = redact_value(data, in_place=True)
+    assert result is data
+    assert data["nested"] is nested
+    assert data == SAMPLE_REDACTED
+
+
+@pytest.mark.parametrize(
+    "in_place", [pytest.param(False, id="copy"), pytest.param(True, id="in-place")]
+)
+def test_redact_value_under_a_secret_key_hides_everything_but_numbers(in_place: bool) -> None:
+    """Under a secret key, text, bytes and objects are hidden, numbers kept, at any depth."""
+
+    class Opaque:
+        def __str__(self) -> str:
+            return "opaque-secret"
+
+    value = {"a": ["x", b"y", Opaque(), 1.5, None], "b": {"c": "d"}}
+    assert redact_value(value, key="credentials", in_place=in_place) == {
+        "a": [REDACTED, REDACTED, REDACTED, 1.5, None],
+        "b": {"c": REDACTED},
+    }
+    assert redact_value("plain", key="HTTP_COOKIE") == REDACTED
+    assert redact_value(7, key="password") == 7
+
+
+def test_redact_value_past_its_depth_scrubs_the_text_of_what_is_left() -> None:
+    """A container deeper than ``depth`` becomes its text, scrubbed: no secret passes unread."""
+    deep: dict[str, Any] = {"password": "hunter2"}
+    for _ in range(8):
+        deep = {"down": deep}
+    text = json.dumps(redact_value(deep, depth=3))
+    assert "hunter2" not in text
+    assert REDACTED in text
+
+
+def test_redact_value_survives_a_cycle() -> None:
+    """A self-referencing structure ends at the depth limit instead of recursing forever."""
+    loop: dict[str, Any] = {"api_key": "k-1"}
+    loop["self"] = loop
+    assert "k-1" not in json.dumps(redact_value(loop))
+
+
+def test_is_secret_key_knows_wsgi_header_keys() -> None:
+    """``HTTP_*`` keys use the header rules; text keys only; ordinary keys are not secret."""
+    assert is_secret_key("HTTP_AUTHORIZATION")
+    assert is_secret_key("HTTP_X_SESSION_ID")
+    assert is_secret_key("http_cookie")
+    assert not is_secret_key("HTTP_ACCEPT")
+    assert not is_secret_key(42)
+    assert not is_secret_key("PATH_INFO")
+
+
+# The three users of the walker: logs, Sentry, the UptimeRobot client ---------------------
+
+
+def _log_line(**extra: Any) -> dict[str, Any]:
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "%s", (extra.pop("msg", ""),), None)
+    for name, value in extra.items():
+        setattr(record, name, value)
+    return orjson.loads(JsonFormatter().format(record))
+
+
+class _FailingApi(ThreadingHTTPServer):
+    """Answers every UptimeRobot call with ``stat: fail`` and the next queued message."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _FailingApiHandler)
+        self.messages: list[str] = []
+
+
+class _FailingApiHandler(BaseHTTPRequestHandler):
+    server: _FailingApi
+
+    def do_POST(self) -> None:  # http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        message = self.server.messages.pop(0)
+        body = json.dumps({"stat": "fail", "error": {"type": "x", "message": message}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep test output quiet
+
+
+@pytest.fixture
+def failing_api() -> Iterator[_FailingApi]:
+    """A local API that fails each call with a message the test chooses."""
+    server = _FailingApi()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+TEXTS = [
+    pytest.param(SAMPLE["url"], id="dsn"),
+    pytest.param(SAMPLE["login"], id="encoded-name"),
+    pytest.param("passphrase=correct-horse", id="passphrase"),
+    pytest.param("Authorization: Bearer eyJhbGciOi.J9.xyz", id="bearer"),
+    pytest.param("nothing secret here", id="plain"),
+]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_logs_sentry_and_uptimerobot_scrub_text_alike(failing_api: _FailingApi, text: str) -> None:
+    """One text comes out the same from a log line, a Sentry event and an UptimeRobot error."""
+    expected = redact_value(text)
+    logged = _log_line(msg=text, note=text)
+    event = scrub_event({"message": text, "extra": {"note": text}})
+    failing_api.messages.append(text)
+    base_url = f"http://127.0.0.1:{failing_api.server_address[1]}/v2"
+    with UptimeRobotClient("u123-test-key", base_url=base_url) as client:
+        with pytest.raises(UptimeRobotError) as caught:
+            client.call("getMonitors")
+    assert (logged["message"], logged["note"]) == (expected, expected)
+    assert (event["message"], event["extra"]["note"]) == (expected, expected)
+    assert caught.value.message == expected
+
+
+def test_logs_and_sentry_scrub_structures_alike() -> None:
+    """The same nested fields come out the same from a log line and a Sentry event."""
+    logged = _log_line(data=copy.deepcopy(SAMPLE))
+    event = scrub_event({"extra": {"data": copy.deepcopy(SAMPLE)}})
+    breadcrumb = scrub_breadcrumb({"data": copy.deepcopy(SAMPLE)})
+    assert logged["data"] == SAMPLE_REDACTED
+    assert event["extra"]["data"] == SAMPLE_REDACTED
+    assert breadcrumb["data"] == SAMPLE_REDACTED

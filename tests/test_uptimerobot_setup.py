@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from fake_uptimerobot import VALID_API_KEY, FakeUptimeRobot, contacts_of, http_method_of
 
+from wsgi_observe.config import Config
 from wsgi_observe.uptimerobot import UptimeRobotClient
-from wsgi_observe.uptimerobot.command import main
+from wsgi_observe.uptimerobot.command import SetupSettings, main
 from wsgi_observe.uptimerobot.plan import (
     DEFAULT_MONITORS,
     AlertContactSpec,
@@ -453,3 +454,75 @@ def test_monitor_spec_validates_its_fields(kwargs: dict[str, object]) -> None:
     fields.update(kwargs)
     with pytest.raises(ValueError):
         MonitorSpec(**fields)  # type: ignore[arg-type]
+
+
+# Configuration comes from Config -----------------------------------------------------------
+
+
+def test_settings_are_a_view_of_config_and_read_no_environment(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """SetupSettings.from_config uses the Config it is given, whatever the environment says."""
+    plan = tmp_path / "plan.json"
+    plan.write_text('[{"name": "Home", "path": "/", "method": "HEAD"}]', encoding="utf-8")
+    config = Config(
+        uptimerobot_api_key="u111-config-key",
+        app_base_url="https://from-config.example.com/",
+        uptimerobot_api_url="http://127.0.0.1:9/v2",
+        uptimerobot_monitors_file=str(plan),
+        uptimerobot_alert_sms="+15551234567",
+        uptimerobot_alert_webhook="https://hooks.example.com/T0",
+    )
+    settings = SetupSettings.from_config(config)
+    assert settings.api_key == "u111-config-key"
+    assert settings.base_url == "https://from-config.example.com"
+    assert settings.api_url == "http://127.0.0.1:9/v2"
+    assert settings.prefix == "from-config.example.com"  # no prefix, no service name: the host
+    assert [m.name for m in settings.monitors] == ["Home"]
+    assert [c.kind for c in settings.alert_contacts] == ["sms", "webhook"]
+    assert "u111-config-key" not in repr(settings)
+
+
+def test_main_validates_the_whole_config_first(
+    fake: FakeUptimeRobot, env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Settings come from Config.from_env(), so any bad variable stops setup with code 2."""
+    env.setenv("LOG_LEVEL", "LOUD")
+    assert main(["setup"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "LOG_LEVEL" in err
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "secret"),
+    [
+        pytest.param("UPTIMEROBOT_ALERT_SMS", "call me 4449876543x", "4449876543", id="sms"),
+        pytest.param(
+            "UPTIMEROBOT_ALERT_WEBHOOK",
+            "hooks.example.com/T0/s3cret-hook",
+            "s3cret-hook",
+            id="hook",
+        ),
+        pytest.param(
+            "UPTIMEROBOT_API_URL", "https://u:s3cret-pw@api.example.com", "s3cret-pw", id="api-url"
+        ),
+    ],
+)
+def test_bad_contacts_exit_2_without_echoing_them(
+    fake: FakeUptimeRobot,
+    env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+    secret: str,
+) -> None:
+    """A malformed phone number, webhook or API URL exits 2 with one line that hides the value."""
+    env.setenv(variable, value)
+    assert main(["setup"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert variable in err
+    assert secret not in err
+    assert fake.requests == []

@@ -12,14 +12,17 @@ reports as unhealthy with the exception's message. Example::
 
 from __future__ import annotations
 
+import base64
+import importlib
 import os
 import socket
 import ssl
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any, Optional
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from . import _http
+from .redact import redact_text
 
 __all__ = ["database", "env_configured", "http", "redis", "tcp"]
 
@@ -74,22 +77,55 @@ def http(
     expect_status: Optional[int] = None,
     timeout_s: float = 1.5,
     headers: Optional[dict[str, str]] = None,
+    follow_redirects: bool = False,
+    proxy: Optional[str] = None,
 ) -> Callable[[], CheckResult]:
-    """Healthy when ``url`` answers ``expect_status`` (default: any 2xx or 3xx)."""
+    """Healthy when ``url`` answers ``expect_status`` (default: any 2xx or 3xx).
+
+    The probe reports what ``url`` itself answers: a redirect is not followed unless
+    ``follow_redirects=True`` (then at most 5), and ``HTTP_PROXY``/``HTTPS_PROXY`` are not
+    used; give ``proxy="http://proxy:3128"`` to go through one. Each run opens a fresh
+    connection (through urllib3, like every request of the package) and closes it.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"http check: expected an http(s):// URL, got {url!r}")
     port = f":{parts.port}" if parts.port else ""
     shown = f"{parts.scheme}://{parts.hostname}{port}{parts.path}"  # never the query or userinfo
+    request_headers = dict(headers or {})
+    if parts.username is not None or parts.password is not None:
+        # urllib3 does not turn URL credentials into a header: do it, as urllib did.
+        user = unquote(parts.username or "")
+        password = unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        request_headers.setdefault("Authorization", f"Basic {token}")
+        netloc = parts.hostname or ""
+        if ":" in netloc:
+            netloc = f"[{netloc}]"
+        url = urlunsplit(parts._replace(netloc=f"{netloc}{port}"))
+    if proxy is not None:
+        _http.new_pool(proxy=proxy).clear()  # refuse a bad proxy URL now, not at each probe
 
     def check() -> CheckResult:
-        request = urllib.request.Request(url, method=method, headers=headers or {})
+        import urllib3
+
+        pool = _http.new_pool(proxy=proxy)
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                code = response.status
-        except urllib.error.HTTPError as error:
-            code = error.code
-            error.close()
+            response = _http.request(
+                pool,
+                method,
+                url,
+                headers=request_headers,
+                timeout_s=timeout_s,
+                follow_redirects=follow_redirects,
+                preload_content=False,  # the status is the answer; the body is not read
+            )
+            code = response.status
+            response.close()
+        except urllib3.exceptions.HTTPError as error:
+            raise ConnectionError(f"{shown}: {_http.describe_error(error)}") from None
+        finally:
+            pool.clear()
         ok = code == expect_status if expect_status is not None else 200 <= code < 400
         return {
             "status": "healthy" if ok else "unhealthy",
@@ -101,16 +137,73 @@ def http(
 
 
 def redis(
-    url: str = "redis://127.0.0.1:6379/0", *, timeout_s: float = 1.5
+    url: str = "redis://127.0.0.1:6379/0",
+    *,
+    client: Optional[Callable[[], Any]] = None,
+    timeout_s: float = 1.5,
 ) -> Callable[[], CheckResult]:
-    """Healthy when the Redis server at ``url`` answers PING with PONG.
+    """Healthy when Redis answers PING.
 
-    Speaks RESP directly over a socket (``redis://`` and ``rediss://``, optional password
-    and username), so it needs no client library.
+    Give a URL (``redis://``, ``rediss://`` for TLS, ``unix:///run/redis.sock``; a
+    password and user name in it) or ``client``, a factory that returns a client with a
+    ``ping()`` method, for everything a URL cannot say (Sentinel, TLS certificates,
+    cluster)::
+
+        checks.redis(client=lambda: Sentinel([("s1", 26379)]).master_for("main"))
+
+    With ``redis-py`` installed (``pip install wsgi_observe[redis]``) the URL goes to
+    ``redis.Redis.from_url`` with ``timeout_s`` as its socket timeouts. Without it, the check
+    speaks RESP itself over a socket (``redis://``, ``rediss://`` and ``unix://``: AUTH and
+    PING only). Each run makes a new client and closes it.
     """
+    if client is not None:
+        if not callable(client):
+            raise TypeError(f"redis check: client must be a factory (a callable), got {client!r}")
+        return _redis_client_check(client)
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss"):
-        raise ValueError(f"redis check: expected a redis:// or rediss:// URL, got {url!r}")
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(
+            f"redis check: expected a redis://, rediss:// or unix:// URL, got {redact_text(url)!r}"
+        )
+    try:
+        redis_py = importlib.import_module("redis")
+    except ImportError:
+        return _redis_socket_check(url, timeout_s)
+
+    def connect() -> Any:
+        return redis_py.Redis.from_url(
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+
+    return _redis_client_check(connect)
+
+
+def _redis_client_check(connect: Callable[[], Any]) -> Callable[[], CheckResult]:
+    def check() -> CheckResult:
+        client = connect()
+        try:
+            answer = client.ping()
+        except Exception as error:
+            # redis-py's errors (RedisError and its ConnectionError, AuthenticationError,
+            # TimeoutError) carry the server's words; any other client's error is raised.
+            if not any(c.__module__.startswith("redis") for c in type(error).__mro__):
+                raise
+            return {"status": "unhealthy", "message": f"Redis error: {error}"}
+        finally:
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
+        if answer is False:
+            return {"status": "unhealthy", "message": "Redis did not answer PONG"}
+        return {"status": "healthy", "message": "Redis connection successful"}
+
+    check.__name__ = "redis_check"
+    return check
+
+
+def _redis_socket_check(url: str, timeout_s: float) -> Callable[[], CheckResult]:
+    """The no-dependency fallback: AUTH (when the URL has a password) and PING over RESP."""
+    parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or 6379
     username = unquote(parts.username) if parts.username else None
@@ -123,12 +216,28 @@ def redis(
             out.append(b"$%d\r\n%s\r\n" % (len(data), data))
         return b"".join(out)
 
-    def check() -> CheckResult:
+    def open_socket() -> socket.socket:
+        if parts.scheme == "unix":
+            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                raw.settimeout(timeout_s)
+                raw.connect(unquote(parts.path))
+            except BaseException:
+                raw.close()
+                raise
+            return raw
         raw = socket.create_connection((host, port), timeout=timeout_s)
-        sock: socket.socket = raw
+        if parts.scheme == "rediss":
+            try:
+                return ssl.create_default_context().wrap_socket(raw, server_hostname=host)
+            except BaseException:
+                raw.close()
+                raise
+        return raw
+
+    def check() -> CheckResult:
+        sock = open_socket()
         try:
-            if parts.scheme == "rediss":
-                sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host)
             payload = b""
             if password is not None:
                 auth = ("AUTH", username, password) if username else ("AUTH", password)
@@ -169,6 +278,8 @@ def env_configured(*names: str, status_if_missing: str = "degraded") -> Callable
         raise ValueError("status_if_missing must be 'degraded' or 'unhealthy'")
 
     def check() -> CheckResult:
+        # The one read of os.environ outside Config, on purpose: this check's job is to look
+        # at the environment as it is when the probe runs, not as it was at start-up.
         missing = [name for name in names if not os.environ.get(name, "").strip()]
         if missing:
             secret = ("KEY", "TOKEN", "SECRET", "PASSWORD", "DSN", "CREDENTIAL")

@@ -14,9 +14,12 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
-__all__ = ["ENV_VARS", "Config", "ConfigError", "check_log_dir"]
+__all__ = ["DEFAULT_UPTIMEROBOT_API_URL", "ENV_VARS", "Config", "ConfigError", "check_log_dir"]
+
+#: The UptimeRobot API v2 root (``UPTIMEROBOT_API_URL`` points elsewhere, a local fake in tests).
+DEFAULT_UPTIMEROBOT_API_URL = "https://api.uptimerobot.com/v2"
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "console")
@@ -133,13 +136,62 @@ def _dsn(name: str, raw: Any) -> Optional[str]:
 
 
 def _url(name: str, raw: Any) -> Optional[str]:
+    """An http(s):// base URL: a host, a valid port, no credentials, no ?query or #fragment."""
     value = _opt_text(name, raw)
     if value is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    parts = _split(value)
+    if parts is None:
+        raise ConfigError(f"{name}: not a valid URL")  # unparsable: do not echo it
+    if "@" in parts.netloc:
+        # Do not echo it: the credentials are the problem.
+        raise ConfigError(f"{name}: must not contain credentials (user:password@)")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: not a valid URL (bad port)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
         raise ConfigError(f"{name}={raw!r}: expected an http(s):// URL")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{name}={raw!r}: expected no ?query or #fragment")
     return value.rstrip("/")
+
+
+def _split(value: str) -> Optional[SplitResult]:
+    """``urlsplit(value)``, or None where it raises (``https://[::1`` is "Invalid IPv6 URL")."""
+    try:
+        return urlsplit(value)
+    except ValueError:
+        return None
+
+
+def _email(name: str, raw: Any) -> Optional[str]:
+    value = _opt_text(name, raw)
+    if value is not None and ("@" not in value or " " in value):
+        raise ConfigError(f"{name}={raw!r}: expected an e-mail address")
+    return value
+
+
+def _phone(name: str, raw: Any) -> Optional[str]:
+    value = _opt_text(name, raw)
+    if value is None:
+        return None
+    digits = "".join(ch for ch in value if ch.isdigit())
+    if len(digits) < 6 or any(ch.isalpha() for ch in value):
+        # Do not echo a phone number into logs.
+        raise ConfigError(f"{name}: expected a phone number like +15551234567")
+    return value
+
+
+def _webhook(name: str, raw: Any) -> Optional[str]:
+    value = _opt_text(name, raw)
+    if value is None:
+        return None
+    parts = _split(value)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        # Webhook URLs often embed a secret token: do not echo it.
+        raise ConfigError(f"{name}: expected an http(s):// URL")
+    return value
 
 
 def _bool(name: str, raw: Any) -> bool:
@@ -215,7 +267,36 @@ ENV_VARS: Mapping[str, _Var] = {
     ),
     "uptimerobot_api_key": _Var("UPTIMEROBOT_API_KEY", _opt_text, "UptimeRobot main API key"),
     "app_base_url": _Var("APP_BASE_URL", _url, "Public base URL that UptimeRobot checks"),
+    "uptimerobot_api_url": _Var("UPTIMEROBOT_API_URL", _url, "UptimeRobot API root"),
+    "uptimerobot_prefix": _Var(
+        "UPTIMEROBOT_PREFIX",
+        _opt_text,
+        "Put before monitor names (default: service name, else the host)",
+    ),
+    "uptimerobot_monitors_file": _Var(
+        "UPTIMEROBOT_MONITORS_FILE", _opt_text, "JSON list of monitors replacing the defaults"
+    ),
+    "uptimerobot_alert_email": _Var(
+        "UPTIMEROBOT_ALERT_EMAIL", _email, "E-mail alert contact to create and attach"
+    ),
+    "uptimerobot_alert_sms": _Var(
+        "UPTIMEROBOT_ALERT_SMS", _phone, "SMS alert contact (+15551234567) to create and attach"
+    ),
+    "uptimerobot_alert_webhook": _Var(
+        "UPTIMEROBOT_ALERT_WEBHOOK", _webhook, "Webhook alert contact to create and attach"
+    ),
 }
+
+#: Fields whose values are secrets (or personal data): never shown by ``repr``.
+_HIDDEN = frozenset(
+    (
+        "sentry_dsn",
+        "metrics_token",
+        "uptimerobot_api_key",
+        "uptimerobot_alert_sms",
+        "uptimerobot_alert_webhook",
+    )
+)
 
 
 #: Fields that must have a value (the others accept None, meaning "not set").
@@ -232,6 +313,7 @@ _REQUIRED = frozenset(
         "readiness_cache_ttl",
         "max_endpoints",
         "exclude_paths",
+        "uptimerobot_api_url",
     )
 )
 
@@ -270,6 +352,12 @@ class Config:
     exclude_paths: tuple[str, ...] = ()
     uptimerobot_api_key: Optional[str] = field(default=None, repr=False)
     app_base_url: Optional[str] = None
+    uptimerobot_api_url: str = DEFAULT_UPTIMEROBOT_API_URL
+    uptimerobot_prefix: Optional[str] = None
+    uptimerobot_monitors_file: Optional[str] = None
+    uptimerobot_alert_email: Optional[str] = None
+    uptimerobot_alert_sms: Optional[str] = field(default=None, repr=False)
+    uptimerobot_alert_webhook: Optional[str] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Validate values given directly to the constructor the same way as env values.
@@ -286,20 +374,28 @@ class Config:
         shown = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("sentry_dsn", "metrics_token", "uptimerobot_api_key") and value:
+            if f.name in _HIDDEN and value:
                 value = "<redacted>"
             shown.append(f"{f.name}={value!r}")
         return f"Config({', '.join(shown)})"
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> Config:
-        """Build a Config from ``overrides`` over ``environ`` (default ``os.environ``)."""
+    def from_env(
+        cls,
+        environ: Optional[Mapping[str, str]] = None,
+        *,
+        defaults: Optional[Mapping[str, Any]] = None,
+        **overrides: Any,
+    ) -> Config:
+        """Build a Config from ``overrides`` over ``environ`` (default ``os.environ``) over
+        ``defaults`` (field name -> value, for an application whose defaults differ from
+        ours, like the demo's service name) over the built-in defaults."""
         env = os.environ if environ is None else environ
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - known)
+        unknown = sorted((set(overrides) | set(defaults or ())) - known)
         if unknown:
             raise TypeError(f"unknown configuration option(s): {', '.join(unknown)}")
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(defaults or {})  # validated by __post_init__
         for name, var in ENV_VARS.items():
             if name in overrides:
                 continue

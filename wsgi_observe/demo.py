@@ -20,6 +20,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from . import checks
+from .config import Config
 from .middleware import ObservabilityMiddleware
 from .tracking import performance_tracking
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
     from ._types import StartResponse, WSGIEnvironment
 
+# The demo application's own setting (an app reads its database URL itself), not one of
+# wsgi_observe's: those are all read by Config.
 DB_PATH = os.environ.get(
     "DEMO_DB", os.path.join(tempfile.gettempdir(), "wsgi_observe_demo.sqlite3")
 )
@@ -149,8 +152,8 @@ def demo_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterabl
 _init_db()
 app = ObservabilityMiddleware(
     demo_app,
-    service_name=os.environ.get("WSGI_OBSERVE_SERVICE_NAME", "iSwitch Roofs CRM API"),
-    version=os.environ.get("WSGI_OBSERVE_VERSION", "1.0.0"),
+    # The demo's own defaults; WSGI_OBSERVE_SERVICE_NAME and WSGI_OBSERVE_VERSION still win.
+    config=Config.from_env(defaults={"service_name": "iSwitch Roofs CRM API", "version": "1.0.0"}),
     checks={
         "database": checks.database(_connect),
         "external_services": {

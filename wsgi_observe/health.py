@@ -24,6 +24,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Optional, Union
 
 from ._time import iso_utc
+from .redact import redact_mapping
 
 __all__ = ["ReadinessRunner", "overall_status"]
 
@@ -45,6 +46,16 @@ def _describe(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     name = type(error).__name__
     return f"{name}: {text}"[:300] if text else name
+
+
+def _redacted(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with secrets replaced (its ``status`` is one of ours and stays as it is)."""
+    try:
+        scrubbed = redact_mapping(result)
+    except Exception:  # a value that cannot be read: say so, without its text
+        scrubbed = {"message": "check returned a value that could not be read"}
+    scrubbed["status"] = result["status"]
+    return scrubbed
 
 
 def _interpret(outcome: Any) -> dict[str, Any]:
@@ -79,7 +90,11 @@ class _Check:
             result = _interpret(self.fn())
         except BaseException as error:  # even SystemExit: it runs in its own thread
             result = {"status": "unhealthy", "message": _describe(error)}
-        result["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        latency_ms = round((time.perf_counter() - started) * 1000, 2)
+        # What a check says goes to /health/ready, /metrics and logs: a driver's message
+        # can carry the DSN it failed on (postgres://u:pw@db), so scrub it here, once.
+        result = _redacted(result)
+        result["latency_ms"] = latency_ms
         return result
 
 
@@ -170,7 +185,7 @@ class ReadinessRunner:
                         }
                     )
                 except Exception as error:  # pragma: no cover - run() catches everything
-                    results.append({"status": "unhealthy", "message": _describe(error)})
+                    results.append(_redacted({"status": "unhealthy", "message": _describe(error)}))
         checks: dict[str, Any] = {}
         for check, result in zip(self._checks, results):
             if check.group is None:

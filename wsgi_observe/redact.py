@@ -1,8 +1,10 @@
 """One scrubber for secrets: headers, query values, URL credentials (DSNs) and free text.
 
-Used by the logs (every line), Sentry (events) and the UptimeRobot client (errors), so a
-secret is recognised the same way everywhere. Everything here is pure and cheap on text
-that holds no secret: a fast pre-check skips the regular expressions.
+Used by the logs (every line), Sentry (events and breadcrumbs), the UptimeRobot client
+(errors) and the readiness runner (what checks say), so a secret is recognised the same way
+everywhere. Everything here is pure and cheap on text that holds no secret: a fast
+pre-check skips the regular expressions (percent-encoded text is decoded for it, so
+``%70assword=`` is caught too).
 
 - :func:`redact_headers`: ``Authorization``, ``Cookie``, ``Set-Cookie``, ``X-Api-Key``, and
   any header whose name speaks of a token, secret, password, session or signature.
@@ -13,8 +15,12 @@ that holds no secret: a fast pre-check skips the regular expressions.
 - :func:`redact_text`: all of the URL rules above plus ``name=value`` / ``name: value``
   pairs with a secret name and ``Bearer``/``Basic`` credentials, anywhere in the text.
 - :func:`redact_sql`: :func:`redact_text` plus ``password = '...'`` literals in SQL.
-- :func:`redact_mapping` / :func:`redact_value`: a copy with text under secret-named keys
-  replaced and every string scrubbed, recursively (``extra=`` fields, Sentry event data).
+- :func:`redact_value` / :func:`redact_mapping`: the one walker. Text and objects under
+  secret-named keys (``password``, ``HTTP_AUTHORIZATION``, ...) become ``[redacted]`` (numbers
+  stay: ``token_count: 42``), every other string goes through :func:`redact_text`, into
+  nested mappings, lists and tuples. It returns a copy (log fields, readiness results) or,
+  with ``in_place=True``, rewrites dicts and lists where they are (Sentry events, which are
+  large and already private to the event).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from urllib.parse import unquote_plus
 __all__ = [
     "REDACTED",
     "is_secret_header",
+    "is_secret_key",
     "is_secret_name",
     "redact_dsn",
     "redact_headers",
@@ -54,6 +61,8 @@ SECRET_NAMES = frozenset(
         "credentials",
         "id_token",
         "key",
+        "pass",
+        "passphrase",
         "passwd",
         "password",
         "private_key",
@@ -79,6 +88,7 @@ _SECRET_PARTS = (
     "token",
     "secret",
     "passw",
+    "passphrase",
     "apikey",
     "api_key",
     "signature",
@@ -89,8 +99,8 @@ _SECRET_PARTS = (
 
 # Cheap gates: a regular expression runs only when the lower-cased text holds one of these
 # (``re.I`` alternations cost microseconds even on text with no secret in it).
-_HINTS = ("key", "token", "secret", "passw", "pwd", "sig", "auth", "session", "cookie", "cred")
-_COLON_HINTS = ("passw", "pwd", "secret", "key", "token", "cookie")
+_HINTS = ("key", "token", "secret", "pass", "pwd", "sig", "auth", "session", "cookie", "cred")
+_COLON_HINTS = ("pass", "pwd", "secret", "key", "token", "cookie")
 _SCHEME_HINTS = ("bearer", "basic", "token")
 
 
@@ -99,6 +109,21 @@ def _has(low: str, words: tuple[str, ...]) -> bool:
         if word in low:
             return True
     return False
+
+
+# A letter or "_" written percent-encoded (%41-%7A), or an encoded "%" (%25, double
+# encoding): the only escapes that can hide a hint word. Encoders leave letters alone, so
+# everyday queries (%20, %2F, %3D, ...) skip the decoding below.
+_LETTER_ESCAPE = re.compile(r"%(?:[4-7]|25)").search  # one C-level scan: cheaper than five "in"
+
+
+def _has_encoded_hint(low: str) -> bool:
+    """Whether ``low`` hides a hint word behind percent-encoding (``%70assword=x``).
+
+    Called only when the plain text has a ``%`` and no hint: the cost for everyday queries
+    is one scan for letter escapes, which they do not have.
+    """
+    return _LETTER_ESCAPE(low) is not None and _has(_unquote(low), _HINTS)
 
 
 # scheme://user:password@ or scheme://key@ ; the password may itself hold "@".
@@ -111,7 +136,7 @@ _URL_USERINFO = re.compile(
 _PAIR = re.compile(r"(?P<name>[A-Za-z0-9_.\-\[\]%]+)=(?P<value>[^\s&;#\"',}]*)")
 # "password: x", "'token': 'x'", '"client_secret": "x"' (JSON, dict reprs, prose).
 _COLON = re.compile(
-    r"(?i)(?<![A-Za-z0-9])(?P<name>password|passwd|pwd|secret|client[_-]?secret|"
+    r"(?i)(?<![A-Za-z0-9])(?P<name>password|passwd|passphrase|pwd|secret|client[_-]?secret|"
     r"api[_-]?key|apikey|access[_-]?token|refresh[_-]?token|auth[_-]?token|token|cookie)"
     r"(?P<sep>[\"']?\s*:\s*[\"']?)(?P<value>[^\s\"',;}]+)"
 )
@@ -174,7 +199,10 @@ def redact_query(query_string: str) -> str:
 
     ``"q=shoes&api_key=abc&Token=x"`` gives ``"q=shoes&api_key=[redacted]&Token=[redacted]"``.
     """
-    if not query_string or "=" not in query_string or not _has(query_string.lower(), _HINTS):
+    if not query_string or "=" not in query_string:
+        return query_string
+    low = query_string.lower()
+    if not _has(low, _HINTS) and ("%" not in low or not _has_encoded_hint(low)):
         return query_string
     parts = re.split(r"([&;])", query_string)
     for index in range(0, len(parts), 2):
@@ -185,10 +213,16 @@ def redact_query(query_string: str) -> str:
 
 
 def _unquote(name: str) -> str:
-    try:
-        return unquote_plus(name)
-    except Exception:  # pragma: no cover - unquote_plus does not raise on str
-        return name
+    """``name`` percent-decoded until it stops changing (at most three rounds), so that a
+    doubly encoded ``%2570assword`` is recognised as well."""
+    for _ in range(3):
+        if "%" not in name and "+" not in name:
+            break
+        decoded = unquote_plus(name)
+        if decoded == name:
+            break
+        name = decoded
+    return name
 
 
 def _userinfo(match: re.Match[str]) -> str:
@@ -238,11 +272,15 @@ def redact_text(text: str) -> str:
     low = text.lower()
     if not (has_eq or has_colon) and not _has(low, _SCHEME_HINTS):
         return text
+    hinted = has_eq and _has(low, _HINTS)
+    if has_eq and not hinted and "%" in low and _has_encoded_hint(low):
+        hinted = True
+        low = f"{low} {_unquote(low)}"  # the decoded name must meet the gates below too
     if has_colon and "@" in text and "://" in text:
         text = _URL_USERINFO.sub(_userinfo, text)
     if "authorization" in low:
         text = _AUTHORIZATION.sub(lambda m: f"{m.group('head')}{REDACTED}", text)
-    if has_eq and _has(low, _HINTS):
+    if hinted:
         text = _PAIR.sub(_pair, text)
     if _has(low, _SCHEME_HINTS):
         text = _SCHEME_CREDENTIALS.sub(lambda m: f"{m.group('scheme')} {REDACTED}", text)
@@ -253,7 +291,8 @@ def redact_text(text: str) -> str:
 
 # password = 'x', PASSWORD 'x' (CREATE USER), api_key = "x" in SQL text.
 _SQL_SECRET = re.compile(
-    r"(?i)(?P<head>\b(?:password|passwd|secret|token|api_key|apikey|client_secret)\b\s*(?:=\s*)?)"
+    r"(?i)(?P<head>\b(?:password|passwd|passphrase|secret|token|api_key|apikey|client_secret)\b"
+    r"\s*(?:=\s*)?)"
     r"(?P<quote>['\"])(?:(?!(?P=quote)).)*(?P=quote)"
 )
 
@@ -262,35 +301,171 @@ def redact_sql(query: str) -> str:
     """``query`` with secret literals (``password = '...'``, ``PASSWORD '...'``) and the
     :func:`redact_text` secrets replaced."""
     low = query.lower()
-    if _has(low, ("passw", "secret", "token", "key")):
+    if _has(low, ("pass", "secret", "token", "key")):
         query = _SQL_SECRET.sub(lambda m: f"{m.group('head')}'{REDACTED}'", query)
     return redact_text(query)
 
 
-def redact_mapping(data: Mapping[Any, Any], *, depth: int = 6) -> dict[Any, Any]:
-    """A copy of ``data``: text under secret-named keys becomes ``[redacted]``, other strings
-    are scrubbed with :func:`redact_text`.
+# Whether a key names a secret, remembered: events and log fields repeat the same keys, and
+# a dict lookup is the cheapest test there is. Bounded, whatever keys the data carries.
+_SECRET_KEYS: dict[Any, bool] = {}
 
-    Nested mappings, lists and tuples are followed ``depth`` levels deep.
+
+def _remember(key: Any) -> bool:
+    if not isinstance(key, str):
+        secret = False
+    elif key[:5].upper() == "HTTP_":
+        secret = is_secret_header(key)
+    else:
+        secret = is_secret_name(key)
+    if len(_SECRET_KEYS) >= 4096:
+        _SECRET_KEYS.clear()
+    _SECRET_KEYS[key] = secret
+    return secret
+
+
+def is_secret_key(key: Any) -> bool:
+    """Whether a mapping key names a secret: a secret name (``api_key``, ``db_password``) or a
+    WSGI header key (``HTTP_AUTHORIZATION``, ``HTTP_X_SESSION_ID``). Keys that are not text
+    are never secret."""
+    secret = _SECRET_KEYS.get(key)
+    return _remember(key) if secret is None else secret
+
+
+#: How many levels of nested containers the walker follows by default.
+DEPTH = 6
+
+_KEPT = (int, float)  # numbers (and bools) stay, even under a secret name: token_count=42
+
+
+def redact_value(value: Any, *, key: Any = None, depth: int = DEPTH, in_place: bool = False) -> Any:
+    """``value`` with its secrets replaced: the walker that logs, Sentry, readiness results
+    and the UptimeRobot client share.
+
+    - Under a secret-named ``key`` (see :func:`is_secret_key`), text, bytes and other
+      objects become ``[redacted]``, and so does everything inside a container there
+      (a list of tokens is a list of secrets); numbers, bools and ``None`` stay.
+    - Every other string goes through :func:`redact_text`.
+    - Mappings, lists, tuples and sets are followed ``depth`` levels deep; a container deeper
+      than that becomes its scrubbed text (never a secret passed through unread).
+
+    By default the result is a copy (mappings become dicts, tuples and sets lists) and
+    ``value`` is left alone. ``in_place=True`` rewrites dicts and lists where they are and
+    returns ``value`` (other containers are still copied): Sentry events are big and ours to
+    change.
+
+    Example: ``redact_value({"password": "x", "url": "redis://:pw@h", "n": 3})`` gives
+    ``{"password": "[redacted]", "url": "redis://:[redacted]@h", "n": 3}``.
     """
-    return {key: _redact_value(key, value, depth) for key, value in data.items()}
+    secret = key is not None and is_secret_key(key)
+    return _walk(value, secret, depth, in_place)
 
 
-def _redact_value(key: Any, value: Any, depth: int) -> Any:
-    # Only text is a secret: ``token_count: 42`` keeps its number.
-    if isinstance(value, (str, bytes)) and isinstance(key, str) and is_secret_name(key):
-        return REDACTED
-    return redact_value(value, depth=depth)
+def redact_mapping(
+    data: Mapping[Any, Any], *, depth: int = DEPTH, in_place: bool = False
+) -> dict[Any, Any]:
+    """:func:`redact_value` for a mapping (a dict comes back)."""
+    result = _walk(data, False, depth, in_place)
+    return result if type(result) is dict else dict(result)
 
 
-def redact_value(value: Any, *, depth: int = 6) -> Any:
-    """``value`` scrubbed: strings through :func:`redact_text`, containers recursively."""
-    if isinstance(value, str):
-        return redact_text(value)
-    if depth <= 0:
+def _walk(value: Any, secret: bool, depth: int, in_place: bool) -> Any:
+    # Exact type checks first: nearly every node is a str, dict, list, number or None.
+    kind = type(value)
+    if kind is str:
+        return REDACTED if secret else redact_text(value)
+    if kind is dict or kind is list:
+        return _container(value, secret, depth, in_place)
+    if value is None or kind is int or kind is float or kind is bool:
         return value
+    if isinstance(value, str):
+        return REDACTED if secret else redact_text(str(value))
+    if isinstance(value, (Mapping, list, tuple, set, frozenset)):
+        return _container(value, secret, depth, False)
+    if isinstance(value, _KEPT):
+        return value
+    return REDACTED if secret else value
+
+
+def _container(value: Any, secret: bool, depth: int, in_place: bool) -> Any:
+    if depth <= 0:
+        return REDACTED if secret else redact_text(_text_of(value))
+    depth -= 1
+    if in_place:
+        kind = type(value)
+        if kind is dict:
+            return _dict_in_place(value, secret, depth)
+        if kind is list:
+            return _list_in_place(value, secret, depth)
     if isinstance(value, Mapping):
-        return {key: _redact_value(key, item, depth - 1) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_value(item, depth=depth - 1) for item in value]
+        return {
+            name: _walk(item, secret or is_secret_key(name), depth, False)
+            for name, item in value.items()
+        }
+    return [_walk(item, secret, depth, False) for item in value]
+
+
+# The in-place walk is Sentry's, once per event sent: strings, dicts and lists (nearly every
+# node) are handled inline, without a call per node.
+
+
+def _dict_in_place(value: dict[Any, Any], secret: bool, depth: int) -> dict[Any, Any]:
+    # Assigning existing keys while iterating is safe: the dict's size never changes.
+    known = _SECRET_KEYS
+    for name, item in value.items():
+        kind = type(item)
+        if item is None or kind is int or kind is float or kind is bool:
+            continue
+        if secret:
+            hidden = True
+        else:
+            remembered = known.get(name)
+            hidden = _remember(name) if remembered is None else remembered
+        if kind is str:
+            if hidden:
+                value[name] = REDACTED
+            else:
+                text = redact_text(item)
+                if text is not item:
+                    value[name] = text
+        elif depth <= 0 and (kind is dict or kind is list):
+            value[name] = REDACTED if hidden else redact_text(_text_of(item))
+        elif kind is dict:
+            _dict_in_place(item, hidden, depth - 1)
+        elif kind is list:
+            _list_in_place(item, hidden, depth - 1)
+        else:
+            done = _walk(item, hidden, depth, True)
+            if done is not item:
+                value[name] = done
     return value
+
+
+def _list_in_place(value: list[Any], secret: bool, depth: int) -> list[Any]:
+    for index, item in enumerate(value):
+        kind = type(item)
+        if kind is str:
+            if secret:
+                value[index] = REDACTED
+            else:
+                text = redact_text(item)
+                if text is not item:
+                    value[index] = text
+        elif depth <= 0 and (kind is dict or kind is list):
+            value[index] = REDACTED if secret else redact_text(_text_of(item))
+        elif kind is dict:
+            _dict_in_place(item, secret, depth - 1)
+        elif kind is list:
+            _list_in_place(item, secret, depth - 1)
+        elif item is not None and kind is not int and kind is not float and kind is not bool:
+            done = _walk(item, secret, depth, True)
+            if done is not item:
+                value[index] = done
+    return value
+
+
+def _text_of(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"

@@ -231,19 +231,20 @@ def scrub_event(event: dict[str, Any], hint: Any = None) -> dict[str, Any]:
     """``event`` with secrets replaced in place: secret-named keys (``Authorization``,
     ``HTTP_COOKIE``, ``api_key``, ...) and secrets inside strings (query values, DSNs and
     URL credentials, ``Bearer`` tokens), in request data, frame variables, breadcrumbs,
-    extras, contexts, messages and span data alike.
+    extras, contexts, messages and span data alike. The walker is
+    :func:`wsgi_observe.redact.redact_value`, the one the logs use, in its in-place mode.
     """
     try:
-        scrub = _scrubber()
+        redact = _redact_value()
         for key, value in event.items():
             if key in _NOT_SCRUBBED:
                 continue
             if key == "contexts" and type(value) is dict:
                 for name, context in value.items():
                     if name not in _PLAIN_CONTEXTS:
-                        value[name] = scrub(name, context, 10)
+                        value[name] = redact(context, key=name, depth=10, in_place=True)
             else:
-                event[key] = scrub(key, value, 12)
+                event[key] = redact(value, key=key, depth=12, in_place=True)
     except Exception as error:  # a scrubbing bug must not lose the event
         guarded("sentry scrub_event", error)
     return event
@@ -252,72 +253,24 @@ def scrub_event(event: dict[str, Any], hint: Any = None) -> dict[str, Any]:
 def scrub_breadcrumb(crumb: dict[str, Any], hint: Any = None) -> dict[str, Any]:
     """A breadcrumb with secrets replaced (same rules as :func:`scrub_event`)."""
     try:
-        scrub = _scrubber()
+        redact = _redact_value()
         for key, value in crumb.items():
             if key != "timestamp":
-                crumb[key] = scrub(key, value, 6)
+                crumb[key] = redact(value, key=key, depth=6, in_place=True)
     except Exception as error:
         guarded("sentry scrub_breadcrumb", error)
     return crumb
 
 
-def _scrubber() -> Callable[[Any, Any, int], Any]:
-    """``scrub(key, value, depth)``: ``value`` scrubbed in place (strings: a new string),
-    by :mod:`wsgi_observe.redact`'s rules. Built once; events repeat the same keys, so
-    whether a key names a secret is remembered (in a bounded dict)."""
-    cached = _LAZY.get("scrub")
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
-    from ..redact import REDACTED, is_secret_header, is_secret_name, redact_text
+def _redact_value() -> Callable[..., Any]:
+    """:func:`wsgi_observe.redact.redact_value`, imported on first use (importing this
+    module stays cheap for an app without a DSN)."""
+    cached = _LAZY.get("redact_value")
+    if cached is None:
+        from ..redact import redact_value
 
-    secret_keys: dict[Any, bool] = {}
-
-    def is_secret(key: Any) -> bool:
-        secret = secret_keys.get(key)
-        if secret is None:
-            if type(key) is not str:
-                return False
-            if key[:5].upper() == "HTTP_":
-                secret = is_secret_header(key)
-            else:
-                secret = is_secret_name(key)
-            if len(secret_keys) >= 2048:
-                secret_keys.clear()  # bounded, whatever keys events carry
-            secret_keys[key] = secret
-        return secret
-
-    def walk(container: Any, depth: int) -> None:
-        # Strings are handled here, inline: most nodes are strings in a dict.
-        items = container.items() if type(container) is dict else enumerate(container)
-        keyed = type(container) is dict
-        for name, item in items:
-            kind = type(item)
-            if kind is str:
-                if keyed and is_secret(name):
-                    container[name] = REDACTED
-                else:
-                    text = redact_text(item)
-                    if text is not item:
-                        container[name] = text
-            elif kind is dict or kind is list:
-                if depth > 0:
-                    walk(item, depth - 1)
-            elif keyed and item is not None and is_secret(name):
-                container[name] = REDACTED
-
-    def scrub(key: Any, value: Any, depth: int) -> Any:
-        kind = type(value)
-        if kind is dict or kind is list:
-            walk(value, depth)
-            return value
-        if key is not None and value is not None and is_secret(key):
-            return REDACTED
-        if kind is str:
-            return redact_text(value)
-        return value
-
-    _LAZY["scrub"] = scrub
-    return scrub
+        cached = _LAZY["redact_value"] = redact_value
+    return cached
 
 
 # Reporting an exception (once) ---------------------------------------------------------

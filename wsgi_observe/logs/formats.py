@@ -23,7 +23,7 @@ import orjson
 
 from .._text import escape_control
 from .._time import iso_utc
-from ..redact import REDACTED, is_secret_name, redact_text, redact_value
+from ..redact import REDACTED, is_secret_key, redact_text, redact_value
 from .context import ID_KEY, current_fields, current_request, request_block
 
 __all__ = ["ConsoleFormatter", "JsonFormatter", "dumps_line", "safe_str"]
@@ -51,12 +51,13 @@ _DUMP_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 
 
 def _default(value: Any) -> Any:
-    """orjson's fallback: anything JSON can't hold becomes a string (never an exception)."""
+    """orjson's fallback: anything JSON can't hold becomes a string (never an exception),
+    scrubbed like every other string (an object's ``str()`` may show a DSN)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
+        return redact_text(bytes(value).decode("utf-8", "replace"))
     if isinstance(value, (set, frozenset)):
         return list(value)
-    return safe_str(value)
+    return redact_text(safe_str(value))
 
 
 def safe_str(value: Any) -> str:
@@ -125,17 +126,14 @@ def _message(record: logging.LogRecord) -> str:
 
 
 def _scrub(key: str, value: Any) -> Any:
-    """A field value with secrets removed: secret-named text fields, and secrets in text."""
-    if isinstance(value, str):
-        return REDACTED if is_secret_name(key) else redact_text(value)
-    if isinstance(value, (Mapping, list, tuple)):
-        try:
-            return redact_value({key: value})[key]
-        except Exception:
-            return safe_str(value)
-    if isinstance(value, (bytes, bytearray)) and is_secret_name(key):
-        return REDACTED
-    return value
+    """A field value with secrets removed, by :func:`wsgi_observe.redact.redact_value` (a
+    copy: the caller's ``extra=`` objects are never changed)."""
+    if type(value) is str:  # the common case, without the walker's call
+        return REDACTED if is_secret_key(key) else redact_text(value)
+    try:
+        return redact_value(value, key=key)
+    except Exception:  # a mapping whose items() raises, ...: its text, scrubbed
+        return redact_text(safe_str(value))
 
 
 def _merge(event: dict[str, Any], fields: Mapping[Any, Any]) -> None:

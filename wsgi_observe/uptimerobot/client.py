@@ -17,8 +17,9 @@ What this module adds on top of the wire format:
   was sent), because a retry could create a duplicate; the error says so;
 - the API key never appears in a log line, an exception message or ``repr()``.
 
-The HTTP stack is urllib3 (already installed with sentry-sdk), imported when a client is
-built, so importing ``wsgi_observe`` stays cheap.
+The HTTP stack is urllib3, set up by ``wsgi_observe._http`` like every outgoing request of
+the package (timeouts, no redirects, no proxy from the environment) and imported when a
+client is built, so importing ``wsgi_observe`` stays cheap.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ import email.utils
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus, urlencode, urlsplit
+
+from .. import _http
+from ..config import DEFAULT_UPTIMEROBOT_API_URL
+from ..redact import REDACTED, redact_value
 
 if TYPE_CHECKING:
     import urllib3
@@ -49,7 +53,7 @@ __all__ = [
 
 logger = logging.getLogger("wsgi_observe.uptimerobot")
 
-DEFAULT_BASE_URL = "https://api.uptimerobot.com/v2"
+DEFAULT_BASE_URL = DEFAULT_UPTIMEROBOT_API_URL
 
 #: ``http_method`` codes of API v2 (newMonitor / editMonitor).
 HTTP_METHODS: Mapping[str, int] = {
@@ -86,8 +90,6 @@ _NOT_IDEMPOTENT = frozenset({"newMonitor", "newAlertContact", "newMWindow", "new
 _MAX_PAGES = 10_000
 
 Params = Mapping[str, Any]
-
-_CONN_PREFIX = re.compile(r"^<?[\w.]*Connection(Pool)?[^:]*:\s*")
 
 
 class UptimeRobotError(Exception):
@@ -223,12 +225,13 @@ class UptimeRobotClient:
 
     Example::
 
-        with UptimeRobotClient(os.environ["UPTIMEROBOT_API_KEY"]) as client:
+        with UptimeRobotClient(Config.from_env().uptimerobot_api_key) as client:
             monitor = client.create_monitor("API", "https://api.example.com/health")
             client.update_monitor(monitor["id"], interval=600)
 
-    Environment: none. The client reads no variables; ``wsgi_observe.uptimerobot_setup``
-    reads ``UPTIMEROBOT_API_KEY`` and ``UPTIMEROBOT_API_URL`` and passes them in.
+    Environment: none. The client reads no variables; ``uptimerobot setup`` takes
+    ``UPTIMEROBOT_API_KEY`` and ``UPTIMEROBOT_API_URL`` from :class:`wsgi_observe.Config`
+    and passes them in.
     """
 
     def __init__(
@@ -268,8 +271,8 @@ class UptimeRobotClient:
         self._sleep = sleep
         self._clock = clock
         self._jitter = jitter
-        self._pool: urllib3.PoolManager = urllib3.PoolManager(
-            num_pools=2, maxsize=2, headers={"User-Agent": "wsgi_observe-uptimerobot"}
+        self._pool: urllib3.PoolManager = _http.new_pool(
+            maxsize=2, headers={"User-Agent": "wsgi_observe-uptimerobot"}
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -431,9 +434,9 @@ class UptimeRobotClient:
         u3 = self._urllib3
         url = f"{self.base_url}/{api_method}"
         logger.debug("UptimeRobot %s: POST %s", api_method, url)
-        timeout = max(timeout, 0.001)
         try:
-            response = self._pool.request(
+            response = _http.request(
+                self._pool,
                 "POST",
                 url,
                 body=body.encode("utf-8"),
@@ -442,10 +445,7 @@ class UptimeRobotClient:
                     "Accept": "application/json",
                     "Cache-Control": "no-cache",
                 },
-                timeout=u3.Timeout(connect=timeout, read=timeout),
-                retries=False,
-                redirect=False,
-                preload_content=True,
+                timeout_s=timeout,
             )
         except u3.exceptions.SSLError as exc:
             # A certificate problem does not go away by asking again.
@@ -455,10 +455,12 @@ class UptimeRobotClient:
             ) from None
         except u3.exceptions.ConnectTimeoutError as exc:
             # Includes NewConnectionError: the request never left, so retrying is safe.
-            raise _Retryable(f"cannot connect to {urlsplit(url).netloc}: {_reason(exc)}") from None
+            raise _Retryable(
+                f"cannot connect to {urlsplit(url).netloc}: {_http.describe_error(exc)}"
+            ) from None
         except u3.exceptions.HTTPError as exc:
             # Read timeout, connection reset mid-answer, ...: the API may have acted.
-            message = f"no answer from {urlsplit(url).netloc}: {_reason(exc)}"
+            message = f"no answer from {urlsplit(url).netloc}: {_http.describe_error(exc)}"
             if idempotent:
                 raise _Retryable(message) from None
             raise UptimeRobotError(
@@ -534,11 +536,13 @@ class UptimeRobotClient:
         )
 
     def _scrub(self, text: str) -> str:
-        # The API should never echo the key, but an error must not leak it if it does.
+        # The API should never echo the key, but an error must not leak it if it does: our
+        # own key is replaced wherever it stands, then the text goes through the walker the
+        # logs and Sentry use (a DSN or a password in an error message is a secret too).
         for form in {self._api_key, quote_plus(self._api_key)}:
             if form:
-                text = text.replace(form, "***")
-        return text
+                text = text.replace(form, REDACTED)
+        return redact_value(text)  # type: ignore[no-any-return]
 
     def _monitor_fields(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(fields)
@@ -582,11 +586,3 @@ def _decode(data: bytes) -> Any:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
-
-
-def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)
-    text = str(reason if reason is not None else exc) or type(exc).__name__
-    # Drop urllib3's "HTTPConnection(host=..., port=...): " or "<...Connection object at
-    # 0x...>: " lead-in; the host is already in our message.
-    return _CONN_PREFIX.sub("", text) or text

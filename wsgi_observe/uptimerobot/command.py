@@ -10,21 +10,18 @@ Exit codes: 0 done, 1 the API refused or could not be reached, 2 bad configurati
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
-from urllib.parse import urlsplit
 
-from ..config import ConfigError
+from ..config import Config, ConfigError
 from .client import DEFAULT_BASE_URL, UptimeRobotClient, UptimeRobotError
 from .plan import (
     DEFAULT_MONITORS,
     Action,
     AlertContactSpec,
     MonitorSpec,
-    _norm_value,
     default_prefix,
     load_monitors,
     setup_monitors,
@@ -32,27 +29,13 @@ from .plan import (
 
 __all__ = ["SetupSettings", "main"]
 
-
-def _http_url(variable: str, raw: str) -> str:
-    value = raw.strip()
-    parts = urlsplit(value)
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ConfigError(f"{variable}={raw!r}: not a valid URL (bad port)") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
-        raise ConfigError(f"{variable}={raw!r}: expected an http(s):// URL")
-    if parts.username is not None or parts.password is not None:
-        # Do not echo it: the credentials are the problem.
-        raise ConfigError(f"{variable}: must not contain credentials (user:password@)")
-    if parts.query or parts.fragment:
-        raise ConfigError(f"{variable}={raw!r}: expected no ?query or #fragment")
-    return value.rstrip("/")
+_DEFAULT_SERVICE_NAME = Config.service_name  # the dataclass default: "wsgi-app"
 
 
 @dataclass(frozen=True)
 class SetupSettings:
-    """What ``uptimerobot setup`` needs, read and validated once from the environment.
+    """What ``uptimerobot setup`` needs: a view of :class:`~wsgi_observe.Config`, which is
+    where every variable is read and validated.
 
     Parameters:
         api_key: UptimeRobot main API key (never shown in ``repr``).
@@ -64,14 +47,14 @@ class SetupSettings:
 
     Example::
 
-        settings = SetupSettings.from_env()
+        settings = SetupSettings.from_config(Config.from_env())
         with UptimeRobotClient(settings.api_key, settings.api_url) as client:
             setup_monitors(client, settings.base_url, settings.monitors, settings.prefix)
 
-    Environment: ``UPTIMEROBOT_API_KEY`` and ``APP_BASE_URL`` (required);
-    ``UPTIMEROBOT_API_URL``, ``UPTIMEROBOT_PREFIX``, ``WSGI_OBSERVE_SERVICE_NAME``,
-    ``UPTIMEROBOT_MONITORS_FILE``, ``UPTIMEROBOT_ALERT_EMAIL``, ``UPTIMEROBOT_ALERT_SMS``,
-    ``UPTIMEROBOT_ALERT_WEBHOOK`` (optional).
+    Reads nothing itself. From the :class:`~wsgi_observe.Config`: ``UPTIMEROBOT_API_KEY``
+    and ``APP_BASE_URL`` (required here); ``UPTIMEROBOT_API_URL``, ``UPTIMEROBOT_PREFIX``,
+    ``WSGI_OBSERVE_SERVICE_NAME``, ``UPTIMEROBOT_MONITORS_FILE``, ``UPTIMEROBOT_ALERT_EMAIL``,
+    ``UPTIMEROBOT_ALERT_SMS``, ``UPTIMEROBOT_ALERT_WEBHOOK`` (optional).
     """
 
     api_key: str = field(repr=False)
@@ -82,55 +65,36 @@ class SetupSettings:
     alert_contacts: tuple[AlertContactSpec, ...] = ()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> SetupSettings:
-        """Read the variables; a bad or missing one raises ``ConfigError`` naming it."""
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str:
-            return (env.get(name) or "").strip()
-
-        api_key = get("UPTIMEROBOT_API_KEY")
+    def from_config(cls, config: Config) -> SetupSettings:
+        """The settings ``config`` gives; a missing key or base URL, or a monitors file that
+        cannot be used, raises ``ConfigError`` naming the variable."""
+        api_key = config.uptimerobot_api_key
         if not api_key:
             raise ConfigError(
                 "UPTIMEROBOT_API_KEY is not set: expected your UptimeRobot main API key"
             )
-        if not get("APP_BASE_URL"):
+        base_url = config.app_base_url
+        if not base_url:
             raise ConfigError(
                 "APP_BASE_URL is not set: expected the public http(s):// URL of the application"
             )
-        base_url = _http_url("APP_BASE_URL", get("APP_BASE_URL"))
-        api_url = _http_url("UPTIMEROBOT_API_URL", get("UPTIMEROBOT_API_URL") or DEFAULT_BASE_URL)
-        prefix = (
-            get("UPTIMEROBOT_PREFIX")
-            or get("WSGI_OBSERVE_SERVICE_NAME")
-            or default_prefix(base_url)
+        # A service that named itself (WSGI_OBSERVE_SERVICE_NAME) gives the prefix; one that
+        # did not is told apart by its host name.
+        named = config.service_name != _DEFAULT_SERVICE_NAME
+        prefix = config.uptimerobot_prefix or (
+            config.service_name if named else default_prefix(base_url)
         )
         monitors = DEFAULT_MONITORS
-        if get("UPTIMEROBOT_MONITORS_FILE"):
-            monitors = load_monitors(get("UPTIMEROBOT_MONITORS_FILE"))
+        if config.uptimerobot_monitors_file:
+            monitors = load_monitors(config.uptimerobot_monitors_file)
         contacts = []
-        email = get("UPTIMEROBOT_ALERT_EMAIL")
-        if email:
-            if "@" not in email or " " in email:
-                raise ConfigError(f"UPTIMEROBOT_ALERT_EMAIL={email!r}: expected an e-mail address")
-            contacts.append(AlertContactSpec("email", email))
-        sms = get("UPTIMEROBOT_ALERT_SMS")
-        if sms:
-            digits = _norm_value("sms", sms)
-            if len(digits.lstrip("+")) < 6 or any(c.isalpha() for c in sms):
-                # Do not echo a phone number into logs.
-                raise ConfigError(
-                    "UPTIMEROBOT_ALERT_SMS: expected a phone number like +15551234567"
-                )
-            contacts.append(AlertContactSpec("sms", sms))
-        webhook = get("UPTIMEROBOT_ALERT_WEBHOOK")
-        if webhook:
-            parts = urlsplit(webhook)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                # Webhook URLs often embed a secret token: do not echo it.
-                raise ConfigError("UPTIMEROBOT_ALERT_WEBHOOK: expected an http(s):// URL")
-            contacts.append(AlertContactSpec("webhook", webhook))
-        return cls(api_key, base_url, api_url, prefix, monitors, tuple(contacts))
+        if config.uptimerobot_alert_email:
+            contacts.append(AlertContactSpec("email", config.uptimerobot_alert_email))
+        if config.uptimerobot_alert_sms:
+            contacts.append(AlertContactSpec("sms", config.uptimerobot_alert_sms))
+        if config.uptimerobot_alert_webhook:
+            contacts.append(AlertContactSpec("webhook", config.uptimerobot_alert_webhook))
+        return cls(api_key, base_url, config.uptimerobot_api_url, prefix, monitors, tuple(contacts))
 
 
 def _summary(actions: Sequence[Action], dry_run: bool) -> str:
@@ -178,7 +142,7 @@ def main(
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        settings = SetupSettings.from_env()
+        settings = SetupSettings.from_config(Config.from_env())
     except ConfigError as exc:
         print(f"uptimerobot setup: {exc}", file=err)
         return 2
