@@ -586,3 +586,28 @@ def test_a_file_wrapper_body_stays_a_file_wrapper(sentry_init: Callable[..., boo
         assert b"".join(body) == b"report"
     finally:
         body.close()  # type: ignore[attr-defined]
+
+
+def test_a_client_the_application_started_itself_is_used(
+    sentry_receiver: SentryReceiver, no_sentry_env: None
+) -> None:
+    """An app that calls sentry_sdk.init() itself, then wraps with no DSN configured, gets
+    its errors reported with our request data and endpoint name."""
+    from sentry_receiver import close_sentry
+
+    sentry_sdk.init(dsn=sentry_receiver.dsn, traces_sample_rate=0.0)
+    try:
+
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            environ["wsgi_observe.endpoint"] = "/api/leads/<int:id>"
+            raise KeyError("lead")
+
+        middleware = ObservabilityMiddleware(app, store=MetricsStore(), access_log=False)
+        assert isinstance(reporting.current, SentryReporter)
+        with pytest.raises(KeyError):
+            call(middleware, "/api/leads/3")
+        (event,) = sentry_receiver.wait_for("event")
+        assert event["exception"]["values"][-1]["type"] == "KeyError"
+        assert event["tags"]["endpoint"] == "/api/leads/<int:id>"
+    finally:
+        close_sentry()

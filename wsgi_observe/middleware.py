@@ -30,6 +30,7 @@ import dataclasses
 import importlib
 import logging
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -134,6 +135,10 @@ class ObservabilityMiddleware:
                 # "automatically initialized"); it plugs into the reporter slot.
                 sentry = importlib.import_module(".integrations.sentry", __package__)
                 sentry.start_from_config(config)
+            elif "sentry_sdk" in sys.modules:
+                # The application started Sentry itself: report through its client.
+                sentry = importlib.import_module(".integrations.sentry", __package__)
+                sentry.adopt_active_client()
         except ConfigError as error:
             _stop_server_worker(error)
             raise
@@ -367,7 +372,6 @@ def _stop_server_worker(error: ConfigError) -> None:
     master's SIGTERM. A second worker exiting with it while the master is already stopping
     makes gunicorn's master die with a traceback of its own."""
     import signal
-    import sys
 
     if "gunicorn.workers.base" not in sys.modules or "gunicorn.arbiter" not in sys.modules:
         return

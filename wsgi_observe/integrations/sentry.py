@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROBE_PATHS",
+    "adopt_active_client",
     "init_sentry",
     "is_active",
     "make_traces_sampler",
@@ -151,6 +152,15 @@ def start_from_config(config: Config) -> None:
         init_sentry(config=config)
     else:
         _install_reporter()
+
+
+def adopt_active_client() -> bool:
+    """Report through a client the application started itself (``sentry_sdk.init(...)``,
+    perhaps with a framework integration); False when there is none."""
+    if not is_active():
+        return False
+    _install_reporter()
+    return True
 
 
 def is_active() -> bool:
