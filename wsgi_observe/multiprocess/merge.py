@@ -1,270 +1,36 @@
 """Every process's numbers as one: live tables read in place, dead ones from the archive.
 
-- A scrape reads every live process's mapping, then the archive, and drops any process the
-  archive already holds: each count is seen exactly once even while a sweep runs.
-- :func:`sweep` folds the files of dead processes (their ``flock`` can be taken) into
-  ``archive.json`` under the state lock, exactly once (the archive lists the ids it holds),
-  written by atomic rename, and only then deletes them; so files stay bounded by the live
-  processes and counters never go down. The gunicorn master sweeps when a worker exits;
-  any scrape sweeps too.
-- Everything read back is input, not trusted data: files are opened only when they are
-  regular files of a sane size, every key line and archive record is checked for its exact
-  shape (kinds, types, bucket range, slot order), and what does not fit is skipped and
-  logged once. A malformed file can degrade the numbers, never a scrape or the master.
-- The archive keeps at most ``max_endpoints`` endpoint names (the ones it had, then the
-  busiest); the others fold into ``<overflow>``, so recycling workers that each saw new
-  names cannot grow it, and neither can the merged view.
+A scrape reads every live process's mapping, then the archive, and drops any process the
+archive already holds: each count is seen exactly once even while a sweep runs. Running
+totals are kept between scrapes and updated by difference, so an unchanged process costs
+one comparison pass. The merged view keeps at most ``max_endpoints`` names.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import errno
-import fcntl
 import itertools
 import logging
-import mmap
 import operator
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Optional
 
-import orjson
-
 from ..endpoints import OVERFLOW
-from ..histograms import COUNTS_LEN
-from ..metrics import INFLIGHT, Layout, SeriesData, Snapshot
+from ..metrics import Layout, SeriesData, Snapshot
 from ..system import process_info
-from .statedir import locked, read_regular, write_atomic
-from .table import CAPACITY, SLOT_BYTES
+from .archive import ARCHIVE, archive_names, read_archive, sweep
+from .reader import Reader, worker_ids
 
 if TYPE_CHECKING:
     from ..metrics import MetricsStore
 
-__all__ = ["ARCHIVE", "collect_snapshot", "parse_key", "sweep", "worker_ids"]
+__all__ = ["ARCHIVE", "Merge", "collect_snapshot", "sweep"]
 
 _log = logging.getLogger("wsgi_observe.multiprocess")
-
-ARCHIVE = "archive.json"
-_MERGED_KEEP = 10_000
-_MAX_TEXT = 1024
-_KEYS_MAX_BYTES = 512 * 1024 * 1024
-_ARCHIVE_MAX_BYTES = 64 * 1024 * 1024
-_ID_CHARS = frozenset("0123456789abcdef")
-_SPACES = ("ep", "fn")
-_LABEL_MAX = 64
-
-
-# Shapes -----------------------------------------------------------------------------------
-
-
-def _text(value: Any, limit: int = _MAX_TEXT) -> bool:
-    return type(value) is str and 0 < len(value) <= limit
-
-
-def parse_key(item: Any) -> Optional[tuple[Any, ...]]:
-    """The key in a list read back from a file, or None unless it has exactly a key's shape.
-
-    ``["c", ns, name, method, class]``, ``["h", ns, name, bucket]``, ``["s", ns, name]``,
-    ``["e", ns, name]`` or ``["g", "inflight"]``, with ``ns`` ``"ep"`` or ``"fn"``.
-    """
-    if type(item) is not list or not item:
-        return None
-    kind = item[0]
-    if kind == "g":
-        return INFLIGHT if item == ["g", "inflight"] else None
-    if len(item) < 3 or item[1] not in _SPACES or not _text(item[2]):
-        return None
-    if kind == "c":
-        if len(item) == 5 and _text(item[3], _LABEL_MAX) and type(item[4]) is str:
-            if len(item[4]) <= _LABEL_MAX:
-                return tuple(item)
-        return None
-    if kind == "h":
-        if len(item) == 4 and type(item[3]) is int and 0 <= item[3] < COUNTS_LEN:
-            return tuple(item)
-        return None
-    if kind in ("s", "e") and len(item) == 3:
-        return tuple(item)
-    return None
-
-
-def _is_worker_id(text: str) -> bool:
-    return len(text) == 32 and _ID_CHARS.issuperset(text)
-
-
-def worker_ids(state_dir: str) -> list[str]:
-    """Ids of the process tables in ``state_dir`` (by file name; nothing is opened)."""
-    try:
-        names = os.listdir(state_dir)
-    except FileNotFoundError:
-        return []
-    ids = (n[2:-5] for n in names if n.startswith("w-") and n.endswith(".keys"))
-    return sorted(i for i in ids if _is_worker_id(i))
-
-
-def _is_dead(keys_path: str) -> bool:
-    """Whether no live process holds the table's lock (it exited or was killed)."""
-    try:
-        fd = os.open(keys_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            return True  # a symlink is no process's table: absorb (skip) and remove it
-        raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return True  # a FIFO or a device under a table's name: nobody's table
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return False
-        raise
-    finally:
-        os.close(fd)  # closing drops the probe lock we may have taken
-    return True
-
-
-# One process's files ----------------------------------------------------------------------
-
-
-class _Reader:
-    """A parsed, cached view of one process's files (keys are append-only: parse the tail)."""
-
-    def __init__(self, state_dir: str, worker_id: str) -> None:
-        base = os.path.join(state_dir, f"w-{worker_id}")
-        self.id = worker_id
-        self.keys_path = base + ".keys"
-        self.vals_path = base + ".vals"
-        self.offset = 0
-        self.pending = b""
-        self.header: dict[str, Any] = {}
-        self.next_slot = 0
-        self.broken = False  # a line out of shape: nothing after it is trusted
-        self.slots: list[tuple[int, tuple[Any, ...]]] = []
-        self.targets: list[int] = []  # merged index of each slot read so far
-        self._merge: Optional[_Merge] = None
-        self.warned = False
-        self._map: Optional[mmap.mmap] = None
-        self._view: Optional[memoryview] = None
-
-    def warn(self, what: str) -> None:
-        if not self.warned:
-            self.warned = True
-            _log.warning("wsgi_observe: skipping %s in state file %s", what, self.keys_path)
-
-    def refresh(self) -> None:
-        """Parse the key lines added since the last call (raises OSError, ValueError)."""
-        if self.broken:
-            return
-        data = read_regular(self.keys_path, _KEYS_MAX_BYTES, self.offset)
-        self.offset += len(data)
-        data = self.pending + data
-        cut = data.rfind(b"\n") + 1
-        self.pending = data[cut:]
-        for line in data[:cut].splitlines():
-            if not self._take(line):
-                self.broken = True
-                self.warn("a line that is not a key line (the rest is ignored)")
-                return
-
-    def _take(self, line: bytes) -> bool:
-        try:
-            item = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            return False
-        if not self.header:
-            return self._take_header(item)
-        if type(item) is not list or len(item) < 2 or type(item[0]) is not int:
-            return False
-        # Slots are handed out in order: 0, 1, 2, ... A line that skips or repeats one is
-        # not ours, and two keys on one slot would count it twice.
-        if item[0] != self.next_slot or item[0] >= CAPACITY:
-            return False
-        key = parse_key(item[1:])
-        if key is None:
-            return False
-        self.slots.append((item[0], key))
-        self.next_slot += 1
-        return True
-
-    def _take_header(self, item: Any) -> bool:
-        if (
-            type(item) is not dict
-            or item.get("id") != self.id
-            or type(item.get("pid")) is not int
-            or item["pid"] <= 0
-        ):
-            return False
-        master = item.get("master")
-        limit = item.get("max_endpoints")
-        self.header = {
-            "pid": item["pid"],
-            "master": master if type(master) is int and master > 0 else None,
-            "max_endpoints": limit if type(limit) is int and limit > 0 else None,
-        }
-        return True
-
-    def values(self) -> memoryview:
-        if self._view is None:
-            fd = os.open(self.vals_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
-                    raise ValueError("the values file is not a regular file")
-                size = min(st.st_size, CAPACITY * SLOT_BYTES)
-                size -= size % SLOT_BYTES
-                if size == 0:
-                    return memoryview(b"").cast("q")
-                self._map = mmap.mmap(fd, size, prot=mmap.PROT_READ)
-            finally:
-                os.close(fd)
-            self._view = memoryview(self._map).cast("q")
-        return self._view
-
-    def pairs(self) -> list[tuple[tuple[Any, ...], int]]:
-        values = self.values()
-        limit = len(values)
-        out = []
-        for slot, key in self.slots:
-            if slot >= limit:
-                self.warn("key lines past the end of the values file")
-                break
-            out.append((key, values[slot]))
-        return out
-
-    def fold(self, merged: _Merge) -> None:
-        """Bring ``merged`` up to date with this process's values (merged indexes cached).
-
-        Slots are checked to come in order 0, 1, 2, ..., so the values in use are one
-        slice of the mapping, taken at C speed.
-        """
-        if self._merge is not merged:  # indexes are those of one merge: start again
-            self._merge = merged
-            self.targets = []
-        values = self.values()
-        limit = len(values)
-        slots = self.slots
-        if len(slots) != len(self.targets):
-            for slot, key in slots[len(self.targets) :]:
-                if slot >= limit:
-                    self.warn("key lines past the end of the values file")
-                    break
-                self.targets.append(merged.index(key))
-        merged.update("w-" + self.id, self.targets, values[: len(self.targets)].tolist())
-
-    def close(self) -> None:
-        if self._view is not None:
-            self._view.release()
-            self._view = None
-        if self._map is not None:
-            self._map.close()
-            self._map = None
 
 
 def _getter(positions: list[int]) -> Callable[[Any], Any]:
@@ -299,7 +65,7 @@ class _Source:
         return self._getter
 
 
-class _Merge:
+class Merge:
     """Running totals of every source's slots by key, updated by difference.
 
     Each key gets one merged index, reused across scrapes. A scrape compares each source's
@@ -398,184 +164,6 @@ class _Merge:
         return self.layout.build(self.totals)
 
 
-# The archive ------------------------------------------------------------------------------
-
-
-class _Archive:
-    """A parsed ``archive.json``: absorbed ids and ``(key, value)`` pairs (never mutated)."""
-
-    __slots__ = ("max_endpoints", "merged", "pairs", "raw")
-
-    def __init__(
-        self,
-        raw: bytes,
-        merged: frozenset[str],
-        pairs: list[tuple[tuple[Any, ...], int]],
-        max_endpoints: Optional[int],
-    ) -> None:
-        self.raw = raw
-        self.merged = merged
-        self.pairs = pairs
-        self.max_endpoints = max_endpoints
-
-
-_EMPTY_ARCHIVE = _Archive(b"", frozenset(), [], None)
-_archive_cache: dict[str, _Archive] = {}
-_archive_lock = threading.Lock()
-
-
-def _parse_archive(raw: bytes) -> _Archive:
-    data = orjson.loads(raw)
-    if type(data) is not dict:
-        raise ValueError("not a JSON object")
-    merged = frozenset(i for i in data.get("merged", ()) if type(i) is str and _is_worker_id(i))
-    pairs: list[tuple[tuple[Any, ...], int]] = []
-    bad = 0
-    raw_pairs = data.get("pairs", ())
-    if type(raw_pairs) is not list:
-        raise ValueError("pairs is not a list")
-    for item in raw_pairs:
-        if type(item) is list and len(item) == 2 and type(item[1]) is int:
-            key = parse_key(item[0])
-            if key is not None and key[0] != "g" and 0 <= item[1] < 2**63:
-                pairs.append((key, item[1]))
-                continue
-        bad += 1
-    if bad:
-        _log.warning("wsgi_observe: skipped %d malformed records of the archive", bad)
-    limit = data.get("max_endpoints")
-    return _Archive(raw, merged, pairs, limit if type(limit) is int and limit > 0 else None)
-
-
-def read_archive(state_dir: str) -> _Archive:
-    """The archive, parsed again only when its bytes changed (compared by content: file
-    times are coarse and inodes are reused, so two quick sweeps can look the same)."""
-    path = os.path.join(state_dir, ARCHIVE)
-    try:
-        raw = read_regular(path, _ARCHIVE_MAX_BYTES)
-    except FileNotFoundError:
-        return _EMPTY_ARCHIVE
-    except (OSError, ValueError) as error:
-        _log.warning("wsgi_observe: unreadable archive in %s: %s", state_dir, error)
-        return _EMPTY_ARCHIVE
-    with _archive_lock:
-        cached = _archive_cache.get(path)
-        if cached is not None and cached.raw == raw:
-            return cached
-    try:
-        archive = _parse_archive(raw)
-    except (ValueError, TypeError) as error:
-        _log.warning("wsgi_observe: unreadable archive in %s: %s", state_dir, error)
-        return _EMPTY_ARCHIVE
-    with _archive_lock:
-        _archive_cache[path] = archive
-    return archive
-
-
-def _cap_endpoints(
-    totals: dict[tuple[Any, ...], int], keep_first: set[str], max_endpoints: int
-) -> dict[tuple[Any, ...], int]:
-    """``totals`` with endpoint names past ``max_endpoints`` folded into ``<overflow>``:
-    names in ``keep_first`` stay, then the busiest of the rest."""
-    counts: dict[str, int] = {}
-    for key, value in totals.items():
-        if key[1] == "ep":
-            name = key[2]
-            counts[name] = counts.get(name, 0) + (value if key[0] == "c" else 0)
-    if len(counts) <= max_endpoints:
-        return totals
-    kept = [n for n in counts if n in keep_first or n == OVERFLOW][:max_endpoints]
-    rest = sorted((n for n in counts if n not in kept), key=lambda n: (-counts[n], n))
-    allowed = set(kept) | set(rest[: max(max_endpoints - len(kept), 0)])
-    out: dict[tuple[Any, ...], int] = {}
-    for key, value in totals.items():
-        if key[1] == "ep" and key[2] not in allowed:
-            key = (key[0], key[1], OVERFLOW, *key[3:])
-        out[key] = out.get(key, 0) + value
-    return out
-
-
-_LEFTOVER_AGE_S = 60.0
-
-
-def _remove_leftovers(state_dir: str, ids: set[str]) -> None:
-    """Files a process left half made when it died while creating its table (a values file
-    without keys, a keys file not yet renamed into place), once they are a minute old."""
-    try:
-        names = os.listdir(state_dir)
-    except OSError:
-        return
-    now = time.time()
-    for name in names:
-        if name.startswith("w-") and name.endswith(".vals"):
-            if name[2:-5] in ids:
-                continue
-        elif not (name.startswith(".tmp-") and name.endswith(".keys")):
-            continue
-        path = os.path.join(state_dir, name)
-        with contextlib.suppress(OSError):
-            if now - os.lstat(path).st_mtime > _LEFTOVER_AGE_S:
-                os.unlink(path)
-
-
-def sweep(state_dir: str, *, own_id: Optional[str] = None) -> int:
-    """Fold every dead process's counts into the archive and delete its files.
-
-    Exactly once per process, even with several processes sweeping at the same time (the
-    state lock serialises them; the archive lists the ids it holds). Returns how many were
-    absorbed. Raises ``OSError`` only when the directory itself fails.
-    """
-    ids = worker_ids(state_dir)
-    dead = [i for i in ids if i != own_id and _is_dead(os.path.join(state_dir, f"w-{i}.keys"))]
-    _remove_leftovers(state_dir, set(ids))
-    if not dead:
-        return 0
-    absorbed = 0
-    with locked(state_dir):
-        archive = read_archive(state_dir)
-        merged = set(archive.merged)  # a copy: scrapes may hold the cached one
-        totals: dict[tuple[Any, ...], int] = {}
-        for key, value in archive.pairs:
-            totals[key] = totals.get(key, 0) + value
-        limit = archive.max_endpoints
-        done = []
-        for worker_id in dead:
-            reader = _Reader(state_dir, worker_id)
-            if worker_id not in merged:
-                try:
-                    reader.refresh()
-                    for key, value in reader.pairs():
-                        if key[0] == "g" or value <= 0:
-                            continue  # gauges of a dead process (in-flight) mean nothing
-                        totals[key] = totals.get(key, 0) + value
-                    limit = reader.header.get("max_endpoints") or limit
-                except FileNotFoundError:
-                    continue  # another sweeper absorbed and removed it just now
-                except (OSError, ValueError) as error:
-                    _log.warning("wsgi_observe: unreadable state file w-%s: %s", worker_id, error)
-                finally:
-                    reader.close()
-                merged.add(worker_id)
-                absorbed += 1
-            done.append(worker_id)
-        names = {key[2] for key, _ in archive.pairs if key[1] == "ep"}
-        if limit:
-            totals = _cap_endpoints(totals, names, limit)
-        document = {
-            "merged": list(merged)[-_MERGED_KEEP:],
-            "max_endpoints": limit,
-            "pairs": [[list(k), v] for k, v in totals.items()],
-        }
-        write_atomic(state_dir, ARCHIVE, orjson.dumps(document))
-        # Only now, with the archive holding them, do the files go.
-        for worker_id in done:
-            for suffix in (".keys", ".vals"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(state_dir, f"w-{worker_id}{suffix}"))
-    _views.forget(state_dir, done)
-    return absorbed
-
-
 # Scrapes ----------------------------------------------------------------------------------
 
 
@@ -584,8 +172,8 @@ class _View:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.readers: dict[str, _Reader] = {}
-        self.merge = _Merge()
+        self.readers: dict[str, Reader] = {}
+        self.merge = Merge()
 
 
 class _Views:
@@ -641,7 +229,7 @@ def collect_snapshot(
     ``own_id``); ``max_endpoints`` caps the names shown (the rest fold into ``<overflow>``).
     """
     try:
-        sweep(state_dir, own_id=own_id)
+        sweep(state_dir, own_id=own_id, absorbed_ids=partial(_views.forget, state_dir))
     except OSError as error:
         _log.warning("wsgi_observe: sweep of %s failed: %s", state_dir, error)
     view = _views.get(state_dir)
@@ -649,15 +237,15 @@ def collect_snapshot(
         merge = view.merge
         if len(merge.keys) > 2 * merge.live_keys() + 100_000:
             # Keys of processes long gone pile up in the index: start afresh.
-            merge = view.merge = _Merge()  # readers notice and map their keys again
+            merge = view.merge = Merge()  # readers notice and map their keys again
         readers = view.readers
-        live: list[_Reader] = []
+        live: list[Reader] = []
         for worker_id in worker_ids(state_dir):
             if worker_id == own_id:
                 continue
             reader = readers.get(worker_id)
             if reader is None:
-                reader = readers[worker_id] = _Reader(state_dir, worker_id)
+                reader = readers[worker_id] = Reader(state_dir, worker_id)
             try:
                 reader.refresh()
                 if not reader.header:
@@ -726,10 +314,6 @@ def collect_snapshot(
 
         snapshot.overall_fn = overall_fn
     return snapshot
-
-
-def archive_names(archive: _Archive) -> list[str]:
-    return [key[2] for key, _ in archive.pairs if key[1] == "ep" and key[0] == "s"]
 
 
 def _fold_view(
