@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from typing import Optional
 
 from ._version import __version__
@@ -40,7 +42,13 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  try: curl -s http://{args.host}:{args.port}/metrics | jq .application", flush=True)
     env = dict(os.environ)
     env.setdefault("LOG_FORMAT", "console")
-    return _run_until_stopped(command, env)
+    # The demo's database, shared by its workers, in a private folder removed at the end.
+    folder = tempfile.mkdtemp(prefix="wsgi_observe-demo-")
+    env.setdefault("DEMO_DB", os.path.join(folder, "demo.sqlite3"))
+    try:
+        return _run_until_stopped(command, env)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # What the demo's gunicorn is sent when the demo gets a signal: Ctrl-C stops it at once, a

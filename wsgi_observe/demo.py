@@ -30,9 +30,11 @@ if TYPE_CHECKING:
     from ._types import StartResponse, WSGIEnvironment
 
 # The demo application's own setting (an app reads its database URL itself), not one of
-# wsgi_observe's: those are all read by Config.
-DB_PATH = os.environ.get(
-    "DEMO_DB", os.path.join(tempfile.gettempdir(), "wsgi_observe_demo.sqlite3")
+# wsgi_observe's: those are all read by Config. `wsgi-observe demo` sets it to a file in a
+# private folder it made; without it, a private folder of this process. Never a fixed
+# name in the shared temp directory, which another local user could plant a link at.
+DB_PATH = os.environ.get("DEMO_DB") or os.path.join(
+    tempfile.mkdtemp(prefix="wsgi_observe-demo-"), "demo.sqlite3"
 )
 
 _routes = Map(
