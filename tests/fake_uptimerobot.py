@@ -243,12 +243,16 @@ class FakeUptimeRobot:
         http_method: int = 2,
         type: int = 1,
         alert_contacts: tuple[tuple[str, int, int], ...] = (),
+        keyword_type: int | None = None,
+        keyword_value: str = "",
     ) -> int:
         """Put a monitor into the account without an API call; returns its id."""
         with self._lock:
-            return self._add_monitor(
+            monitor_id = self._add_monitor(
                 friendly_name, url, type, interval, http_method, list(alert_contacts)
             )
+            self.monitors[monitor_id].update(keyword_type=keyword_type, keyword_value=keyword_value)
+            return monitor_id
 
     def seed_alert_contact(self, type: int, value: str, friendly_name: str = "") -> str:
         """Put an alert contact into the account without an API call; returns its id."""
@@ -527,8 +531,22 @@ class FakeUptimeRobot:
         interval = _int(params, "interval", default=300, minimum=60, maximum=86400)
         http_method = _int(params, "http_method", default=1, minimum=1, maximum=7)
         contacts = self._parse_alert_contacts(params.get("alert_contacts", ""))
+        keyword = self._keyword(params, required=type == 2)
         monitor_id = self._add_monitor(name, url, type, interval, http_method, contacts)
+        self.monitors[monitor_id].update(keyword)
         return {"stat": "ok", "monitor": {"id": monitor_id, "status": 1}}
+
+    def _keyword(self, params: dict[str, str], *, required: bool) -> dict[str, Any]:
+        """keyword_type (1 alert when it exists, 2 when it does not) and keyword_value."""
+        out: dict[str, Any] = {}
+        if required or "keyword_type" in params:
+            out["keyword_type"] = _int(params, "keyword_type", choices={1, 2})
+        if required or "keyword_value" in params:
+            value = params.get("keyword_value", "")
+            if not value:
+                raise _missing("keyword_value")
+            out["keyword_value"] = value
+        return out
 
     def _edit_monitor(self, params: dict[str, str]) -> dict[str, Any]:
         monitor_id = _int(params, "id")
@@ -555,6 +573,7 @@ class FakeUptimeRobot:
             changes["status"] = _int(params, "status", choices={0, 1})
         if "alert_contacts" in params:
             changes["_alert_contacts"] = self._parse_alert_contacts(params["alert_contacts"])
+        changes.update(self._keyword(params, required=False))
         monitor.update(changes)
         return {"stat": "ok", "monitor": {"id": monitor_id}}
 

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 import pytest
 from fake_uptimerobot import VALID_API_KEY, FakeUptimeRobot
 
-from wsgi_observe.uptimerobot.client import (
+from wsgi_observe.uptimerobot.client_v2 import (
     HTTP_METHODS,
     UptimeRobotClient,
     UptimeRobotError,
@@ -429,3 +429,35 @@ def test_constructor_rejects_bad_arguments(kwargs: dict[str, object]) -> None:
     options: dict[str, object] = {"api_key": VALID_API_KEY, **kwargs}
     with pytest.raises(ValueError):
         UptimeRobotClient(**options)  # type: ignore[arg-type]
+
+
+def test_create_is_not_repeated_after_a_server_error(
+    fake: FakeUptimeRobot, client: UptimeRobotClient, clock: FakeClock
+) -> None:
+    """A 5xx answer to newMonitor may hide a monitor that was made: reported, not repeated."""
+    fake.server_errors(1, status=502)
+    with pytest.raises(UptimeRobotError, match="may have been applied") as info:
+        client.create_monitor("API", "https://api.example.com/")
+    assert info.value.status == 502
+    assert len(fake.calls("newMonitor")) == 1
+    assert clock.sleeps == []
+
+
+def test_v2_client_is_the_top_level_uptimerobot_client() -> None:
+    """wsgi_observe.UptimeRobotClient is still the API v2 client the guide's code uses."""
+    import wsgi_observe
+    from wsgi_observe.uptimerobot import UptimeRobotV2Client
+
+    assert wsgi_observe.UptimeRobotClient is UptimeRobotClient is UptimeRobotV2Client
+    assert wsgi_observe.UptimeRobotError is UptimeRobotError
+
+
+def test_guide_calls_work_with_keywords(fake: FakeUptimeRobot, client: UptimeRobotClient) -> None:
+    """The guide's create_monitor(friendly_name=, url=, interval=), update and delete work."""
+    created = client.create_monitor(
+        friendly_name="My API", url="https://api.example.com/health", interval=300
+    )
+    client.update_monitor(created["id"], interval=600)
+    assert [m["interval"] for m in client.get_monitors()] == [600]
+    client.delete_monitor(created["id"])
+    assert client.get_monitors() == []

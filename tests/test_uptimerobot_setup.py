@@ -1,4 +1,8 @@
-"""`uptimerobot setup`: the guide's monitors, exactly once, against a local fake API."""
+"""`uptimerobot setup --api v2`: the plan, exactly once, against a local fake of API v2.
+
+tests/test_uptimerobot_plan.py tests the plan's options (--monitor, --skip, the monitors
+file, the API version); tests/test_uptimerobot_v3_setup.py runs the plan on API v3.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,16 @@ from fake_uptimerobot import VALID_API_KEY, FakeUptimeRobot, contacts_of, http_m
 
 from wsgi_observe.config import Config
 from wsgi_observe.uptimerobot import UptimeRobotClient
+from wsgi_observe.uptimerobot.accounts import setup_monitors
 from wsgi_observe.uptimerobot.command import SetupSettings, main
 from wsgi_observe.uptimerobot.plan import (
     DEFAULT_MONITORS,
     AlertContactSpec,
+    ExistingMonitor,
     MonitorSpec,
     alert_threshold_minutes,
+    default_monitors,
     plan_monitors,
-    setup_monitors,
 )
 
 BASE = "https://api.example.com"
@@ -34,12 +40,13 @@ ENV_VARS = (
     "UPTIMEROBOT_ALERT_SMS",
     "UPTIMEROBOT_ALERT_WEBHOOK",
 )
+# name -> (path, method, interval, keyword): the guide's monitors for the user's own app.
 GUIDE = {
-    "Main Health Check": ("/health", "HEAD", 300),
-    "Readiness Check": ("/health/ready", "GET", 300),
-    "API Liveness": ("/health/live", "HEAD", 180),
-    "Lead API": ("/api/leads", "HEAD", 600),
-    "Metrics Endpoint": ("/metrics", "GET", 600),
+    "Main Health Check": ("/health", "HEAD", 300, None),
+    "Readiness Check": ("/health/ready", "GET", 300, "healthy"),
+    "API Liveness": ("/health/live", "HEAD", 180, None),
+    "Metrics Endpoint": ("/metrics", "GET", 600, None),
+    "Main URL": ("/", "HEAD", 300, None),
 }
 
 
@@ -64,6 +71,7 @@ def env(monkeypatch: pytest.MonkeyPatch, fake: FakeUptimeRobot) -> pytest.Monkey
     monkeypatch.setenv("APP_BASE_URL", BASE + "/")
     monkeypatch.setenv("UPTIMEROBOT_API_URL", fake.url)
     monkeypatch.setenv("UPTIMEROBOT_PREFIX", PREFIX)
+    monkeypatch.setenv("UPTIMEROBOT_API_VERSION", "2")
     return monkeypatch
 
 
@@ -77,24 +85,36 @@ def ours(fake: FakeUptimeRobot) -> dict[str, dict[str, object]]:
     }
 
 
-def test_default_monitors_are_the_guides_five() -> None:
-    """DEFAULT_MONITORS lists the guide's five monitors with their paths, methods, intervals."""
-    assert {m.name: (m.path, m.method, m.interval_s) for m in DEFAULT_MONITORS} == GUIDE
+def test_default_monitors_fit_the_users_app() -> None:
+    """The defaults are the guide's probes, /metrics and the app's main URL; no demo route."""
+    assert {m.name: (m.path, m.method, m.interval_s, m.keyword) for m in DEFAULT_MONITORS} == GUIDE
+    assert not any(m.path.startswith("/api/") for m in DEFAULT_MONITORS)
 
 
-def test_setup_creates_the_five_monitors(fake: FakeUptimeRobot, client: UptimeRobotClient) -> None:
-    """On an empty account, setup creates the five monitors with prefixed names."""
+def test_metrics_monitor_only_when_metrics_need_no_token() -> None:
+    """default_monitors leaves /metrics out when a token guards it (UptimeRobot sends none)."""
+    assert "/metrics" in {m.path for m in default_monitors(metrics_public=True)}
+    paths = {m.path for m in default_monitors(metrics_public=False)}
+    assert paths == {"/health", "/health/ready", "/health/live", "/"}
+
+
+def test_setup_creates_the_default_monitors(
+    fake: FakeUptimeRobot, client: UptimeRobotClient
+) -> None:
+    """On an empty account, setup creates the five monitors; readiness is a keyword monitor."""
     actions = setup_monitors(client, BASE, prefix=PREFIX)
     assert [a.kind for a in actions] == ["create"] * 5
     assert all(a.done for a in actions)
     created = ours(fake)
     assert set(created) == set(GUIDE)
-    for name, (path, method, interval) in GUIDE.items():
+    for name, (path, method, interval, keyword) in GUIDE.items():
         monitor = created[name]
         assert monitor["url"] == BASE + path
         assert http_method_of(monitor["http_method"]) == method  # type: ignore[arg-type]
         assert monitor["interval"] == interval
-        assert monitor["type"] == 1
+        assert monitor["type"] == (2 if keyword else 1)
+    ready = created["Readiness Check"]
+    assert (ready["keyword_type"], ready["keyword_value"]) == (2, "healthy")  # alert if missing
 
 
 def test_second_run_makes_no_write_calls(fake: FakeUptimeRobot, client: UptimeRobotClient) -> None:
@@ -146,9 +166,9 @@ def test_existing_duplicates_are_reported_not_multiplied(
     fake: FakeUptimeRobot, client: UptimeRobotClient
 ) -> None:
     """Two monitors already sharing one of our names are reported; none is added or changed."""
-    name = f"{PREFIX} - Lead API"
-    first = fake.seed_monitor(name, BASE + "/api/leads", interval=600, http_method=1)
-    second = fake.seed_monitor(name, BASE + "/api/leads", interval=60, http_method=1)
+    name = f"{PREFIX} - Main URL"
+    first = fake.seed_monitor(name, BASE + "/", interval=300, http_method=1)
+    second = fake.seed_monitor(name, BASE + "/", interval=60, http_method=1)
     actions = setup_monitors(client, BASE, prefix=PREFIX)
     duplicate = next(a for a in actions if a.kind == "duplicate")
     assert duplicate.monitor_ids == (first, second)
@@ -166,7 +186,7 @@ def test_interrupted_run_is_finished_by_running_again(
     assert main(["setup"]) == 1
     first = capsys.readouterr()
     assert len(fake.monitors) == 2
-    assert [line.split()[0] for line in first.out.splitlines()] == ["created", "created"]
+    assert [line.split()[0] for line in first.out.splitlines()[1:]] == ["created", "created"]
     assert "Simulated outage" in first.err
     assert "2 changes made; run again to finish" in first.err
 
@@ -175,7 +195,7 @@ def test_interrupted_run_is_finished_by_running_again(
     assert main(["setup"]) == 0
     second = capsys.readouterr()
     assert len(fake.calls("newMonitor")) - calls_before == 3
-    verbs = [line.split()[0] for line in second.out.splitlines()[:-1]]
+    verbs = [line.split()[0] for line in second.out.splitlines()[1:-1]]
     assert verbs == ["unchanged"] * 2 + ["created"] * 3
     assert set(ours(fake)) == set(GUIDE)
     assert len(fake.monitors) == 5
@@ -200,9 +220,10 @@ def test_main_prints_one_line_per_action_and_exits_0(
     assert main(["setup"]) == 0
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
-    assert len(lines) == 6
+    assert len(lines) == 7
+    assert lines[0].startswith(f"UptimeRobot API v2 ({fake.url})")
     assert lines[-1] == "5 created, 0 updated, 0 unchanged, 0 duplicate"
-    for name, (path, _method, _interval) in GUIDE.items():
+    for name, (path, _method, _interval, _keyword) in GUIDE.items():
         assert any(f"{PREFIX} - {name}" in line and BASE + path in line for line in lines)
     assert VALID_API_KEY not in captured.out + captured.err
     assert captured.err == ""
@@ -275,7 +296,7 @@ def test_monitors_file_overrides_the_plan(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """UPTIMEROBOT_MONITORS_FILE replaces the five defaults with the file's monitors."""
+    """UPTIMEROBOT_MONITORS_FILE replaces the default monitors with the file's monitors."""
     plan = [
         {"name": "Orders", "path": "/api/orders", "method": "GET", "interval_s": 120},
         {"name": "Home", "path": "/", "method": "HEAD", "interval_s": 300},
@@ -330,7 +351,7 @@ def test_alert_contacts_from_env_are_created_once_and_attached(
     assert main(["setup"]) == 0
     assert len(fake.alert_contacts) == 2
     ids = set(fake.alert_contacts)
-    for name, (_path, _method, interval) in GUIDE.items():
+    for name, (_path, _method, interval, _keyword) in GUIDE.items():
         attached = contacts_of(fake, int(ours(fake)[name]["id"]))  # type: ignore[call-overload]
         assert {cid for cid, _, _ in attached} == ids
         assert {t for _, t, _ in attached} == {alert_threshold_minutes(interval)}
@@ -424,19 +445,12 @@ def test_two_services_share_an_account_without_touching_each_other(
 
 def test_plan_is_pure_and_reports_changes() -> None:
     """plan_monitors compares data only: one existing match is unchanged, the rest created."""
-    existing = [
-        {
-            "id": 7,
-            "friendly_name": "X - Home",
-            "url": BASE + "/",
-            "interval": 300,
-            "http_method": 1,
-        }
-    ]
+    existing = [ExistingMonitor(7, "X - Home", BASE + "/", "http", 300, "HEAD")]
     specs = [MonitorSpec("Home", "/", "HEAD", 300), MonitorSpec("Api", "/api", "GET", 600)]
     actions = plan_monitors(existing, BASE, specs, prefix="X")
     assert [(a.kind, a.name) for a in actions] == [("unchanged", "X - Home"), ("create", "X - Api")]
-    assert actions[1].params["http_method"] == 2
+    assert actions[1].desired is not None
+    assert (actions[1].desired.method, actions[1].desired.interval_s) == ("GET", 600)
 
 
 @pytest.mark.parametrize(
@@ -469,6 +483,7 @@ def test_settings_are_a_view_of_config_and_read_no_environment(
         uptimerobot_api_key="u111-config-key",
         app_base_url="https://from-config.example.com/",
         uptimerobot_api_url="http://127.0.0.1:9/v2",
+        uptimerobot_api_version=2,
         uptimerobot_monitors_file=str(plan),
         uptimerobot_alert_sms="+15551234567",
         uptimerobot_alert_webhook="https://hooks.example.com/T0",
@@ -526,3 +541,45 @@ def test_bad_contacts_exit_2_without_echoing_them(
     assert variable in err
     assert secret not in err
     assert fake.requests == []
+
+
+# API v2 cannot change a monitor's type ---------------------------------------------------
+
+
+def test_v2_replaces_a_monitor_whose_type_must_change(
+    fake: FakeUptimeRobot, client: UptimeRobotClient
+) -> None:
+    """API v2 cannot edit a monitor's type: an HTTP readiness monitor is replaced, keeping
+    its alert contacts, and a second run changes nothing."""
+    contact = fake.seed_alert_contact(2, "ops@example.com")
+    old = fake.seed_monitor(
+        f"{PREFIX} - Readiness Check", BASE + "/health/ready", interval=300, http_method=2,
+        alert_contacts=((contact, 5, 0),),
+    )  # fmt: skip
+    actions = setup_monitors(client, BASE, prefix=PREFIX)
+    replaced = next(a for a in actions if a.kind == "replace")
+    assert replaced.changes["type"] == ("http", "keyword")
+    assert old not in fake.monitors
+    (new,) = fake.monitor_named(f"{PREFIX} - Readiness Check")
+    assert (new["type"], new["keyword_type"], new["keyword_value"]) == (2, 2, "healthy")
+    assert contacts_of(fake, new["id"]) == [(contact, 5, 0)]
+    assert len(fake.calls("editMonitor")) == 0
+    writes = len(fake.write_calls())
+    assert [a.kind for a in setup_monitors(client, BASE, prefix=PREFIX)] == ["unchanged"] * 5
+    assert len(fake.write_calls()) == writes
+
+
+def test_v2_keyword_drift_is_edited_in_place(
+    fake: FakeUptimeRobot, client: UptimeRobotClient
+) -> None:
+    """A keyword monitor with another keyword, alerting when it exists, is edited back."""
+    monitor_id = fake.seed_monitor(
+        f"{PREFIX} - Readiness Check", BASE + "/health/ready", http_method=2, type=2,
+        keyword_type=1, keyword_value="error",
+    )  # fmt: skip
+    actions = setup_monitors(client, BASE, prefix=PREFIX)
+    update = next(a for a in actions if a.kind == "update")
+    assert set(update.changes) == {"keyword", "keyword_alert"}
+    monitor = fake.monitors[monitor_id]
+    assert (monitor["keyword_type"], monitor["keyword_value"]) == (2, "healthy")
+    assert "type" not in fake.calls("editMonitor")[0].params  # editMonitor refuses a type

@@ -102,7 +102,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=5000)
     demo.add_argument("--workers", type=int, default=2)
-    commands.add_parser("uptimerobot", help="uptimerobot setup [--dry-run]: the guide's monitors")
+    commands.add_parser(
+        "uptimerobot",
+        help="uptimerobot setup [--dry-run] [--api v3|v2]: this app's monitors in UptimeRobot",
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args)

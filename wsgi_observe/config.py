@@ -16,10 +16,19 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 from urllib.parse import SplitResult, urlsplit
 
-__all__ = ["DEFAULT_UPTIMEROBOT_API_URL", "ENV_VARS", "Config", "ConfigError", "check_log_dir"]
+__all__ = [
+    "DEFAULT_UPTIMEROBOT_API_URL",
+    "ENV_VARS",
+    "UPTIMEROBOT_API_VERSIONS",
+    "Config",
+    "ConfigError",
+    "check_log_dir",
+]
 
 #: The UptimeRobot API v2 root (``UPTIMEROBOT_API_URL`` points elsewhere, a local fake in tests).
 DEFAULT_UPTIMEROBOT_API_URL = "https://api.uptimerobot.com/v2"
+#: UptimeRobot API versions ``uptimerobot setup`` speaks; 3 is the default.
+UPTIMEROBOT_API_VERSIONS = (2, 3)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "console")
@@ -216,6 +225,14 @@ def _positive(name: str, raw: Any) -> float:
     return value
 
 
+def _api_version(name: str, raw: Any) -> int:
+    text = "" if isinstance(raw, bool) else str(raw).strip().lower()
+    text = text[1:] if text.startswith("v") else text
+    if text not in {str(v) for v in UPTIMEROBOT_API_VERSIONS}:
+        raise ConfigError(f"{name}={raw!r}: expected 3 or 2 (or v3, v2)")
+    return int(text)
+
+
 def _max_endpoints(name: str, raw: Any) -> int:
     return _parse_int(name, raw, minimum=1)
 
@@ -267,7 +284,9 @@ ENV_VARS: Mapping[str, _Var] = {
     ),
     "uptimerobot_api_key": _Var("UPTIMEROBOT_API_KEY", _opt_text, "UptimeRobot main API key"),
     "app_base_url": _Var("APP_BASE_URL", _url, "Public base URL that UptimeRobot checks"),
-    "uptimerobot_api_url": _Var("UPTIMEROBOT_API_URL", _url, "UptimeRobot API root"),
+    "uptimerobot_api_url": _Var(
+        "UPTIMEROBOT_API_URL", _url, "UptimeRobot API root (default: the API version's)"
+    ),
     "uptimerobot_prefix": _Var(
         "UPTIMEROBOT_PREFIX",
         _opt_text,
@@ -284,6 +303,14 @@ ENV_VARS: Mapping[str, _Var] = {
     ),
     "uptimerobot_alert_webhook": _Var(
         "UPTIMEROBOT_ALERT_WEBHOOK", _webhook, "Webhook alert contact to create and attach"
+    ),
+    "uptimerobot_api_version": _Var(
+        "UPTIMEROBOT_API_VERSION", _api_version, "UptimeRobot API that setup speaks: 3 or 2"
+    ),
+    "uptimerobot_timeout": _Var(
+        "UPTIMEROBOT_TIMEOUT",
+        _positive,
+        "Seconds one UptimeRobot API call may take, retries included",
     ),
 }
 
@@ -313,7 +340,8 @@ _REQUIRED = frozenset(
         "readiness_cache_ttl",
         "max_endpoints",
         "exclude_paths",
-        "uptimerobot_api_url",
+        "uptimerobot_api_version",
+        "uptimerobot_timeout",
     )
 )
 
@@ -352,12 +380,14 @@ class Config:
     exclude_paths: tuple[str, ...] = ()
     uptimerobot_api_key: Optional[str] = field(default=None, repr=False)
     app_base_url: Optional[str] = None
-    uptimerobot_api_url: str = DEFAULT_UPTIMEROBOT_API_URL
+    uptimerobot_api_url: Optional[str] = None
     uptimerobot_prefix: Optional[str] = None
     uptimerobot_monitors_file: Optional[str] = None
     uptimerobot_alert_email: Optional[str] = None
     uptimerobot_alert_sms: Optional[str] = field(default=None, repr=False)
     uptimerobot_alert_webhook: Optional[str] = field(default=None, repr=False)
+    uptimerobot_api_version: int = 3
+    uptimerobot_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         # Validate values given directly to the constructor the same way as env values.

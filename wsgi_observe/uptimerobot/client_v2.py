@@ -1,4 +1,4 @@
-"""A small, careful client for the UptimeRobot API v2.
+"""A small, careful client for the UptimeRobot API v2 (frozen by UptimeRobot; see client_v3).
 
 Every API v2 call is ``POST {base_url}/{methodName}`` with an
 ``application/x-www-form-urlencoded`` body that carries ``api_key``, ``format=json`` and
@@ -14,7 +14,8 @@ What this module adds on top of the wire format:
   time; then :class:`UptimeRobotError` is raised with the API's own message;
 - calls that create something (``newMonitor``, ``newAlertContact``) are not retried
   when the request may already have reached the API (the connection dropped after it
-  was sent), because a retry could create a duplicate; the error says so;
+  was sent, or the API answered 5xx), because a retry could create a duplicate; the error
+  says so (a 429 is retried: the API did nothing);
 - the API key never appears in a log line, an exception message or ``repr()``.
 
 The HTTP stack is urllib3, set up by ``wsgi_observe._http`` like every outgoing request of
@@ -24,18 +25,25 @@ client is built, so importing ``wsgi_observe`` stays cheap.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote_plus, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from .. import _http
 from ..config import DEFAULT_UPTIMEROBOT_API_URL
-from ..redact import REDACTED, redact_value
+from ._wire import (
+    Retryable,
+    RetryPolicy,
+    UptimeRobotError,
+    call_with_retries,
+    mask_key,
+    parse_retry_after,
+    scrub_key,
+)
 
 if TYPE_CHECKING:
     import urllib3
@@ -44,7 +52,10 @@ __all__ = [
     "ALERT_CONTACT_TYPES",
     "DEFAULT_BASE_URL",
     "HTTP_METHODS",
+    "KEYWORD_ALERT_EXISTS",
+    "KEYWORD_ALERT_NOT_EXISTS",
     "MONITOR_TYPE_HTTP",
+    "MONITOR_TYPE_KEYWORD",
     "PAGE_LIMIT",
     "UptimeRobotClient",
     "UptimeRobotError",
@@ -66,8 +77,14 @@ HTTP_METHODS: Mapping[str, int] = {
     "OPTIONS": 7,
 }
 
-#: Monitor ``type`` 1 is "HTTP(s)".
+#: Monitor ``type`` 1 is "HTTP(s)", 2 is "Keyword".
 MONITOR_TYPE_HTTP = 1
+MONITOR_TYPE_KEYWORD = 2
+
+#: ``keyword_type`` of a keyword monitor: alert when the keyword exists (1) or when it does
+#: not (2).
+KEYWORD_ALERT_EXISTS = 1
+KEYWORD_ALERT_NOT_EXISTS = 2
 
 #: ``type`` codes of alert contacts accepted by ``newAlertContact``.
 ALERT_CONTACT_TYPES: Mapping[str, int] = {
@@ -90,43 +107,6 @@ _NOT_IDEMPOTENT = frozenset({"newMonitor", "newAlertContact", "newMWindow", "new
 _MAX_PAGES = 10_000
 
 Params = Mapping[str, Any]
-
-
-class UptimeRobotError(Exception):
-    """The UptimeRobot API refused a call, or could not be reached in the time allowed.
-
-    Attributes:
-        message: the API's own ``error.message`` (or a description built from
-            ``error.type`` and ``error.parameter_name``, or of the HTTP/connection
-            failure). It never contains the API key.
-        status: the HTTP status of the last answer, or ``None`` if there was none.
-        error_type: the API's ``error.type`` (``"invalid_parameter"``, ...), if any.
-        parameter_name: the API's ``error.parameter_name``, if any.
-        api_method: the API method that failed (``"getMonitors"``, ...).
-        attempts: how many requests were made for this call.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        error_type: str | None = None,
-        parameter_name: str | None = None,
-        api_method: str | None = None,
-        attempts: int = 1,
-        detail: str = "",
-    ) -> None:
-        self.message = message
-        self.status = status
-        self.error_type = error_type
-        self.parameter_name = parameter_name
-        self.api_method = api_method
-        self.attempts = attempts
-        text = f"{api_method}: {message}" if api_method else message
-        if detail:
-            text = f"{text} ({detail})"
-        super().__init__(" ".join(text.split()))  # always one line
 
 
 def format_alert_contacts(contacts: Iterable[tuple[str | int, int, int]]) -> str:
@@ -161,53 +141,15 @@ def _form_value(value: Any) -> str:
     return str(value)
 
 
-def _parse_retry_after(raw: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if raw is None or not raw.strip():
-        return None
-    raw = raw.strip()
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _mask(api_key: str) -> str:
-    # Enough to tell two keys apart in a debugger, never enough to use one.
-    if len(api_key) >= 12:
-        return f"{api_key[:3]}…(redacted)"
-    return "***"
-
-
-class _Retryable(Exception):
-    """One attempt failed in a way that may succeed if repeated."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        error_type: str | None = None,
-        parameter_name: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.retry_after = retry_after
-        self.error_type = error_type
-        self.parameter_name = parameter_name
-
-
 class UptimeRobotClient:
     """Client for the UptimeRobot API v2 with paging, bounded retries and a hidden key.
+
+    This is what ``wsgi_observe.UptimeRobotClient`` names, unchanged: the guide's code
+    (``get_monitors()``, ``create_monitor(friendly_name=..., url=..., interval=...)``,
+    ``update_monitor``, ``delete_monitor``) and its API v2 answers (``friendly_name``,
+    ``http_method`` codes, ...) keep working. UptimeRobot keeps API v2 running but no longer
+    updates it; :class:`~wsgi_observe.uptimerobot.UptimeRobotV3Client` speaks API v3 with
+    the same method names.
 
     Parameters:
         api_key: the account's main API key (read-only keys can only list).
@@ -288,7 +230,7 @@ class UptimeRobotClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"UptimeRobotClient(base_url={self.base_url!r}, api_key={_mask(self._api_key)!r})"
+        return f"UptimeRobotClient(base_url={self.base_url!r}, api_key={mask_key(self._api_key)!r})"
 
     __str__ = __repr__
 
@@ -395,38 +337,13 @@ class UptimeRobotClient:
                 fields.append((name, _form_value(value)))
         body = urlencode(fields)
         idempotent = api_method not in _NOT_IDEMPOTENT
-        started = self._clock()
-        deadline = started + self.max_total_time
-        attempt = 0
-        while True:
-            attempt += 1
-            remaining = deadline - self._clock()
-            try:
-                return self._attempt(api_method, body, min(self.timeout, remaining), idempotent)
-            except _Retryable as failure:
-                last = failure
-            except UptimeRobotError as exc:
-                exc.attempts = attempt
-                raise
-            elapsed = self._clock() - started
-            if attempt > self.max_retries:
-                raise self._give_up(api_method, last, attempt, elapsed, "no retries left")
-            if last.retry_after is not None:
-                delay = last.retry_after
-            else:
-                scale = 0.5 + 0.5 * min(max(self._jitter(), 0.0), 1.0)
-                delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)) * scale
-            if self._clock() + delay >= deadline:
-                raise self._give_up(api_method, last, attempt, elapsed, "time budget spent")
-            logger.warning(
-                "UptimeRobot %s failed (%s); retry %d of %d in %.2fs",
-                api_method,
-                self._scrub(last.message),
-                attempt,
-                self.max_retries,
-                delay,
-            )
-            self._sleep(delay)
+        return call_with_retries(
+            lambda timeout, _attempt: self._attempt(api_method, body, timeout, idempotent),
+            what=api_method,
+            policy=self._policy,
+            timeout=self.timeout,
+            scrub=self._scrub,
+        )
 
     def _attempt(
         self, api_method: str, body: str, timeout: float, idempotent: bool
@@ -455,14 +372,14 @@ class UptimeRobotClient:
             ) from None
         except u3.exceptions.ConnectTimeoutError as exc:
             # Includes NewConnectionError: the request never left, so retrying is safe.
-            raise _Retryable(
+            raise Retryable(
                 f"cannot connect to {urlsplit(url).netloc}: {_http.describe_error(exc)}"
             ) from None
         except u3.exceptions.HTTPError as exc:
             # Read timeout, connection reset mid-answer, ...: the API may have acted.
             message = f"no answer from {urlsplit(url).netloc}: {_http.describe_error(exc)}"
             if idempotent:
-                raise _Retryable(message) from None
+                raise Retryable(message) from None
             raise UptimeRobotError(
                 message,
                 api_method=api_method,
@@ -473,15 +390,27 @@ class UptimeRobotClient:
         payload = _decode(response.data)
         error = payload.get("error") if isinstance(payload, dict) else None
         message, error_type, parameter_name = self._error_fields(error, status)
-        if status == 429 or status >= 500:
-            raise _Retryable(
+        if status == 429 or (status >= 500 and idempotent):
+            # A 429 means the API did nothing, so even a create may be repeated.
+            raise Retryable(
                 message,
                 status=status,
-                retry_after=_parse_retry_after(response.headers.get("Retry-After"))
+                retry_after=parse_retry_after(response.headers.get("Retry-After"))
                 if status == 429
                 else None,
                 error_type=error_type,
                 parameter_name=parameter_name,
+            )
+        if status >= 500:
+            # A create that failed with a 5xx may still have been applied: not repeated.
+            raise UptimeRobotError(
+                message,
+                status=status,
+                error_type=error_type,
+                parameter_name=parameter_name,
+                api_method=api_method,
+                detail=f"HTTP {status}; the request may have been applied, so it was not "
+                "repeated; re-running setup is safe",
             )
         if not isinstance(payload, dict):
             raise UptimeRobotError(
@@ -516,33 +445,21 @@ class UptimeRobotClient:
             str(parameter_name) if parameter_name is not None else None,
         )
 
-    def _give_up(
-        self, api_method: str, last: _Retryable, attempts: int, elapsed: float, why: str
-    ) -> UptimeRobotError:
-        detail = f"gave up after {attempts} attempt{'s' if attempts != 1 else ''} in "
-        detail += f"{elapsed:.1f}s: {why}"
-        if last.status is not None:
-            detail = f"HTTP {last.status}; {detail}"
-        # Debug only: the caller gets the same text in the exception and decides.
-        logger.debug("UptimeRobot %s: %s (%s)", api_method, last.message, detail)
-        return UptimeRobotError(
-            last.message,
-            status=last.status,
-            error_type=last.error_type,
-            parameter_name=last.parameter_name,
-            api_method=api_method,
-            attempts=attempts,
-            detail=detail,
-        )
-
     def _scrub(self, text: str) -> str:
-        # The API should never echo the key, but an error must not leak it if it does: our
-        # own key is replaced wherever it stands, then the text goes through the walker the
-        # logs and Sentry use (a DSN or a password in an error message is a secret too).
-        for form in {self._api_key, quote_plus(self._api_key)}:
-            if form:
-                text = text.replace(form, REDACTED)
-        return redact_value(text)  # type: ignore[no-any-return]
+        # The API should never echo the key, but an error must not leak it if it does.
+        return scrub_key(self._api_key, text)
+
+    @property
+    def _policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            self.max_retries,
+            self.max_total_time,
+            self.backoff_base,
+            self.backoff_max,
+            self._sleep,
+            self._clock,
+            self._jitter,
+        )
 
     def _monitor_fields(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(fields)
