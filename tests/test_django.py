@@ -545,3 +545,47 @@ def test_django_bad_middleware_settings_under_gunicorn(
     series = settled(server, 5)["endpoints"]
     assert {key: value["requests"] for key, value in series.items()} == {name: 5}
     assert "Traceback" not in server.output()
+
+
+@pytest.mark.slow
+def test_readme_steps_and_example_boot_a_startproject_project(
+    gunicorn: Callable[..., Gunicorn], tmp_path: Path
+) -> None:
+    """``django-admin startproject``, the README's steps followed literally and
+    examples/django_wsgi.py copied over wsgi.py: gunicorn boots it, requests are named by
+    pattern, and /health/ready is 200 with the optional checks degraded."""
+    readme = (ROOT / "README.md").read_text("utf-8")
+    middleware_line = '"wsgi_observe.django.RouteTemplateMiddleware",'
+    assert middleware_line in readme
+    assert "application = wrap(get_wsgi_application())" in readme
+    subprocess.run(
+        [sys.executable, "-m", "django", "startproject", "mysite", str(tmp_path)],
+        check=True,
+        timeout=60,
+        env={key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"},
+    )
+    settings = tmp_path / "mysite" / "settings.py"
+    text = settings.read_text()
+    assert "MIDDLEWARE = [\n" in text
+    text = text.replace("MIDDLEWARE = [\n", f"MIDDLEWARE = [\n    {middleware_line}\n", 1)
+    text += '\nWSGI_OBSERVE = {"service_name": "mysite", "version": "1.0.0"}\n'
+    settings.write_text(text)
+    (tmp_path / "mysite" / "wsgi.py").write_text((ROOT / "examples" / "django_wsgi.py").read_text())
+
+    server = gunicorn("mysite.wsgi", "--chdir", str(tmp_path), "-w", "2")
+    for user in (5, 6):
+        assert server.get(f"/admin/auth/user/{user}/change/")[0] == 200  # -> the login page
+    assert server.get("/no/such/page")[0] == 404
+    status, _, body = server.get("/health/ready")
+    ready = json.loads(body)
+    assert (status, ready["status"]) == (200, "degraded")
+    assert ready["checks"]["database"]["status"] == "healthy"
+    metrics = settled(server, 5)  # two redirects, two login pages, one 404
+    assert metrics["service"] == "mysite"
+    names = {name: data["requests"] for name, data in metrics["endpoints"].items()}
+    assert names == {
+        "/admin/auth/user/<path:object_id>/change/": 2,
+        "/admin/login/": 2,
+        "<unmatched>": 1,
+    }
+    assert "Traceback" not in server.output()
