@@ -589,3 +589,21 @@ def test_readme_steps_and_example_boot_a_startproject_project(
         "<unmatched>": 1,
     }
     assert "Traceback" not in server.output()
+
+
+@pytest.mark.slow
+def test_gunicorn_wraps_an_unchanged_wsgi_py(gunicorn: Callable[..., Gunicorn]) -> None:
+    """``wsgi_observe.django:wrap('mysite.wsgi:application')`` wraps a wsgi.py as startproject
+    wrote it: settings.WSGI_OBSERVE applies, names are patterns, the database is checked."""
+    server = gunicorn(
+        "wsgi_observe.django:wrap('tests.apps.django_site.plain_wsgi:application')", "-w", "2"
+    )
+    for user in (1, 2, 3):
+        assert server.get(f"/api/users/{user}")[0] == 200
+    metrics = settled(server, 3)
+    assert metrics["service"] == "django-site"
+    assert {name: data["requests"] for name, data in metrics["endpoints"].items()} == {
+        "/api/users/<int:id>": 3
+    }
+    status, _, body = server.get("/health/ready")
+    assert (status, json.loads(body)["checks"]["database"]["status"]) == (200, "healthy")

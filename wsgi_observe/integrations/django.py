@@ -255,7 +255,8 @@ def wrap(
 ) -> ObservabilityMiddleware:
     """Wrap Django's WSGI application in :class:`~wsgi_observe.ObservabilityMiddleware`.
 
-    ``app``: the application (default: ``get_wsgi_application()``), or ``"module:attr"``.
+    ``app``: the application (default: ``get_wsgi_application()``), or ``"module:attr"``
+    (for gunicorn, changing no code: ``"wsgi_observe.django:wrap('mysite.wsgi:application')"``).
     Configuration: keyword arguments over ``settings.WSGI_OBSERVE`` over environment
     variables over defaults. ``checks``: the readiness checks (default: the ``default``
     database through :func:`wsgi_observe.checks.django_database`). Example::
@@ -269,9 +270,11 @@ def wrap(
     listed twice. Reads: ``settings.WSGI_OBSERVE``, ``settings.DATABASES``,
     ``settings.MIDDLEWARE`` and the variables of :class:`~wsgi_observe.Config`.
     """
-    from ..middleware import _stop_server_worker
+    from ..middleware import _load, _stop_server_worker
     from ..middleware import wrap as wrap_app
 
+    if isinstance(app, str):
+        app = _load(app)  # first: importing mysite.wsgi is what names the settings module
     try:
         keywords = {**settings_overrides(), **overrides}
     except ConfigError as error:
