@@ -193,9 +193,11 @@ def drive(
     clients: int = 6,
     scrapers: int = 2,
     deadline_s: float = 120.0,
+    min_scrapes: int = 3,
 ) -> Load:
     """Send ``paths`` (each once) from ``clients`` threads while ``scrapers`` threads scrape
-    /metrics without pause; stops when every path was sent or the deadline passed."""
+    /metrics without pause (all start together; each scraper makes at least
+    ``min_scrapes``); stops when every path was sent or the deadline passed."""
     load = Load()
     lock = threading.Lock()
     done = threading.Event()
@@ -203,6 +205,7 @@ def drive(
     items = iter(paths)
 
     def client() -> None:
+        start.wait(timeout=30)
         while time.monotonic() < deadline:
             with lock:
                 path = next(items, None)
@@ -218,9 +221,15 @@ def drive(
                 else:
                     load.failed += 1
 
+    start = threading.Barrier(clients + scrapers)
+
     def scraper() -> None:
-        while not done.is_set() and time.monotonic() < deadline:
+        start.wait(timeout=30)
+        made = 0
+        # Until the requests are all sent, and at least a few times each whatever happens.
+        while (not done.is_set() or made < min_scrapes) and time.monotonic() < deadline:
             result = scrape(server)
+            made += 1
             with lock:
                 load.scrapes.append(result)
 

@@ -38,7 +38,7 @@ def _check(load, server, sent: int, total: int | None = None) -> dict:
     assert load.answered == sent
     assert load.scrape_errors() == [], (load.scrape_errors()[:3], server.output()[-4000:])
     assert load.decreases() == [], load.decreases()[:3]
-    assert len(load.scrapes) >= 5  # the scrapers really ran alongside
+    assert len(load.scrapes) >= 3  # the scrapers really ran alongside
     assert settled_total(server, total) == total
     return json.loads(server.get("/metrics")[2])
 

@@ -179,6 +179,10 @@ wsgi_observe_readiness_check_healthy{check="sendgrid",group="external_services"}
 # TYPE wsgi_observe_readiness_check_latency_seconds gauge
 wsgi_observe_readiness_check_latency_seconds{check="database"} 0.015
 wsgi_observe_readiness_check_latency_seconds{check="sendgrid",group="external_services"} 0.0005
+# HELP wsgi_observe_readiness_check_required 1 if the readiness check blocks readiness, 0 if it is optional.
+# TYPE wsgi_observe_readiness_check_required gauge
+wsgi_observe_readiness_check_required{check="database"} 1
+wsgi_observe_readiness_check_required{check="sendgrid",group="external_services"} 1
 # HELP wsgi_observe_readiness_check_status 1 for the status of the readiness check in the last run, 0 for the others.
 # TYPE wsgi_observe_readiness_check_status gauge
 wsgi_observe_readiness_check_status{check="database",status="degraded"} 0
@@ -190,7 +194,7 @@ wsgi_observe_readiness_check_status{check="sendgrid",group="external_services",s
 # HELP wsgi_observe_readiness_last_run_timestamp_seconds End of the last readiness run in seconds since the epoch.
 # TYPE wsgi_observe_readiness_last_run_timestamp_seconds gauge
 wsgi_observe_readiness_last_run_timestamp_seconds 1759752000.0
-# HELP wsgi_observe_ready 1 if the last readiness run was healthy, else 0.
+# HELP wsgi_observe_ready 1 if the last readiness run was ready (every required check healthy), else 0.
 # TYPE wsgi_observe_ready gauge
 wsgi_observe_ready 0
 # HELP wsgi_observe_request_duration_quantile_seconds Request duration quantiles since start (HDR, all workers).
@@ -323,6 +327,10 @@ wsgi_observe_readiness_check_healthy{check="sendgrid",group="external_services"}
 # UNIT wsgi_observe_readiness_check_latency_seconds seconds
 wsgi_observe_readiness_check_latency_seconds{check="database"} 0.015
 wsgi_observe_readiness_check_latency_seconds{check="sendgrid",group="external_services"} 0.0005
+# HELP wsgi_observe_readiness_check_required 1 if the readiness check blocks readiness, 0 if it is optional.
+# TYPE wsgi_observe_readiness_check_required gauge
+wsgi_observe_readiness_check_required{check="database"} 1
+wsgi_observe_readiness_check_required{check="sendgrid",group="external_services"} 1
 # HELP wsgi_observe_readiness_check_status 1 for the status of the readiness check in the last run, 0 for the others.
 # TYPE wsgi_observe_readiness_check_status gauge
 wsgi_observe_readiness_check_status{check="database",status="degraded"} 0
@@ -335,7 +343,7 @@ wsgi_observe_readiness_check_status{check="sendgrid",group="external_services",s
 # TYPE wsgi_observe_readiness_last_run_timestamp_seconds gauge
 # UNIT wsgi_observe_readiness_last_run_timestamp_seconds seconds
 wsgi_observe_readiness_last_run_timestamp_seconds 1759752000.0
-# HELP wsgi_observe_ready 1 if the last readiness run was healthy, else 0.
+# HELP wsgi_observe_ready 1 if the last readiness run was ready (every required check healthy), else 0.
 # TYPE wsgi_observe_ready gauge
 wsgi_observe_ready 0
 # HELP wsgi_observe_request_duration_quantile_seconds Request duration quantiles since start (HDR, all workers).

@@ -6,8 +6,14 @@ reports as unhealthy with the exception's message. Example::
 
     checks = {
         "database": wsgi_observe.checks.database(lambda: psycopg.connect(DSN)),
-        "external_services": {"sendgrid": wsgi_observe.checks.env_configured("SENDGRID_API_KEY")},
+        "external_services": wsgi_observe.checks.optional(
+            {"sendgrid": wsgi_observe.checks.env_configured("SENDGRID_API_KEY")}
+        ),
     }
+
+:func:`optional` marks checks that must not block readiness (a missing e-mail API key should
+not keep a pod out of its Service): they are run and shown, and make the status ``degraded``,
+but ``/health/ready`` still answers 200.
 """
 
 from __future__ import annotations
@@ -17,14 +23,14 @@ import importlib
 import os
 import socket
 import ssl
-from collections.abc import Callable
-from typing import Any, Optional
+from collections.abc import Callable, Mapping
+from typing import Any, Optional, overload
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from . import _http
 from .redact import redact_text
 
-__all__ = ["database", "env_configured", "http", "redis", "tcp"]
+__all__ = ["database", "django_database", "env_configured", "http", "optional", "redis", "tcp"]
 
 CheckResult = dict[str, Any]
 
@@ -56,6 +62,90 @@ def database(
 
     check.__name__ = "database_check"
     return check
+
+
+def django_database(alias: str = "default", query: str = "SELECT 1") -> Callable[[], CheckResult]:
+    """Run ``query`` on Django's database ``alias`` through Django's own connection handling
+    (``django.db.connections[alias]``: its settings, driver, ``OPTIONS`` and timeouts).
+
+    The check runs in a thread of its own, where Django opens a connection just for it; the
+    check closes it again, so a probe never leaves a connection behind (nor touches the
+    connections of request threads). Bound the connect time with the driver's option, e.g.
+    ``"OPTIONS": {"connect_timeout": 2}`` for PostgreSQL; the runner's timeout bounds the
+    probe in any case. Django is imported when the check runs, never before.
+    """
+    if not isinstance(alias, str) or not alias:
+        raise ValueError(f"django_database: expected a database alias, got {alias!r}")
+
+    def check() -> CheckResult:
+        from django.db import connections
+
+        if alias not in connections:  # a typo in the alias: say which, not a KeyError
+            raise LookupError(f"no database {alias!r} in settings.DATABASES")
+        connection = connections[alias]
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(query)
+                cursor.fetchone()
+        finally:
+            connection.close()
+        return {"status": "healthy", "message": "Database connection successful"}
+
+    check.__name__ = "django_database_check"
+    return check
+
+
+class _Optional:
+    """A readiness check that is run and shown, but never blocks readiness."""
+
+    required = False
+
+    def __init__(self, check: Callable[[], Any]) -> None:
+        if not callable(check):
+            raise TypeError(f"readiness check is not callable: {check!r}")
+        self.check = check
+        self.__name__ = getattr(check, "__name__", type(check).__name__)
+
+    def __call__(self) -> Any:
+        return self.check()
+
+    def __repr__(self) -> str:
+        return f"optional({self.check!r})"
+
+
+@overload
+def optional(check: Callable[[], Any]) -> Callable[[], Any]: ...
+
+
+@overload
+def optional(check: Mapping[str, Callable[[], Any]]) -> dict[str, Callable[[], Any]]: ...
+
+
+def optional(
+    check: Callable[[], Any] | Mapping[str, Callable[[], Any]],
+) -> Callable[[], Any] | dict[str, Callable[[], Any]]:
+    """Mark a readiness check (or every member of a group) as not blocking.
+
+    An optional check runs with the others and is shown with its status and
+    ``"required": false``. When it is not healthy the overall status is ``degraded`` (never
+    ``unhealthy``), but ``/health/ready`` answers 200 as long as every required check is
+    healthy, so a Kubernetes pod whose e-mail provider is down still gets traffic::
+
+        checks = {
+            "database": checks.database(connect),                   # required: 503 if down
+            "external_services": checks.optional({
+                "sendgrid": checks.env_configured("SENDGRID_API_KEY"),
+                "twilio": checks.http("https://status.twilio.com/api/v2/status.json"),
+            }),
+        }
+
+    Any callable whose ``required`` attribute is ``False`` counts as optional too.
+    """
+    if isinstance(check, Mapping):
+        return {str(name): optional(member) for name, member in check.items()}
+    if isinstance(check, _Optional):
+        return check
+    return _Optional(check)
 
 
 def tcp(host: str, port: int, *, timeout_s: float = 1.5) -> Callable[[], CheckResult]:

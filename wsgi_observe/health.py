@@ -6,7 +6,12 @@ raising means unhealthy with the exception's message. A group (a mapping of name
 like the guide's ``external_services``) gives each member an ``available`` field too.
 
 Overall: every check healthy gives ``healthy``; any ``unhealthy`` gives ``unhealthy``;
-otherwise any ``degraded`` gives ``degraded``. The middleware answers 200 only for healthy.
+otherwise any ``degraded`` gives ``degraded``. A check marked optional (a callable whose
+``required`` attribute is ``False``, as :func:`wsgi_observe.checks.optional` makes) is run and
+shown like the others, with ``"required": false`` in its result, but it never blocks: when it
+is not healthy it makes the overall status ``degraded``, never ``unhealthy``. The middleware
+answers 200 when every required check is healthy (:func:`is_ready`), else 503 (the guide's
+503 on ``degraded`` stays the rule for required checks).
 
 Runs are bounded: a check that is still running from an earlier probe is not started again
 (the new probe waits on the same run), so a hung dependency holds at most one thread per
@@ -26,7 +31,7 @@ from typing import Any, Optional, Union
 from ._time import iso_utc
 from .redact import redact_mapping
 
-__all__ = ["ReadinessRunner", "overall_status"]
+__all__ = ["ReadinessRunner", "is_ready", "is_required", "overall_status"]
 
 CheckFn = Callable[[], Any]
 Checks = Mapping[str, Union[CheckFn, Mapping[str, CheckFn]]]
@@ -40,6 +45,42 @@ def overall_status(statuses: list[str]) -> str:
     if "degraded" in statuses:
         return "degraded"
     return "healthy"
+
+
+def is_required(check: Any) -> bool:
+    """Whether ``check`` blocks readiness: every check does unless its ``required`` attribute
+    is ``False`` (see :func:`wsgi_observe.checks.optional`)."""
+    return getattr(check, "required", True) is not False
+
+
+def is_ready(body: Mapping[str, Any]) -> bool:
+    """Whether a readiness body means "ready" (``/health/ready`` answers 200): its status is
+    ``healthy``, or ``degraded`` only because of optional checks (``"required": false``)."""
+    status = body.get("status")
+    if status == "healthy":
+        return True
+    if status != "degraded":
+        return False
+    checks = body.get("checks")
+    if not isinstance(checks, Mapping):
+        return False
+    for result in _results(checks):
+        if result.get("required", True) is not False and result.get("status") != "healthy":
+            return False
+    return True
+
+
+def _results(checks: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every check result of a body's ``checks``, group members included."""
+    found: list[Mapping[str, Any]] = []
+    for value in checks.values():
+        if not isinstance(value, Mapping):
+            continue
+        if isinstance(value.get("status"), str):
+            found.append(value)
+        else:  # a group, like the guide's external_services
+            found.extend(r for r in value.values() if isinstance(r, Mapping))
+    return found
 
 
 def _describe(error: BaseException) -> str:
@@ -81,6 +122,7 @@ class _Check:
         self.name = name
         self.fn = fn
         self.group = group
+        self.required = is_required(fn)
         self.running: Optional[Future[dict[str, Any]]] = None
         self.running_pid = 0  # a run started before a fork has no thread in the child
 
@@ -104,7 +146,7 @@ class ReadinessRunner:
     Example::
 
         runner = ReadinessRunner({"database": checks.database(connect)}, timeout_s=2.0)
-        status, body = runner.result()
+        body = runner.result()
         body["checks"]["database"]["status"]  # "healthy"
     """
 
@@ -187,16 +229,24 @@ class ReadinessRunner:
                 except Exception as error:  # pragma: no cover - run() catches everything
                     results.append(_redacted({"status": "unhealthy", "message": _describe(error)}))
         checks: dict[str, Any] = {}
+        statuses: list[str] = []
         for check, result in zip(self._checks, results):
-            if check.group is None:
-                checks[check.name] = result
-            else:
+            if check.group is not None:
                 available = bool(result.get("available", result["status"] == "healthy"))
                 result = {"status": result["status"], "available": available, **result}
                 result["available"] = available
+            # "required" is ours to say: a check cannot make itself optional by returning it.
+            result.pop("required", None)
+            if check.required:
+                statuses.append(result["status"])
+            else:
+                result["required"] = False
+                statuses.append("healthy" if result["status"] == "healthy" else "degraded")
+            if check.group is None:
+                checks[check.name] = result
+            else:
                 checks.setdefault(check.group, {})[check.name] = result
-        status = overall_status([r["status"] for r in results])
-        return {"status": status, "timestamp": iso_utc(), "checks": checks}
+        return {"status": overall_status(statuses), "timestamp": iso_utc(), "checks": checks}
 
 
 def _start(check: _Check) -> Future[dict[str, Any]]:

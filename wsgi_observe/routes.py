@@ -26,6 +26,7 @@ from .exposition import (
     negotiate,
     render_json,
 )
+from .health import is_ready
 
 if TYPE_CHECKING:
     from ._types import StartResponse, WSGIEnvironment
@@ -159,7 +160,8 @@ class Routes:
         except Exception as error:  # the probe must answer whatever happens
             guarded("readiness", error)
             result = {"status": "unhealthy", "timestamp": iso_utc(), "checks": {}}
-        status = "200 OK" if result["status"] == "healthy" else "503 Service Unavailable"
+        # 200 while every required check is healthy: an optional one never blocks traffic.
+        status = "200 OK" if is_ready(result) else "503 Service Unavailable"
         if not self.is_authorized(environ):
             # Without the token only the overall answer is shown, never the details.
             result = {"status": result["status"], "timestamp": result["timestamp"]}

@@ -23,6 +23,8 @@ numbers as the JSON document) are a separate summary family,
 
 Readiness families reflect the most recent ``/health/ready`` run (its time is
 ``wsgi_observe_readiness_last_run_timestamp_seconds``); they are absent until a probe ran.
+``wsgi_observe_ready`` is 1 exactly when that probe answered 200 (every required check
+healthy; optional checks, ``wsgi_observe_readiness_check_required`` 0, never block).
 Per-process families come from the snapshot (gunicorn master and workers) or, in a single
 process, from this process itself with ``role="main"``. System families are converted from
 the JSON ``system`` block (percent -> ratio, MB and GB -> bytes), so they keep its rounding.
@@ -38,6 +40,7 @@ from datetime import datetime, timezone
 from itertools import accumulate, repeat
 from typing import Any, Optional
 
+from ..health import is_ready
 from ..histograms import MAX_US, bucket_index, highest_equivalent
 from ..metrics import SeriesData, Snapshot
 from ..system import process_info
@@ -159,7 +162,11 @@ CALL_DURATION_Q = Family(
     "seconds",
     labels="function, quantile",
 )
-READY = Family(_P + "ready", "gauge", "1 if the last readiness run was healthy, else 0.")
+READY = Family(
+    _P + "ready",
+    "gauge",
+    "1 if the last readiness run was ready (every required check healthy), else 0.",
+)
 READY_AT = Family(
     _P + "readiness_last_run_timestamp_seconds",
     "gauge",
@@ -177,6 +184,12 @@ CHECK_STATUS = Family(
     "gauge",
     "1 for the status of the readiness check in the last run, 0 for the others.",
     labels="check, group, status",
+)
+CHECK_REQUIRED = Family(
+    _P + "readiness_check_required",
+    "gauge",
+    "1 if the readiness check blocks readiness, 0 if it is optional.",
+    labels="check, group",
 )
 CHECK_LATENCY = Family(
     _P + "readiness_check_latency_seconds",
@@ -246,6 +259,7 @@ FAMILIES: tuple[Family, ...] = tuple(
             READY_AT,
             CHECK_HEALTHY,
             CHECK_STATUS,
+            CHECK_REQUIRED,
             CHECK_LATENCY,
             CPU_USAGE,
             CPU_COUNT,
@@ -470,7 +484,8 @@ def _binned_distribution(hist: Mapping[int, int]) -> tuple[list[int], list[str]]
 
 
 def _readiness(bodies: Bodies, readiness: Mapping[str, Any]) -> None:
-    bodies[READY] = [f"{READY.name} {1 if readiness.get('status') == 'healthy' else 0}\n"]
+    # Ready as /health/ready answers it: 1 while every required check is healthy.
+    bodies[READY] = [f"{READY.name} {1 if is_ready(readiness) else 0}\n"]
     finished = _epoch(readiness.get("timestamp"))
     if finished is not None:
         bodies[READY_AT] = [f"{READY_AT.name} {_number(finished)}\n"]
@@ -488,6 +503,7 @@ def _readiness(bodies: Bodies, readiness: Mapping[str, Any]) -> None:
         return
     checks.sort(key=lambda item: (item[1], item[0]))
     healthy: list[str] = []
+    required: list[str] = []
     status_lines: list[str] = []
     latency: list[str] = []
     for name, group, result in checks:
@@ -496,6 +512,8 @@ def _readiness(bodies: Bodies, readiness: Mapping[str, Any]) -> None:
             labels += f',group="{_escape(group)}"'
         status = result["status"]
         healthy.append(f"{CHECK_HEALTHY.name}{{{labels}}} {1 if status == 'healthy' else 0}\n")
+        is_optional = result.get("required", True) is False
+        required.append(f"{CHECK_REQUIRED.name}{{{labels}}} {0 if is_optional else 1}\n")
         for state in _STATES:
             value = 1 if state == status else 0
             status_lines.append(f'{CHECK_STATUS.name}{{{labels},status="{state}"}} {value}\n')
@@ -504,6 +522,7 @@ def _readiness(bodies: Bodies, readiness: Mapping[str, Any]) -> None:
             seconds = _number(round(latency_ms / 1000, 6))
             latency.append(f"{CHECK_LATENCY.name}{{{labels}}} {seconds}\n")
     bodies[CHECK_HEALTHY] = healthy
+    bodies[CHECK_REQUIRED] = required
     bodies[CHECK_STATUS] = status_lines
     if latency:
         bodies[CHECK_LATENCY] = latency

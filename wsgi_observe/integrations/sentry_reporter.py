@@ -17,6 +17,13 @@ Why it is cheap (sentry-sdk's own ``SentryWsgiMiddleware`` does all of this eage
   while it is iterated is wrapped, so the request's scope is active then too.
 - The transaction is finished by the middleware's finish steps, which run exactly once per
   request, with the endpoint name the metrics use.
+
+The outermost Sentry layer owns the request. A framework integration of sentry-sdk that
+wraps the app *inside* ours (Django's, Bottle's, Pyramid's and Falcon's patch the framework's
+WSGI entry with ``SentryWsgiMiddleware``) would start a second transaction, in a second trace,
+for the same request; while our reporter runs the app, sentry-sdk's own "a WSGI middleware is
+already active" flag is set, so that inner middleware passes the request through (its other
+parts still run: Django's still reports the exceptions it turns into 500 pages, in our scope).
 """
 
 from __future__ import annotations
@@ -299,6 +306,17 @@ def _unsampled_context_class() -> type:
     return cls
 
 
+def _wsgi_middleware_flag() -> Optional[contextvars.ContextVar[Any]]:
+    """sentry-sdk's flag that makes a nested ``SentryWsgiMiddleware`` pass requests through
+    (None if this sentry-sdk has no such flag: then an inner one traces as well)."""
+    try:
+        from sentry_sdk.integrations import wsgi
+    except ImportError:  # pragma: no cover - part of every sentry-sdk 2.x
+        return None
+    flag = getattr(wsgi, "_wsgi_middleware_applied", None)
+    return flag if isinstance(flag, contextvars.ContextVar) else None
+
+
 def _valid_rate(rate: Any) -> Optional[float]:
     if isinstance(rate, bool):
         return 1.0 if rate else 0.0
@@ -321,6 +339,7 @@ class SentryReporter:
         import sentry_sdk
 
         self._sdk = sentry_sdk
+        self._outer_flag = _wsgi_middleware_flag()
         _install_dedupe()
 
     def run(
@@ -339,11 +358,16 @@ class SentryReporter:
             except Exception as error:
                 guarded("sentry request start", error)
                 request = None
+            flag = self._outer_flag
+            token = flag.set(True) if flag is not None else None
             try:
                 body = app(environ, exchange.start_response)
             except BaseException as error:
                 _capture(error)
                 raise
+            finally:
+                if flag is not None and token is not None:
+                    flag.reset(token)
             kind = type(body)
             if kind is list or kind is tuple:
                 return body  # nothing runs while a list is iterated; the hook finishes
