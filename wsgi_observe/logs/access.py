@@ -1,0 +1,192 @@
+"""The access line: one INFO line per observed request, the hot path of logging.
+
+While our handlers are installed (:mod:`wsgi_observe.logs.setup`) and nobody customised the
+``wsgi_observe.access`` logger, the line is built here as a dict, serialised once with orjson
+and appended to those handlers' sinks (the same buffers, files and rotation as every other
+line): no LogRecord, no formatter. Otherwise it goes through ``logging`` like any other line,
+so handlers of the application's own receive it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from time import perf_counter_ns
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from . import files
+from .context import ID_KEY, logged_path, user_agent
+from .formats import dumps_line
+from .setup import current_setup
+
+if TYPE_CHECKING:
+    from .._wsgi import Exchange
+
+__all__ = ["status_code", "write_access_line"]
+
+_INFO = logging.INFO
+_OPTIONS = orjson.OPT_APPEND_NEWLINE
+_access_log = logging.getLogger("wsgi_observe.access")
+_parent_log = logging.getLogger("wsgi_observe")
+_root = logging.getLogger()
+
+_status_codes: dict[object, int] = {None: 500}
+
+
+def status_code(status: object) -> int:
+    """The numeric status of a status line; 500 for anything that is not one (the server
+    answers an invalid status with an error, so that is what the client got)."""
+    code = _status_codes.get(status)
+    if code is None:
+        code = 500
+        if isinstance(status, str):
+            text = status[:3]
+            if len(text) == 3 and text.isdigit() and "100" <= text <= "599":
+                code = int(text)
+        if len(_status_codes) < 256:
+            try:
+                _status_codes[status] = code
+            except TypeError:  # an unhashable "status"
+                pass
+    return code
+
+
+# Wall-clock time of the access line from the exchange's own perf_counter_ns readings (no
+# clock call per request); the flusher re-syncs the offset twice a second.
+_clock_offset_ns = time.time_ns() - perf_counter_ns()
+_stamp: tuple[int, str] = (-1, "")
+_stamp_second: tuple[int, str] = (-1, "")
+
+
+def _resync_clock() -> None:
+    global _clock_offset_ns
+    _clock_offset_ns = time.time_ns() - perf_counter_ns()
+
+
+files.tick_hooks.append(_resync_clock)
+
+
+def _stamp_text(millis: int) -> str:
+    """``2025-10-06T12:00:00.000Z`` for a count of milliseconds since the epoch (cached)."""
+    global _stamp, _stamp_second
+    second, rest = divmod(millis, 1000)
+    cached = _stamp_second
+    if cached[0] != second:
+        cached = _stamp_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    text = f"{cached[1]}.{rest:03d}Z"
+    _stamp = (millis, text)
+    return text
+
+
+def _fields(exchange: Exchange, name: str, duration_ns: int) -> dict[str, Any]:
+    """The access line's own fields (both ways of writing it write the same ones)."""
+    environ = exchange.environ
+    return {
+        "method": environ.get("REQUEST_METHOD", "GET"),
+        "endpoint": name,
+        "path": logged_path(environ),
+        "status": status_code(exchange.status),
+        "duration_ms": duration_ns // 1000 / 1000,
+        "bytes": exchange.body_bytes(),
+        "request_id": environ.get(ID_KEY),
+        "remote_addr": environ.get("REMOTE_ADDR"),
+        "user_agent": user_agent(environ),
+    }
+
+
+def _message(method: str, path: str, status: object, code: int) -> str:
+    """``GET /api/leads?q=1 200 OK``: the status line as the app sent it, when it is one."""
+    shown = status if type(status) is str and status[:3] == str(code) else code
+    return f"{method} {path} {shown}"
+
+
+def _through_logging(exchange: Exchange, name: str, duration_ns: int) -> None:
+    fields = _fields(exchange, name, duration_ns)
+    message = _message(fields["method"], fields["path"], exchange.status, fields["status"])
+    _access_log.info("%s", message, extra=fields)
+
+
+def _text_record(
+    handlers: tuple[logging.Handler, ...], message: str, fields: dict[str, Any]
+) -> None:
+    """The access line as a record, for a text console (development only)."""
+    record = _access_log.makeRecord(
+        "wsgi_observe.access", _INFO, __file__, 0, message, (), None, "access", fields
+    )
+    for handler in handlers:
+        if record.levelno >= handler.level:
+            handler.handle(record)
+
+
+def _is_customised() -> bool:
+    access, parent = _access_log, _parent_log
+    return bool(
+        access.handlers
+        or parent.handlers
+        or not access.propagate
+        or not parent.propagate
+        or access.filters
+        or parent.filters
+    )
+
+
+def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
+    """Write the access line of a finished request (never raises into the request)."""
+    if not _access_log.isEnabledFor(_INFO):
+        return
+    setup = current_setup()
+    if (
+        setup is None
+        or setup.level > _INFO
+        or _root.handlers != setup.root_handlers  # the application's handlers listen too
+        or _is_customised()
+    ):
+        _through_logging(exchange, name, duration_ns)
+        return
+    # _fields() and Sink.write(), inlined: this runs once per request.
+    environ = exchange.environ
+    status = exchange.status
+    code = _status_codes.get(status) if type(status) is str or status is None else None
+    if code is None:
+        code = status_code(status)
+    path = environ.get("PATH_INFO", "")
+    if environ.get("QUERY_STRING") or environ.get("SCRIPT_NAME") or not path.isascii():
+        path = logged_path(environ)
+    method = environ.get("REQUEST_METHOD", "GET")
+    agent = environ.get("HTTP_USER_AGENT")
+    if agent is not None and len(agent) > 512:
+        agent = agent[:512]
+    millis = (exchange.started + duration_ns + _clock_offset_ns) // 1_000_000
+    stamp = _stamp
+    fields = {
+        "timestamp": stamp[1] if stamp[0] == millis else _stamp_text(millis),
+        "level": "INFO",
+        "logger": "wsgi_observe.access",
+        "message": _message(method, path, status, code),
+        "method": method,
+        "endpoint": name,
+        "path": path,
+        "status": code,
+        "duration_ms": duration_ns // 1000 / 1000,
+        "bytes": sum(map(len, exchange)) if exchange else exchange.body_bytes(),
+        "request_id": environ.get(ID_KEY),
+        "remote_addr": environ.get("REMOTE_ADDR"),
+        "user_agent": agent,
+    }
+    try:
+        line = orjson.dumps(fields, option=_OPTIONS)
+    except Exception:  # a server put something odd in the environ
+        line = dumps_line(fields)
+    size = len(line)
+    for sink in setup.info_sinks:
+        sink.lines.append(line)
+        sink.pending += size
+        if sink.pending >= sink.limit or sink.closed:
+            sink.flush()
+    if not files.is_flusher_running():
+        files.start_flusher()
+    if setup.text:
+        _text_record(setup.text, fields["message"], fields)
+
