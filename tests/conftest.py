@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -22,6 +23,14 @@ from wsgi_observe import _guard
 from wsgi_observe.metrics import MetricsStore
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect garbage after each test, so a file or socket it leaked in a reference cycle
+    warns (and, under ``-W error::ResourceWarning``, fails) in that test, not a later one."""
+    yield
+    gc.collect()
 
 
 # Variables a test must never inherit from the shell that runs the suite.
