@@ -5,13 +5,14 @@ from __future__ import annotations
 import email.utils
 import logging
 import socket
-import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from urllib.parse import parse_qsl
 
 import pytest
 from fake_uptimerobot import VALID_API_KEY, FakeUptimeRobot
 
+from wsgi_observe.uptimerobot import client as client_module
 from wsgi_observe.uptimerobot.client import (
     HTTP_METHODS,
     UptimeRobotClient,
@@ -208,13 +209,17 @@ def test_rate_limit_is_retried_honouring_retry_after(
 
 
 def test_retry_after_as_an_http_date_is_honoured(
-    fake: FakeUptimeRobot, client: UptimeRobotClient, clock: FakeClock
+    fake: FakeUptimeRobot,
+    client: UptimeRobotClient,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A Retry-After given as an HTTP date is turned into the seconds left until then."""
-    fake.rate_limit(1, retry_after=email.utils.formatdate(time.time() + 30, usegmt=True))
+    now = 1_800_000_000.0  # the wall clock, pinned for the client
+    monkeypatch.setattr(client_module, "time", SimpleNamespace(time=lambda: now))
+    fake.rate_limit(1, retry_after=email.utils.formatdate(now + 30, usegmt=True))
     client.get_monitors()
-    assert len(clock.sleeps) == 1
-    assert 20.0 < clock.sleeps[0] <= 30.0
+    assert clock.sleeps == [30.0]
 
 
 def test_server_errors_are_retried_with_exponential_backoff(
