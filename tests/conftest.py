@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import shutil
 import signal
@@ -51,7 +52,8 @@ def _clean_environment_and_logging(
 ) -> Iterator[None]:
     """Each test starts without our variables, with LOG_DIR in a temp folder and the working
     directory another (wrapping an app installs the guide's log handlers, and a Config built
-    from defaults logs to ./logs), and ends with those handlers removed."""
+    from defaults logs to ./logs), and ends with the root logger as it found it: our
+    handlers removed, any other handler the test added removed and closed, its level back."""
     from wsgi_observe.config import ENV_VARS
     from wsgi_observe.logs import reset_logging
 
@@ -64,8 +66,16 @@ def _clean_environment_and_logging(
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     reset_logging()
     _guard.reset_rate_limit()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     yield
     reset_logging()
+    for handler in list(root.handlers):
+        # pytest swaps its capture handlers per phase; those are its own to remove.
+        if handler not in handlers and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)
@@ -91,8 +101,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    explain: Optional[Callable[[], str]] = None,
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` (a
+    safety net, never the assertion itself), adding ``explain()`` to the failure if given."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -104,7 +120,36 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: fl
             if last:
                 return last
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+    detail = f": {explain()}" if explain is not None else ""
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r}){detail}")
+
+
+def stop_process(
+    process: subprocess.Popen[Any],
+    sig: int = signal.SIGTERM,
+    timeout: float = 15.0,
+    *,
+    group: bool = False,
+) -> None:
+    """Stop ``process`` by its pid (its whole process group with ``group``): ``sig`` first,
+    SIGKILL if it is still there after ``timeout``, and reap it."""
+
+    def send(signum: int) -> None:
+        try:
+            if group:
+                os.killpg(process.pid, signum)
+            else:
+                process.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    if process.poll() is None or group:
+        send(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait(timeout=5)
 
 
 def http_get(
@@ -165,13 +210,7 @@ class Gunicorn:
             return set()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         self.log.close()
         if self.log_dir is not None:
             shutil.rmtree(self.log_dir, ignore_errors=True)

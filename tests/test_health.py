@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any, Optional
-from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
 import orjson
 import pytest
+import wsgi_client
 from conftest import wait_until
 
 from wsgi_observe import ObservabilityMiddleware
@@ -101,30 +101,8 @@ def call(
     headers: Optional[dict[str, str]] = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """One request through ``wsgiref.validate.validator``; returns status, headers, body."""
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-    }
-    for name, value in (headers or {}).items():
-        environ["HTTP_" + name.upper().replace("-", "_")] = value
-    setup_testing_defaults(environ)
-    seen: dict[str, Any] = {}
-
-    def start_response(
-        status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
-    ) -> Any:
-        seen["status"] = status
-        seen["headers"] = response_headers
-        return lambda data: None
-
-    body_iter = validator(app)(environ, start_response)
-    try:
-        body = b"".join(body_iter)
-    finally:
-        body_iter.close()
-    return int(seen["status"][:3]), dict(seen["headers"]), body
+    response = wsgi_client.call(app, path, method=method, headers=headers)
+    return response.code, dict(response.headers), response.body
 
 
 def ready_body(app: Callable[..., Any], **kwargs: Any) -> tuple[int, dict[str, Any]]:

@@ -6,29 +6,18 @@ import io
 import json
 import re
 import warnings
-from wsgiref.util import FileWrapper, setup_testing_defaults
+from wsgiref.util import FileWrapper
 from wsgiref.validate import validator
 
 import pytest
 from webtest import TestApp
+from wsgi_client import environ_for
 
 from wsgi_observe import ObservabilityMiddleware, _wsgi, wrap
 from wsgi_observe.endpoints import OVERFLOW, UNMATCHED
 from wsgi_observe.metrics import MetricsStore
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def environ_for(path: str = "/", method: str = "GET", **extra: str) -> dict:
-    environ: dict = {
-        "PATH_INFO": path,
-        "SCRIPT_NAME": "",
-        "REQUEST_METHOD": method,
-        "QUERY_STRING": "",
-    }
-    setup_testing_defaults(environ)
-    environ.update(extra)
-    return environ
 
 
 class Recorder:
@@ -444,7 +433,8 @@ def test_metrics_token_guards_metrics_but_not_health(store):
 
 def test_flask_route_templates_name_the_endpoints(store):
     """Flask's matched rule names the endpoint: one key for every id; unrouted 404s share one."""
-    flask = pytest.importorskip("flask")
+    import flask  # a test dependency (setup.cfg's test extra): missing means a broken install
+
     app = flask.Flask(__name__)
 
     @app.route("/api/leads/<int:lead_id>")

@@ -14,10 +14,10 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 import sentry_sdk
+from wsgi_client import environ_for
 
 from wsgi_observe.integrations import sentry as sentry_module
 from wsgi_observe.integrations import sentry_reporter
@@ -252,8 +252,7 @@ def test_get_request_url_gives_the_url_without_the_query() -> None:
     with relied_on("sentry_sdk.integrations.wsgi.get_request_url"):
         from sentry_sdk.integrations.wsgi import get_request_url
 
-        environ: dict[str, Any] = {"PATH_INFO": "/api/leads/7", "QUERY_STRING": "a=1"}
-        setup_testing_defaults(environ)
+        environ = environ_for("/api/leads/7", query="a=1")
         assert get_request_url(environ) == "http://127.0.0.1/api/leads/7"
 
 

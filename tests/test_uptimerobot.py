@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import socket
 from collections.abc import Iterator
 from types import SimpleNamespace
 from urllib.parse import parse_qsl
 
 import pytest
+from conftest import free_port
 from fake_uptimerobot import VALID_API_KEY, FakeUptimeRobot
 
 from wsgi_observe.uptimerobot import client as client_module
@@ -341,10 +341,7 @@ def test_real_waits_are_short_when_backoff_is_small(fake: FakeUptimeRobot) -> No
 
 def test_connection_refused_is_retried_then_reported(clock: FakeClock) -> None:
     """A port nobody listens on is retried, then reported as a connection failure."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    base = f"http://127.0.0.1:{port}/v2"
+    base = f"http://127.0.0.1:{free_port()}/v2"
     with UptimeRobotClient(
         VALID_API_KEY, base_url=base, max_retries=2, sleep=clock.sleep, clock=clock
     ) as c:
