@@ -26,6 +26,76 @@ from wsgi_observe.metrics import MetricsStore
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# The suite checks itself (scripts/test passes these options) -----------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("wsgi_observe", "checks of the suite itself (scripts/test)")
+    group.addoption(
+        "--min-tests",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fail unless the whole suite collects at least N tests (a test file that no "
+        "longer collects is noticed); ignored when tests are selected by path, -k or -m",
+    )
+    group.addoption(
+        "--fail-on-skip",
+        action="store_true",
+        help="fail the run if any test is skipped (CI installs every tool the tests use)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_SuiteChecks(config), "wsgi_observe_suite_checks")
+
+
+class _SuiteChecks:
+    """``--min-tests`` and ``--fail-on-skip``: a run that tested less than it should fails."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.deselected = 0
+        self.skipped: list[str] = []
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.deselected += len(items)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        minimum = self.config.getoption("--min-tests")
+        whole_suite = (
+            self.config.args_source is pytest.Config.ArgsSource.TESTPATHS and not self.deselected
+        )
+        if minimum and whole_suite and len(session.items) < minimum:
+            raise pytest.UsageError(
+                f"only {len(session.items)} tests collected, expected at least {minimum}: a "
+                "test file or parametrisation no longer collects (if tests were removed on "
+                "purpose, lower --min-tests in scripts/test)"
+            )
+
+    def _note(self, report: pytest.CollectReport | pytest.TestReport) -> None:
+        if report.skipped and not hasattr(report, "wasxfail"):
+            longrepr = report.longrepr
+            reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+            self.skipped.append(f"{report.nodeid}: {reason}")
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self._note(report)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._note(report)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.skipped and self.config.getoption("--fail-on-skip"):
+            terminalreporter.section("skipped, but --fail-on-skip", red=True)
+            for line in self.skipped:
+                terminalreporter.line(line, red=True)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.skipped and self.config.getoption("--fail-on-skip") and not session.exitstatus:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(autouse=True)
 def _collect_garbage() -> Iterator[None]:
     """Collect garbage after each test, so a file or socket it leaked in a reference cycle
