@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 import shutil
 import signal
@@ -24,6 +26,84 @@ from wsgi_observe.metrics import MetricsStore
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# The suite checks itself (scripts/test passes these options) -----------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("wsgi_observe", "checks of the suite itself (scripts/test)")
+    group.addoption(
+        "--min-tests",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fail unless the whole suite collects at least N tests (a test file that no "
+        "longer collects is noticed); ignored when tests are selected by path, -k or -m",
+    )
+    group.addoption(
+        "--fail-on-skip",
+        action="store_true",
+        help="fail the run if any test is skipped (CI installs every tool the tests use)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_SuiteChecks(config), "wsgi_observe_suite_checks")
+
+
+class _SuiteChecks:
+    """``--min-tests`` and ``--fail-on-skip``: a run that tested less than it should fails."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.deselected = 0
+        self.skipped: list[str] = []
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.deselected += len(items)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        minimum = self.config.getoption("--min-tests")
+        whole_suite = (
+            self.config.args_source is pytest.Config.ArgsSource.TESTPATHS and not self.deselected
+        )
+        if minimum and whole_suite and len(session.items) < minimum:
+            raise pytest.UsageError(
+                f"only {len(session.items)} tests collected, expected at least {minimum}: a "
+                "test file or parametrisation no longer collects (if tests were removed on "
+                "purpose, lower --min-tests in scripts/test)"
+            )
+
+    def _note(self, report: pytest.CollectReport | pytest.TestReport) -> None:
+        if report.skipped and not hasattr(report, "wasxfail"):
+            longrepr = report.longrepr
+            reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+            self.skipped.append(f"{report.nodeid}: {reason}")
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self._note(report)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._note(report)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.skipped and self.config.getoption("--fail-on-skip"):
+            terminalreporter.section("skipped, but --fail-on-skip", red=True)
+            for line in self.skipped:
+                terminalreporter.line(line, red=True)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.skipped and self.config.getoption("--fail-on-skip") and not session.exitstatus:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect garbage after each test, so a file or socket it leaked in a reference cycle
+    warns (and, under ``-W error::ResourceWarning``, fails) in that test, not a later one."""
+    yield
+    gc.collect()
+
+
 # Variables a test must never inherit from the shell that runs the suite.
 _OUR_VARIABLES = (
     "SENTRY_DSN",
@@ -42,7 +122,8 @@ def _clean_environment_and_logging(
 ) -> Iterator[None]:
     """Each test starts without our variables, with LOG_DIR in a temp folder and the working
     directory another (wrapping an app installs the guide's log handlers, and a Config built
-    from defaults logs to ./logs), and ends with those handlers removed."""
+    from defaults logs to ./logs), and ends with the root logger as it found it: our
+    handlers removed, any other handler the test added removed and closed, its level back."""
     from wsgi_observe.config import ENV_VARS
     from wsgi_observe.logs import reset_logging
 
@@ -55,8 +136,16 @@ def _clean_environment_and_logging(
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     reset_logging()
     _guard.reset_rate_limit()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     yield
     reset_logging()
+    for handler in list(root.handlers):
+        # pytest swaps its capture handlers per phase; those are its own to remove.
+        if handler not in handlers and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)
@@ -82,8 +171,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout``."""
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    explain: Optional[Callable[[], str]] = None,
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` (a
+    safety net, never the assertion itself), adding ``explain()`` to the failure if given."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -95,7 +190,36 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: fl
             if last:
                 return last
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+    detail = f": {explain()}" if explain is not None else ""
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r}){detail}")
+
+
+def stop_process(
+    process: subprocess.Popen[Any],
+    sig: int = signal.SIGTERM,
+    timeout: float = 15.0,
+    *,
+    group: bool = False,
+) -> None:
+    """Stop ``process`` by its pid (its whole process group with ``group``): ``sig`` first,
+    SIGKILL if it is still there after ``timeout``, and reap it."""
+
+    def send(signum: int) -> None:
+        try:
+            if group:
+                os.killpg(process.pid, signum)
+            else:
+                process.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    if process.poll() is None or group:
+        send(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait(timeout=5)
 
 
 def http_get(
@@ -156,13 +280,7 @@ class Gunicorn:
             return set()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         self.log.close()
         if self.log_dir is not None:
             shutil.rmtree(self.log_dir, ignore_errors=True)

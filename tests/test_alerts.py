@@ -7,10 +7,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 import sentry_sdk
+from conftest import wait_until
+from wsgi_client import call
 
 from wsgi_observe.alerts import (
     DEFAULT_RULES,
@@ -50,15 +51,7 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 def send(middleware: ObservabilityMiddleware, path: str, times: int = 1) -> None:
     for _ in range(times):
-        environ: dict[str, Any] = {"SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": ""}
-        setup_testing_defaults(environ)
-        body = middleware(environ, lambda status, headers, exc_info=None: None)
-        try:
-            list(body)
-        finally:
-            close = getattr(body, "close", None)
-            if close is not None:
-                close()
+        call(middleware, path, validate=False)  # app() sends no Content-Type
 
 
 def observed(**overrides: Any) -> ObservabilityMiddleware:
@@ -78,19 +71,6 @@ def alert_log() -> Iterator[list[logging.LogRecord]]:
     yield records
     logger.removeHandler(handler)
     logger.setLevel(old_level)
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    """Wait until ``predicate()`` is truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s}s")
-        pause.wait(0.01)
 
 
 def series(fast: int = 0, slow: int = 0, errors: int = 0) -> SeriesData:
@@ -247,7 +227,7 @@ def test_background_timer_checks_until_stopped(alert_log: list[logging.LogRecord
     monitor = AlertMonitor(middleware).start(interval_s=0.01)
     try:
         send(middleware, "/api/fail", 25)
-        wait_for(lambda: monitor.firing)
+        wait_until(lambda: monitor.firing, timeout=10.0)
     finally:
         monitor.stop()
     assert not any(t.name == "wsgi_observe-alerts" for t in threading.enumerate())

@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import urlsplit
-from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
 import orjson
 import psycopg
 import pytest
 from conftest import free_port
+from wsgi_client import call
 
 from wsgi_observe import ObservabilityMiddleware, checks
 from wsgi_observe.health import ReadinessRunner
@@ -38,25 +38,8 @@ def run(check: Callable[[], Any], timeout_s: float = 5.0) -> dict[str, Any]:
 
 def probe(app: Callable[..., Any]) -> tuple[int, dict[str, Any]]:
     """GET /health/ready through ``wsgiref.validate.validator``; returns status and JSON body."""
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": "GET",
-        "SCRIPT_NAME": "",
-        "PATH_INFO": "/health/ready",
-        "QUERY_STRING": "",
-    }
-    setup_testing_defaults(environ)
-    seen: list[str] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        seen.append(status)
-        return lambda data: None
-
-    body = validator(app)(environ, start_response)
-    try:
-        raw = b"".join(body)
-    finally:
-        body.close()
-    return int(seen[0][:3]), orjson.loads(raw)
+    response = call(app, "/health/ready")
+    return response.code, orjson.loads(response.body)
 
 
 def inner_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 
 import pytest
-from conftest import ROOT, free_port, http_get, wait_until
+from conftest import ROOT, free_port, http_get, stop_process, wait_until
 
 from wsgi_observe.cli import main
 
@@ -49,8 +48,7 @@ def test_demo_serves_the_crm_api_under_gunicorn(tmp_path):
             assert doc["endpoints"]["/api/leads/<int:lead_id>"]["requests"] == 1
             assert doc["endpoints"]["/api/boom"]["errors"] == 1
         finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=20)
+            stop_process(process, timeout=20, group=True)
 
 
 def test_version_flag(capsys):

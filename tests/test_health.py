@@ -12,11 +12,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
-from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
 import orjson
 import pytest
+import wsgi_client
 from conftest import wait_until
 
 from wsgi_observe import ObservabilityMiddleware
@@ -37,19 +37,20 @@ def release() -> Iterator[threading.Event]:
 
 
 class Counted:
-    """A check that counts its calls (thread-safe) and returns ``outcome``."""
+    """A check that counts its calls (thread-safe) and returns ``outcome``; with ``gate`` set
+    it first waits for that Event (at most HUNG_CHECK_BOUND_S, then it reports unhealthy)."""
 
-    def __init__(self, outcome: Any = True, *, delay_s: float = 0.0) -> None:
+    def __init__(self, outcome: Any = True, *, gate: Optional[threading.Event] = None) -> None:
         self.outcome = outcome
-        self.delay_s = delay_s
+        self.gate = gate
         self.calls = 0
         self._lock = threading.Lock()
 
     def __call__(self) -> Any:
         with self._lock:
             self.calls += 1
-        if self.delay_s:
-            time.sleep(self.delay_s)  # a deliberately slow check, bounded by delay_s
+        if self.gate is not None and not self.gate.wait(HUNG_CHECK_BOUND_S):
+            return False
         return self.outcome
 
 
@@ -103,30 +104,8 @@ def call(
     headers: Optional[dict[str, str]] = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """One request through ``wsgiref.validate.validator``; returns status, headers, body."""
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-    }
-    for name, value in (headers or {}).items():
-        environ["HTTP_" + name.upper().replace("-", "_")] = value
-    setup_testing_defaults(environ)
-    seen: dict[str, Any] = {}
-
-    def start_response(
-        status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
-    ) -> Any:
-        seen["status"] = status
-        seen["headers"] = response_headers
-        return lambda data: None
-
-    body_iter = validator(app)(environ, start_response)
-    try:
-        body = b"".join(body_iter)
-    finally:
-        body_iter.close()
-    return int(seen["status"][:3]), dict(seen["headers"]), body
+    response = wsgi_client.call(app, path, method=method, headers=headers)
+    return response.code, dict(response.headers), response.body
 
 
 def ready_body(app: Callable[..., Any], **kwargs: Any) -> tuple[int, dict[str, Any]]:
@@ -316,7 +295,9 @@ def test_ready_body_has_the_guide_shape() -> None:
             "external_services": {"sendgrid": returning(True), "twilio": returning(True)},
         }
     )
+    before = datetime.now(timezone.utc).replace(microsecond=0)
     status, headers, raw = call(app)
+    after = datetime.now(timezone.utc)
     assert status == 200
     assert headers["Content-Type"].startswith("application/json")
     body = orjson.loads(raw)
@@ -326,7 +307,7 @@ def test_ready_body_has_the_guide_shape() -> None:
     stamp = datetime.strptime(body["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
         tzinfo=timezone.utc
     )
-    assert abs((datetime.now(timezone.utc) - stamp).total_seconds()) < 5
+    assert before <= stamp <= after, "the timestamp is not the time of the probe"
     assert set(body["checks"]) == {"database", "external_services"}
     database = body["checks"]["database"]
     assert database["status"] == "healthy"
@@ -343,15 +324,21 @@ def test_ready_body_has_the_guide_shape() -> None:
 
 
 def test_checks_run_concurrently() -> None:
-    """Three checks of 0.3 s each finish in well under the 0.9 s a serial run would take."""
-    slow = [Counted(delay_s=0.3) for _ in range(3)]
-    app = make_middleware({f"slow{i}": check for i, check in enumerate(slow)})
-    started = time.perf_counter()
+    """Three checks that each wait for the other two all pass, so they ran at the same time."""
+    all_running = threading.Barrier(3, timeout=HUNG_CHECK_BOUND_S)
+
+    def meets_the_others() -> bool:
+        # Run one after another, the first check waits here alone until the barrier breaks.
+        all_running.wait()
+        return True
+
+    app = make_middleware(
+        {f"check{i}": meets_the_others for i in range(3)},
+        readiness_timeout=HUNG_CHECK_BOUND_S + 5.0,
+    )
     status, body = ready_body(app)
-    elapsed = time.perf_counter() - started
     assert status == 200, body
-    assert [c.calls for c in slow] == [1, 1, 1]
-    assert elapsed < 0.8, f"checks ran one after another ({elapsed:.2f}s)"
+    assert not all_running.broken
 
 
 def test_hung_check_times_out_and_is_not_started_twice(release: threading.Event) -> None:
@@ -362,15 +349,14 @@ def test_hung_check_times_out_and_is_not_started_twice(release: threading.Event)
         {"hung": hung, "fast": fast}, readiness_timeout=0.3, readiness_cache_ttl=0.0
     )
     for probe in (1, 2):
-        started = time.perf_counter()
         status, body = ready_body(app)
-        elapsed = time.perf_counter() - started
         assert status == 503
         assert body["status"] == "unhealthy"
         assert body["checks"]["hung"]["status"] == "unhealthy"
         assert "timed out" in body["checks"]["hung"]["message"]
         assert body["checks"]["fast"]["status"] == "healthy"
-        assert elapsed < 0.3 + 0.5, f"probe {probe} took {elapsed:.2f}s"
+        # The probe answered while the check was still blocked: it did not wait for it.
+        assert not hung.finished.is_set(), f"probe {probe} waited for the hung check"
         assert fast.calls == probe  # the healthy check does run again
     assert hung.calls == 1, "a second copy of the hung check was started"
 
@@ -421,11 +407,35 @@ def test_middleware_probe_cache_follows_readiness_cache_ttl(ttl: float, calls: i
     assert check.calls == calls
 
 
+class _CountingCondition(threading.Condition):
+    """A Condition that sets ``all_waiting`` once ``expected`` waits have begun on it."""
+
+    def __init__(self, lock: Any, expected: int, all_waiting: threading.Event) -> None:
+        super().__init__(lock)
+        self.expected = expected
+        self.waits = 0
+        self.all_waiting = all_waiting
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        self.waits += 1  # the lock is held here
+        if self.waits >= self.expected:
+            self.all_waiting.set()
+        return super().wait(timeout)
+
+
 def test_concurrent_probes_share_one_run() -> None:
     """Twenty simultaneous probes with an empty cache cause exactly one run of each check."""
-    first = Counted(delay_s=0.2)
-    second = Counted(delay_s=0.1)
-    app = make_middleware({"first": first, "second": second}, readiness_cache_ttl=60.0)
+    others_waiting = threading.Event()
+    first = Counted(gate=others_waiting)
+    second = Counted(gate=others_waiting)
+    app = make_middleware(
+        {"first": first, "second": second},
+        readiness_cache_ttl=60.0,
+        readiness_timeout=HUNG_CHECK_BOUND_S + 5.0,
+    )
+    # The checks finish only once the other 19 probes are waiting for their run.
+    runner = app.readiness
+    runner._done = _CountingCondition(runner._lock, 19, others_waiting)  # type: ignore[misc]
     barrier = threading.Barrier(20, timeout=10)
     statuses: list[int] = []
     errors: list[BaseException] = []

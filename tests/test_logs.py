@@ -8,14 +8,14 @@ import json
 import logging
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
-from wsgiref.util import setup_testing_defaults
 
 import pytest
+from conftest import wait_until
 from webtest import TestApp
+from wsgi_client import call, environ_for
 
 from wsgi_observe import logs
 from wsgi_observe.config import ConfigError
@@ -34,32 +34,13 @@ from wsgi_observe.middleware import ObservabilityMiddleware
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 CONSOLE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[(?P<level>[A-Z]+)\] (?P<rest>.*)$")
 SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-ENV_VARS = (
-    "LOG_LEVEL",
-    "LOG_DIR",
-    "LOG_FORMAT",
-    "SENTRY_ENVIRONMENT",
-    "SENTRY_DSN",
-    "WSGI_OBSERVE_ACCESS_LOG",
-    "WSGI_OBSERVE_SLOW_REQUEST_THRESHOLD",
-)
 TEXT = [("Content-Type", "text/plain")]
 
 
 @pytest.fixture(autouse=True)
-def _isolated_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Clean variables before, and the root logger as it was after, each test."""
-    for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    logs.reset_logging()
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
+def _no_log_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No LOG_DIR: these tests pass ``log_dir`` themselves, or set the variable they test."""
+    monkeypatch.delenv("LOG_DIR", raising=False)
 
 
 class _TTY(io.StringIO):
@@ -109,39 +90,8 @@ def _hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[
     return [b"Hello, world!"]
 
 
-def _environ(path: str = "/hello", query: str = "", **extra: Any) -> dict[str, Any]:
-    environ: dict[str, Any] = {"PATH_INFO": path, "QUERY_STRING": query}
-    setup_testing_defaults(environ)
-    environ.update(extra)
-    return environ
-
-
-def _call(app: Any, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
-    seen: dict[str, Any] = {}
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        seen["status"], seen["headers"] = status, headers
-        return lambda data: None
-
-    body = app(environ, start_response)
-    try:
-        data = b"".join(body)
-    finally:
-        body.close()
-    return seen["status"], seen["headers"], data
-
-
 def _access(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [line for line in lines if line["logger"] == "wsgi_observe.access"]
-
-
-def _wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        threading.Event().wait(0.01)
-    return predicate()
 
 
 # configure_logging --------------------------------------------------------------------
@@ -367,7 +317,7 @@ def test_console_line_ends_with_method_and_path_during_a_request(tmp_path: Path)
         start_response("201 Created", TEXT)
         return [b"ok"]
 
-    _call(_wrapped(app, access_log=False), _environ("/api/leads", REQUEST_METHOD="POST"))
+    call(_wrapped(app, access_log=False), "/api/leads", method="POST")
     assert (
         console.getvalue()
         .splitlines()[0]
@@ -382,7 +332,7 @@ def test_info_lines_are_flushed_within_the_interval_and_errors_at_once(tmp_path:
     logger.error("now")
     assert "now" in (tmp_path / "errors.log").read_text()
     logger.info("soon")
-    assert _wait_for(lambda: "soon" in (tmp_path / "application.log").read_text())
+    wait_until(lambda: "soon" in (tmp_path / "application.log").read_text(), timeout=5.0)
 
 
 class _LoggingStream(io.StringIO):
@@ -561,7 +511,7 @@ def test_request_id_header_does_not_mutate_the_apps_header_list(tmp_path: Path) 
     _setup(tmp_path)
     app = _wrapped(_hello)
     for _ in range(3):
-        _call(app, _environ())
+        call(app, "/hello")
     assert TEXT == [("Content-Type", "text/plain")]
 
 
@@ -629,7 +579,7 @@ def test_access_line_skips_logging_records_when_only_our_handlers_listen(
         return original(self, name, *args, **kwargs)
 
     monkeypatch.setattr(logging.Logger, "makeRecord", spy)
-    _call(_wrapped(_hello), _environ("/fast"))
+    call(_wrapped(_hello), "/fast")
     assert "wsgi_observe.access" not in made
     (line,) = _access(_lines(tmp_path / "application.log"))
     assert line["path"] == "/fast"
@@ -641,7 +591,7 @@ def test_access_line_goes_through_logging_when_other_handlers_listen(tmp_path: P
     foreign = _Collect()
     logging.getLogger().addHandler(foreign)
     try:
-        _call(_wrapped(_hello), _environ("/slow-path"))
+        call(_wrapped(_hello), "/slow-path")
     finally:
         logging.getLogger().removeHandler(foreign)
     (record,) = [r for r in foreign.records if r.name == "wsgi_observe.access"]
@@ -659,7 +609,7 @@ def test_access_line_fields_are_the_same_on_both_paths(tmp_path: Path, fast: boo
     _setup(tmp_path)
     if fast:
         _drop_pytest_handlers()
-    _call(_wrapped(_hello), _environ("/same"))
+    call(_wrapped(_hello), "/same")
     (line,) = _access(_lines(tmp_path / "application.log"))
     expected = {"method", "endpoint", "path", "status", "duration_ms", "bytes", "request_id"}
     assert expected | {"remote_addr", "user_agent"} <= set(line)
@@ -691,7 +641,7 @@ def test_no_request_context_without_access_log_log_handlers_or_configured_loggin
 def test_access_lines_follow_the_log_level(tmp_path: Path) -> None:
     """LOG_LEVEL=WARNING silences access lines."""
     _setup(tmp_path, level="WARNING")
-    _call(_wrapped(_hello), _environ())
+    call(_wrapped(_hello), "/hello")
     assert _access(_lines(tmp_path / "application.log")) == []
 
 
@@ -715,8 +665,7 @@ def test_streaming_body_keeps_request_context_and_counts_bytes(tmp_path: Path) -
             get_logger("app.stream").info("chunk %d", index)
             yield b"abcd"
 
-    _status, headers, _body = _call(_wrapped(app), _environ("/stream"))
-    request_id = dict(headers)["X-Request-ID"]
+    request_id = call(_wrapped(app), "/stream").header("X-Request-ID")
     lines = _lines(tmp_path / "application.log")
     chunks = [line for line in lines if line["logger"] == "app.stream"]
     assert [line["request_id"] for line in chunks] == [request_id] * 3
@@ -732,7 +681,7 @@ def test_app_exception_is_logged_once_with_traceback_and_request(tmp_path: Path)
         raise RuntimeError("database went away")
 
     with pytest.raises(RuntimeError, match="database went away"):
-        _wrapped(app)(_environ("/api/leads", REQUEST_METHOD="POST"), lambda *a: None)
+        _wrapped(app)(environ_for("/api/leads", "POST"), lambda *a: None)
     (error,) = _lines(tmp_path / "errors.log")
     assert error["logger"] == "wsgi_observe"
     assert error["level"] == "ERROR"
@@ -751,7 +700,7 @@ def test_app_exception_is_logged_once_with_traceback_and_request(tmp_path: Path)
 def test_slow_request_warning_goes_through_the_formatter(tmp_path: Path) -> None:
     """The middleware's slow-request WARNING keeps its fields and the request block."""
     _setup(tmp_path)
-    _call(_wrapped(_hello, slow_request_threshold=1e-9), _environ("/slow"))
+    call(_wrapped(_hello, slow_request_threshold=1e-9), "/slow")
     (line,) = [
         line
         for line in _lines(tmp_path / "application.log")

@@ -6,21 +6,17 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import logging
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import stop_process, wait_until
 
 from wsgi_observe import logs
 from wsgi_observe.logs import configure_logging, get_logger
@@ -29,28 +25,9 @@ WORKER = Path(__file__).with_name("_log_worker.py")
 
 
 @pytest.fixture(autouse=True)
-def _isolated_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Clean variables before, and the root logger as it was after, each test."""
-    for name in ("LOG_LEVEL", "LOG_DIR", "LOG_FORMAT", "SENTRY_ENVIRONMENT"):
-        monkeypatch.delenv(name, raising=False)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    logs.reset_logging()
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
-
-
-def _wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        threading.Event().wait(0.02)
-    return predicate()
+def _no_log_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No LOG_DIR: these tests pass ``log_dir`` themselves."""
+    monkeypatch.delenv("LOG_DIR", raising=False)
 
 
 def _log_files(log_dir: Path, name: str = "application.log") -> list[Path]:
@@ -145,10 +122,9 @@ def test_concurrent_processes_lose_split_or_duplicate_no_line(
         for number in range(workers)
     ]
     try:
-        ready = _wait_for(
-            lambda: all((tmp_path / f"ready-{n}").exists() for n in range(workers)), 30
+        wait_until(
+            lambda: all((tmp_path / f"ready-{n}").exists() for n in range(workers)), timeout=30
         )
-        assert ready, "workers did not start"
         (tmp_path / "go").touch()
         for process in processes:
             _out, err = process.communicate(timeout=120)
@@ -208,7 +184,6 @@ def _get(port: int, path: str) -> tuple[int, str]:
 @pytest.mark.slow
 def test_gunicorn_workers_share_rotating_files_without_losing_lines(tmp_path: Path) -> None:
     """Preloaded gunicorn workers (forked after logging was set up) log every request once."""
-    pytest.importorskip("gunicorn")
     log_dir = tmp_path / "logs"
     (tmp_path / "gunicorn_app.py").write_text(_GUNICORN_APP)
     stderr_path = tmp_path / "gunicorn.err"
@@ -249,7 +224,8 @@ def test_gunicorn_workers_share_rotating_files_without_losing_lines(tmp_path: Pa
                 port_seen.append(int(match.group(1)))
             return bool(match) or server.poll() is not None
 
-        assert _wait_for(listening, 30) and port_seen, stderr_path.read_text(errors="replace")
+        wait_until(listening, timeout=30, explain=lambda: stderr_path.read_text(errors="replace"))
+        assert port_seen, stderr_path.read_text(errors="replace")
         port = port_seen[0]
         paths = [f"/r/{n}" for n in range(400)]
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -258,12 +234,7 @@ def test_gunicorn_workers_share_rotating_files_without_losing_lines(tmp_path: Pa
         ids = [request_id for _, request_id in results]
         assert len(set(ids)) == len(ids)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, timeout=30)
 
     lines = _parse_all(_log_files(log_dir))
     access = [line for line in lines if line["logger"] == "wsgi_observe.access"]

@@ -10,10 +10,10 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 from typing import Any, Optional
-from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
 import pytest
+import wsgi_client
 
 from wsgi_observe.exposition import OPENMETRICS_TYPE, PROMETHEUS_TYPE, prometheus
 from wsgi_observe.exposition.prometheus import (
@@ -944,23 +944,9 @@ def middleware():
 
 def call(app, path: str, query: str = "", accept: Optional[str] = None, method: str = "GET"):
     """Call ``app`` in-process under ``wsgiref.validate``; return status, headers and body."""
-    environ: dict[str, Any] = {}
-    setup_testing_defaults(environ)
-    environ.update(PATH_INFO=path, QUERY_STRING=query, REQUEST_METHOD=method)
-    if accept is not None:
-        environ["HTTP_ACCEPT"] = accept
-    seen: dict[str, Any] = {}
-
-    def start_response(status, headers, exc_info=None):
-        seen["status"], seen["headers"] = status, dict(headers)
-        return lambda data: None
-
-    body = validator(app)(environ, start_response)
-    try:
-        data = b"".join(body)
-    finally:
-        body.close()
-    return seen["status"], seen["headers"], data
+    headers = {"Accept": accept} if accept is not None else None
+    response = wsgi_client.call(app, path, method, query=query, headers=headers)
+    return response.status, dict(response.headers), response.body
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Gunicorn, free_port, http_get, wait_until
+from conftest import ROOT, Gunicorn, free_port, http_get, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -95,13 +94,7 @@ class Prometheus:
         wait_until(ready, DEADLINE_S)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         self.log.close()
 
 

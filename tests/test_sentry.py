@@ -11,11 +11,11 @@ import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Optional
-from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
 import pytest
 import sentry_sdk
+import wsgi_client
 from flask import Flask
 from sentry_sdk.integrations.flask import FlaskIntegration
 from sentry_sdk.integrations.wsgi import SentryWsgiMiddleware
@@ -51,27 +51,8 @@ def call(
     headers: Optional[dict[str, str]] = None,
 ) -> tuple[str, bytes]:
     """One request through ``wsgiref.validate``; returns (status, body)."""
-    environ: dict[str, Any] = {
-        "SCRIPT_NAME": "",
-        "PATH_INFO": path,
-        "REQUEST_METHOD": method,
-        "QUERY_STRING": query,
-    }
-    setup_testing_defaults(environ)
-    for name, value in (headers or {}).items():
-        environ["HTTP_" + name.upper().replace("-", "_")] = value
-    seen: dict[str, str] = {}
-
-    def start_response(status: str, response_headers: Any, exc_info: Any = None) -> Any:
-        seen["status"] = status
-        return lambda data: None
-
-    body = validator(app)(environ, start_response)
-    try:
-        data = b"".join(body)
-    finally:
-        body.close()
-    return seen["status"], data
+    response = wsgi_client.call(app, path, method, query=query, headers=headers)
+    return response.status, response.body
 
 
 def observed(app: Any, **overrides: Any) -> ObservabilityMiddleware:
@@ -577,9 +558,7 @@ def test_a_file_wrapper_body_stays_a_file_wrapper(sentry_init: Callable[..., boo
         return environ["wsgi.file_wrapper"](io.BytesIO(b"report"))
 
     middleware = ObservabilityMiddleware(app, store=MetricsStore(), access_log=False)
-    environ: dict[str, Any] = {"SCRIPT_NAME": "", "PATH_INFO": "/report", "QUERY_STRING": ""}
-    setup_testing_defaults(environ)
-    environ["wsgi.file_wrapper"] = FileWrapper
+    environ = wsgi_client.environ_for("/report", **{"wsgi.file_wrapper": FileWrapper})
     body = middleware(environ, lambda status, headers, exc_info=None: None)
     try:
         assert isinstance(body, FileWrapper)

@@ -8,7 +8,7 @@ import inspect
 import pytest
 from webtest import TestApp
 
-from wsgi_observe import ObservabilityMiddleware, performance_tracking
+from wsgi_observe import ObservabilityMiddleware, performance_tracking, tracking
 from wsgi_observe.metrics import MetricsStore
 
 
@@ -80,21 +80,25 @@ def test_exceptions_propagate_and_count_as_errors(store):
     assert (series.count, series.errors) == (1, 1)
 
 
-def test_slow_calls_log_a_warning(store, caplog):
+def test_slow_calls_log_a_warning(store, caplog, monkeypatch):
     """A call over the threshold logs the guide-style slow WARNING with the duration."""
-    import time
+    clock = {"ns": 10_000_000_000}
+    monkeypatch.setattr(tracking, "perf_counter_ns", lambda: clock["ns"])
 
     @performance_tracking(name="slow.op", slow_threshold=0.001, store=store)
     def slow() -> None:
-        deadline = time.perf_counter() + 0.005
-        while time.perf_counter() < deadline:
-            pass
+        clock["ns"] += 5_000_000  # the call takes 5 ms by the tracker's clock
+
+    @performance_tracking(name="quick.op", slow_threshold=0.001, store=store)
+    def quick() -> None:
+        clock["ns"] += 1_000_000  # exactly the threshold: not slow
 
     with caplog.at_level("WARNING", logger="wsgi_observe.performance"):
+        quick()
         slow()
     [record] = [r for r in caplog.records if r.name == "wsgi_observe.performance"]
     assert record.getMessage().startswith("Slow operation detected: slow.op took")
-    assert record.duration_ms >= 1
+    assert record.duration_ms == 5
 
 
 def test_async_functions_are_timed(store):

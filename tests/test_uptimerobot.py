@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import socket
-import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from urllib.parse import parse_qsl
 
 import pytest
+from conftest import free_port
 from fake_uptimerobot import VALID_API_KEY, FakeUptimeRobot
 
+from wsgi_observe.uptimerobot import _wire as client_module
 from wsgi_observe.uptimerobot.client_v2 import (
     HTTP_METHODS,
     UptimeRobotClient,
@@ -208,13 +209,17 @@ def test_rate_limit_is_retried_honouring_retry_after(
 
 
 def test_retry_after_as_an_http_date_is_honoured(
-    fake: FakeUptimeRobot, client: UptimeRobotClient, clock: FakeClock
+    fake: FakeUptimeRobot,
+    client: UptimeRobotClient,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A Retry-After given as an HTTP date is turned into the seconds left until then."""
-    fake.rate_limit(1, retry_after=email.utils.formatdate(time.time() + 30, usegmt=True))
+    now = 1_800_000_000.0  # the wall clock, pinned for the client
+    monkeypatch.setattr(client_module, "time", SimpleNamespace(time=lambda: now))
+    fake.rate_limit(1, retry_after=email.utils.formatdate(now + 30, usegmt=True))
     client.get_monitors()
-    assert len(clock.sleeps) == 1
-    assert 20.0 < clock.sleeps[0] <= 30.0
+    assert clock.sleeps == [30.0]
 
 
 def test_server_errors_are_retried_with_exponential_backoff(
@@ -336,10 +341,7 @@ def test_real_waits_are_short_when_backoff_is_small(fake: FakeUptimeRobot) -> No
 
 def test_connection_refused_is_retried_then_reported(clock: FakeClock) -> None:
     """A port nobody listens on is retried, then reported as a connection failure."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    base = f"http://127.0.0.1:{port}/v2"
+    base = f"http://127.0.0.1:{free_port()}/v2"
     with UptimeRobotClient(
         VALID_API_KEY, base_url=base, max_retries=2, sleep=clock.sleep, clock=clock
     ) as c:

@@ -9,8 +9,13 @@ Why it is cheap (sentry-sdk's own ``SentryWsgiMiddleware`` does all of this eage
 
 - The sampling decision comes first, from the same random number the SDK would compare, so
   an unsampled request (90% in production) never builds a transaction: it pays for one
-  isolation scope fork and a propagation context that still tells downstream services
-  "not sampled" (``sentry-trace: ...-0``).
+  isolation scope fork and a propagation context that says "not sampled"
+  (``sentry-trace: ...-0``, baggage ``sentry-sampled=false``) to whatever asks the scope
+  for trace headers: ``sentry_sdk.get_traceparent()``/``get_baggage()``, the scope's
+  ``iter_trace_propagation_headers()``, and error events, which join that trace.
+  sentry-sdk's ``http.client`` integration (so ``requests`` and ``urllib3`` too) only
+  propagates from a span inside a transaction, so those calls carry no trace header from
+  an unsampled request here (``SentryWsgiMiddleware``'s unsampled transaction sends "-0").
 - Request data, tags and the request breadcrumb are added by an event processor, which
   runs only when an event is actually sent.
 - A list body (the common case) is returned untouched; only an iterable that runs app code
@@ -24,6 +29,32 @@ WSGI entry with ``SentryWsgiMiddleware``) would start a second transaction, in a
 for the same request; while our reporter runs the app, sentry-sdk's own "a WSGI middleware is
 already active" flag is set, so that inner middleware passes the request through (its other
 parts still run: Django's still reports the exceptions it turns into 500 pages, in our scope).
+
+sentry-sdk internals this relies on (supported: ``>=2.0,<3``, pinned in setup.cfg; each is
+checked by ``tests/test_sentry_sdk_contract.py``, which names the one a new release moved).
+None has a public replacement that keeps the cost; measured in-process per request
+(middleware and reporter, sentry-sdk 2.75, a transport that drops everything):
+
+- ``sentry_sdk.tracing_utils.PropagationContext``, subclassed to add "-0" and our baggage,
+  and written to ``scope._propagation_context``. The public way to say "not sampled" is an
+  unsampled ``Transaction`` as the scope's span: 33 µs per unsampled request instead of
+  14 µs (a plain ``set_new_propagation_context()`` costs the same 14 µs but says nothing
+  about sampling, so a downstream service would decide again).
+- ``sentry_sdk.tracing_utils.Baggage``, built with ``sample_rand``: the only way to hand our
+  random number to the transaction (the SDK reads it there, else derives its own from the
+  trace id), so the trace's dynamic sampling context matches the decision we made.
+- ``sentry_sdk.tracing.Transaction(...)`` built with ``sampled=True`` and then started with
+  the public ``start_transaction(transaction)``. Passing the same keywords to
+  ``start_transaction(**kwargs)`` makes the transaction keep the request's scope, which
+  keeps the transaction: a reference cycle per sampled request (about 12 objects each
+  left to the garbage collector, measured), and ``scope=None`` is outside its typed
+  signature.
+- ``client.monitor.downsample_factor``: sentry-sdk's backpressure, which halves the rate
+  while its transport is unhealthy; there is no public accessor. Read with ``getattr``, so
+  a client without it means no downsampling.
+- Helpers: ``sentry_sdk.integrations.wsgi.get_request_url`` here,
+  ``sentry_sdk.utils.event_from_exception`` and
+  ``sentry_sdk.scope.add_global_event_processor`` in :mod:`.sentry`.
 """
 
 from __future__ import annotations
