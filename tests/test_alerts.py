@@ -264,8 +264,11 @@ def test_evaluate_on_scrape_checks_after_each_metrics_request() -> None:
     assert monitor.firing == {("Error rate spike", None)}
 
 
-def test_only_one_process_evaluates_with_shared_worker_state(tmp_path: Any) -> None:
-    """Monitors sharing a state directory elect one evaluator, so an incident alerts once."""
+def test_only_one_process_evaluates_with_shared_worker_state(
+    tmp_path: Any, alert_log: list[logging.LogRecord]
+) -> None:
+    """Monitors sharing a state directory elect one evaluator, so an incident alerts once,
+    and the one that takes over resolves it instead of firing it again."""
     first, second = observed(state_dir=str(tmp_path)), observed(state_dir=str(tmp_path))
     for middleware in (first, second):
         send(middleware, "/api/fail", 25)
@@ -273,8 +276,14 @@ def test_only_one_process_evaluates_with_shared_worker_state(tmp_path: Any) -> N
     try:
         assert len(leader.check()) == 1
         assert other.check() == []
-        leader.stop()  # gives the lock up: the other one takes over
-        assert len(other.check()) == 1
+        leader.stop()  # gives the lock up (a recycled worker): the other one takes over
+        assert other.check() == []  # it knows the alert is firing: no second alert
+        send(second, "/api/ok", 1000)
+        assert other.check() == []
     finally:
         leader.stop()
         other.stop()
+    assert [(r.levelname, r.getMessage().split(":")[0]) for r in alert_log] == [
+        ("WARNING", "Alert"),
+        ("INFO", "Alert resolved"),
+    ]

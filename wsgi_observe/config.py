@@ -16,16 +16,27 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 from urllib.parse import SplitResult, urlsplit
 
-__all__ = ["DEFAULT_UPTIMEROBOT_API_URL", "ENV_VARS", "Config", "ConfigError", "check_log_dir"]
+__all__ = [
+    "DEFAULT_PAGERDUTY_EVENTS_URL",
+    "DEFAULT_UPTIMEROBOT_API_URL",
+    "ENV_VARS",
+    "Config",
+    "ConfigError",
+    "check_log_dir",
+]
 
 #: The UptimeRobot API v2 root (``UPTIMEROBOT_API_URL`` points elsewhere, a local fake in tests).
 DEFAULT_UPTIMEROBOT_API_URL = "https://api.uptimerobot.com/v2"
+#: PagerDuty's Events API v2 endpoint (``PAGERDUTY_EVENTS_URL``: the EU one, or a local fake).
+DEFAULT_PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "console")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _DSN_RE = re.compile(r"^(https?)://[^@/\s]+@[^/\s]+/.*?\d+$")
+# An Events API v2 integration key ("routing key") is 32 letters and digits.
+_ROUTING_KEY_RE = re.compile(r"^[A-Za-z0-9]{32}$")
 
 
 class ConfigError(ValueError):
@@ -194,6 +205,16 @@ def _webhook(name: str, raw: Any) -> Optional[str]:
     return value
 
 
+def _routing_key(name: str, raw: Any) -> Optional[str]:
+    value = _opt_text(name, raw)
+    if value is not None and not _ROUTING_KEY_RE.match(value):
+        # Never echo it: a key with a typo is still most of a key.
+        raise ConfigError(
+            f"{name}: expected a PagerDuty Events API v2 integration key (32 letters and digits)"
+        )
+    return value
+
+
 def _bool(name: str, raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -285,6 +306,12 @@ ENV_VARS: Mapping[str, _Var] = {
     "uptimerobot_alert_webhook": _Var(
         "UPTIMEROBOT_ALERT_WEBHOOK", _webhook, "Webhook alert contact to create and attach"
     ),
+    "pagerduty_routing_key": _Var(
+        "PAGERDUTY_ROUTING_KEY",
+        _routing_key,
+        "PagerDuty Events API v2 integration key: the in-process alerts page",
+    ),
+    "pagerduty_events_url": _Var("PAGERDUTY_EVENTS_URL", _url, "PagerDuty Events API v2 endpoint"),
 }
 
 #: Fields whose values are secrets (or personal data): never shown by ``repr``.
@@ -295,6 +322,7 @@ _HIDDEN = frozenset(
         "uptimerobot_api_key",
         "uptimerobot_alert_sms",
         "uptimerobot_alert_webhook",
+        "pagerduty_routing_key",
     )
 )
 
@@ -314,6 +342,7 @@ _REQUIRED = frozenset(
         "max_endpoints",
         "exclude_paths",
         "uptimerobot_api_url",
+        "pagerduty_events_url",
     )
 )
 
@@ -358,6 +387,8 @@ class Config:
     uptimerobot_alert_email: Optional[str] = None
     uptimerobot_alert_sms: Optional[str] = field(default=None, repr=False)
     uptimerobot_alert_webhook: Optional[str] = field(default=None, repr=False)
+    pagerduty_routing_key: Optional[str] = field(default=None, repr=False)
+    pagerduty_events_url: str = DEFAULT_PAGERDUTY_EVENTS_URL
 
     def __post_init__(self) -> None:
         # Validate values given directly to the constructor the same way as env values.
