@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -287,3 +288,28 @@ def test_only_one_process_evaluates_with_shared_worker_state(
         ("WARNING", "Alert"),
         ("INFO", "Alert resolved"),
     ]
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [
+        pytest.param(lambda path: path.write_text("{not json"), id="garbage"),
+        pytest.param(lambda path: path.write_text('{"firing": [[1, 2], "x"]}'), id="wrong-shape"),
+        pytest.param(lambda path: os.mkfifo(path), id="fifo"),
+        pytest.param(lambda path: path.symlink_to("/etc/passwd"), id="symlink"),
+    ],
+)
+def test_a_hostile_firing_file_is_ignored(tmp_path: Any, plant: Callable[[Any], None]) -> None:
+    """What the state directory says is firing is input: anything but the exact shape is
+    ignored (never followed, never blocking), and the alert fires as if nothing was there."""
+    plant(tmp_path / "alerts.firing.json")
+    middleware = observed(state_dir=str(tmp_path))
+    send(middleware, "/api/fail", 25)
+    monitor = AlertMonitor(middleware)
+    try:
+        assert [alert.rule for alert in monitor.check()] == ["Error rate spike"]
+    finally:
+        monitor.stop()
+    assert (tmp_path / "alerts.firing.json").read_text() == (
+        '{"firing": [["Error rate spike", null]]}'
+    )

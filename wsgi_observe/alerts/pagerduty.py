@@ -149,10 +149,10 @@ class PagerDutyNotifier:
     # What is sent ----------------------------------------------------------------------
 
     def dedup_key(self, rule: str, endpoint: Optional[str]) -> str:
-        """``wsgi_observe/<service>/<environment>/<rule>[/<endpoint>]``, at most 255 chars."""
+        """``wsgi_observe/<service>/<environment>/<rule>[ on <endpoint>]``, 255 chars at most."""
         key = f"wsgi_observe/{self.service}/{self.environment}/{rule}"
         if endpoint is not None:
-            key += f"/{endpoint}"
+            key += f" on {endpoint}"
         if len(key) > _MAX_DEDUP_KEY:
             digest = hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:32]
             key = f"{key[: _MAX_DEDUP_KEY - 33]}#{digest}"
