@@ -1,4 +1,5 @@
-"""The command line: ``python -m wsgi_observe demo`` and ``... uptimerobot setup``."""
+"""The command line: ``python -m wsgi_observe demo``, ``... uptimerobot setup`` and
+``... export prometheus-rules|grafana-dashboard|alertmanager``."""
 
 from __future__ import annotations
 
@@ -82,11 +83,19 @@ def _uptimerobot(rest: list[str]) -> int:
     return setup_main(rest)
 
 
+def _export(rest: list[str]) -> int:
+    from .ops.command import main as export_main
+
+    return export_main(rest)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of ``wsgi-observe`` and ``python -m wsgi_observe``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "uptimerobot":
         return _uptimerobot(argv[1:])
+    if argv and argv[0] == "export":
+        return _export(argv[1:])
     parser = argparse.ArgumentParser(prog="wsgi-observe", description="wsgi_observe command line")
     parser.add_argument("--version", action="version", version=f"wsgi_observe {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +104,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     demo.add_argument("--port", type=int, default=5000)
     demo.add_argument("--workers", type=int, default=2)
     commands.add_parser("uptimerobot", help="uptimerobot setup [--dry-run]: the guide's monitors")
+    commands.add_parser(
+        "export", help="export prometheus-rules|grafana-dashboard|alertmanager [-o FILE] ..."
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args)
