@@ -1,7 +1,7 @@
 """Prometheus recording and alerting rules for a wsgi_observe scrape job (pure functions).
 
-Recording rules (``level:metric:operation``, one group, evaluated in order so the later
-ones use the earlier ones) give the request rate, the error ratio and p50/p95/p99 from the
+Recording rules (``level:metric:operation``, in one group with the alerts, evaluated in
+order so the later rules use what the earlier ones recorded in the same evaluation) give the request rate, the error ratio and p50/p95/p99 from the
 histogram buckets, per job and per job and endpoint, over one window (default 5m). The
 alerting rules are the monitoring guide's:
 
@@ -80,7 +80,7 @@ class RuleOptions:
     (the earlier window compared with), ``spike_fallback`` (the baseline without that
     history), ``pending`` (``for`` of the error, latency and spike alerts),
     ``scrape_interval`` (``for`` of the instance-down alert: two failed scrapes),
-    ``not_ready_for``, ``evaluation_interval`` (of both groups; empty: Prometheus's
+    ``not_ready_for``, ``evaluation_interval`` (of the group; empty: Prometheus's
     global one) and ``runbook_url``. A bad value raises ``ValueError`` naming the field.
     """
 
@@ -304,18 +304,20 @@ def _alerting(options: RuleOptions) -> list[dict[str, Any]]:
 
 
 def prometheus_rules(options: RuleOptions = RuleOptions()) -> dict[str, Any]:
-    """The rule file (``groups``) for ``options``, as a mapping."""
-    groups = []
-    for suffix, rules in (("recording", _recording(options)), ("alerts", _alerting(options))):
-        name = f"wsgi_observe.{suffix}"
-        if options.job != DEFAULT_JOB:
-            name += f".{options.job}"  # rules for several jobs can be loaded side by side
-        group: dict[str, Any] = {"name": name}
-        if options.evaluation_interval:
-            group["interval"] = options.evaluation_interval
-        group["rules"] = rules
-        groups.append(group)
-    return {"groups": groups}
+    """The rule file (``groups``) for ``options``, as a mapping.
+
+    One group: its rules are evaluated in order, so each alert reads the recording rules
+    of the same evaluation. (Alerts in a group of their own would read values up to one
+    evaluation interval old, and which one would depend on which group ran first.)
+    """
+    name = "wsgi_observe"
+    if options.job != DEFAULT_JOB:
+        name += f".{options.job}"  # rules for several jobs can be loaded side by side
+    group: dict[str, Any] = {"name": name}
+    if options.evaluation_interval:
+        group["interval"] = options.evaluation_interval
+    group["rules"] = _recording(options) + _alerting(options)
+    return {"groups": [group]}
 
 
 def render_prometheus_rules(options: RuleOptions = RuleOptions()) -> str:
