@@ -220,7 +220,8 @@ def _rows(error_ratio: float, latency_p95_s: float) -> list[tuple[str, list[Pane
                     "Seconds since the last /health/ready run: probes keep this small.",
                     (
                         (
-                            f"time() - max by (instance) ({READY_AT_SERIES}{{{_S}}})",
+                            f"time() - max by (instance) "
+                            f"(last_over_time({READY_AT_SERIES}{{{_S}}}{_RATE}))",
                             "{{instance}}",
                         ),
                     ),
