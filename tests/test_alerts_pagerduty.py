@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import warnings
 from collections.abc import Iterator
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -457,3 +459,47 @@ def test_gunicorn_workers_page_once_per_incident(fake: FakePagerDuty, tmp_path: 
     )
     assert "Alert: Error rate spike" in output  # the workers' log lines are there
     assert ROUTING_KEY not in output
+
+
+def test_a_forked_child_sends_with_a_queue_and_thread_of_its_own(fake: FakePagerDuty) -> None:
+    """A notifier made before a fork works in the child: the parent's busy sender, queue
+    and lock stay the parent's."""
+    fake.hang(times=1)
+    pagerduty = notifier(fake, timeout_s=5.0, budget_s=5.0)
+    pagerduty.notify(alert("parent"))
+    wait_until(lambda: fake.received, DEADLINE_S)  # the parent's sender is stuck
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        code = 1
+        try:
+            if pagerduty.flush(0.5):  # nothing of the child's is queued or in flight
+                pagerduty.notify(alert("child"))
+                code = 0 if pagerduty.flush(DEADLINE_S) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    fake.release()
+    assert pagerduty.flush(DEADLINE_S)
+    pagerduty.close()
+    assert sorted(e["payload"]["class"] for e in fake.events()) == ["child", "parent"]
+
+
+def test_a_stopped_monitor_pages_again_when_used_again(fake: FakePagerDuty) -> None:
+    """stop() closes the notifier the monitor made; checking afterwards makes a new one."""
+    middleware = ObservabilityMiddleware(
+        app,
+        store=MetricsStore(),
+        access_log=False,
+        pagerduty_routing_key=ROUTING_KEY,
+        pagerduty_events_url=fake.url,
+    )
+    monitor = AlertMonitor(middleware, [error_rate_alert()])
+    monitor.stop()
+    send(middleware, "/api/fail", 25)
+    assert len(monitor.check()) == 1
+    fake.wait_for(1, DEADLINE_S)
+    monitor.stop()
+    assert [e["event_action"] for e in fake.events()] == ["trigger"]

@@ -335,11 +335,21 @@ class AlertMonitor:
         )
 
     def _report(self, alert: Alert) -> None:
+        if any(notifier.closed for notifier in self._owned):
+            self._reopen()  # stopped, then used again (start() or check() after stop())
         for notifier in self.notifiers:
             try:
                 notifier.notify(alert)
             except Exception as error:  # one notifier failing must not silence the others
                 guarded(f"alert notifier {type(notifier).__name__}", error)
+
+    def _reopen(self) -> None:
+        from .pagerduty import PagerDutyNotifier
+
+        fresh = [PagerDutyNotifier.from_config(self.middleware.config) for _ in self._owned]
+        kept = [n for n in self.notifiers if not any(n is owned for owned in self._owned)]
+        self._owned = fresh
+        self.notifiers = (*kept, *fresh)
 
     # Ways to run it ----------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ import random
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
@@ -57,6 +58,12 @@ def _mask(key: str) -> str:
 def _number(value: float) -> Any:
     """A JSON-safe number: infinities and NaN (which JSON cannot hold) become text."""
     return value if math.isfinite(value) else str(value)
+
+
+def _forget_in_child(notifier: weakref.ref[PagerDutyNotifier]) -> None:
+    alive = notifier()
+    if alive is not None:
+        alive._forget(closed=alive.closed)
 
 
 def _retry_after(raw: Optional[str]) -> Optional[float]:
@@ -115,13 +122,14 @@ class PagerDutyNotifier:
         self.backoff_max_s = float(backoff_max_s)
         self.max_queue = int(max_queue)
         self._jitter = jitter
-        self._pid = -1  # the queue and thread below belong to this process (forks start anew)
-        self._cond = threading.Condition()
         self._queue: deque[tuple[dict[str, Any], str]] = deque()
-        self._busy = False
-        self._closed = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._pool: Optional[urllib3.PoolManager] = None
+        self._forget()
+        # In a forked child, the queue, lock and thread are the parent's (a lock held by
+        # the parent's sender thread would never be released): start afresh, closed or not.
+        notifier = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _forget_in_child(notifier))
 
     @classmethod
     def from_config(cls, config: Config, **options: Any) -> PagerDutyNotifier:
@@ -199,7 +207,6 @@ class PagerDutyNotifier:
         with self._cond:
             if self._closed.is_set():
                 return
-            self._own()
             if len(self._queue) >= self.max_queue:
                 _log.warning("PagerDuty queue full (%d events): %s dropped", self.max_queue, label)
                 return
@@ -215,8 +222,6 @@ class PagerDutyNotifier:
         """Wait until every queued event was sent or given up; False if time ran out."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            if self._pid != os.getpid():
-                return True  # nothing of ours is queued in this (forked) process
             while self._queue or self._busy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -225,26 +230,32 @@ class PagerDutyNotifier:
         return True
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Send what is queued (``timeout_s`` at most), then stop the sending thread."""
+        """Send what is queued (``timeout_s`` at most), then stop the sending thread; later
+        events are dropped."""
         self.flush(timeout_s)
         with self._cond:
             self._closed.set()  # also cuts short a backoff wait in progress
             self._cond.notify_all()
             thread, self._thread = self._thread, None
-        if thread is not None and self._pid == os.getpid():
+        if thread is not None:
             thread.join(timeout=max(self.timeout_s, 1.0))
         if self._pool is not None:
             self._pool.clear()
 
-    def _own(self) -> None:
-        # Called with the condition held. In a forked child, the parent's thread does not
-        # exist and its queue is the parent's business: start empty.
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._queue = deque()
-            self._busy = False
-            self._thread = None
-            self._pool = None
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`: events are no longer sent."""
+        return self._closed.is_set()
+
+    def _forget(self, closed: bool = False) -> None:
+        self._cond = threading.Condition()
+        self._queue.clear()
+        self._busy = False
+        self._closed = threading.Event()
+        if closed:
+            self._closed.set()
+        self._thread = None
+        self._pool = None
 
     def _run(self) -> None:
         while True:

@@ -1,9 +1,9 @@
 """Prometheus recording and alerting rules for a wsgi_observe scrape job (pure functions).
 
-Recording rules (``level:metric:operation``, in one group with the alerts, evaluated in
-order so the later rules use what the earlier ones recorded in the same evaluation) give the request rate, the error ratio and p50/p95/p99 from the
-histogram buckets, per job and per job and endpoint, over one window (default 5m). The
-alerting rules are the monitoring guide's:
+Recording rules (``level:metric:operation``) give the request rate, the error ratio and
+p50/p95/p99 from the histogram buckets, per job and per job and endpoint, over one window
+(default 5m). They share one group with the alerts, evaluated in order, so each alert reads
+what was recorded in the same evaluation. The alerting rules are the monitoring guide's:
 
 - ``WsgiObserveErrorRateHigh`` (critical): errors (5xx answers and exceptions) above 5 %
   of requests over the window, once the window holds ``min_requests`` requests;
