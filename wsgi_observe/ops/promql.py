@@ -33,7 +33,6 @@ from ..exposition.prometheus import (
     READY,
     READY_AT,
     REQUESTS,
-    Family,
 )
 
 __all__ = [
@@ -118,13 +117,3 @@ def matchers(**labels: str) -> str:
 def metric(family_sample: str, **labels: str) -> str:
     """A selector: ``name{labels}``."""
     return family_sample + (matchers(**labels) if labels else "")
-
-
-def family_names() -> dict[str, Family]:
-    """Every family used here, by the sample name it is queried with (for the tests)."""
-    used = (
-        REQUESTS, ERRORS, DURATION, CALLS, CALL_DURATION, INFO, IN_FLIGHT, READY, READY_AT,
-        CHECK_HEALTHY, CHECK_STATUS, CHECK_LATENCY, CPU_USAGE, MEM_USED, MEM_TOTAL,
-        MEM_AVAILABLE, DISK_USED, DISK_TOTAL, PROC_RSS, PROC_CPU, PROC_THREADS, PROC_FDS,
-    )  # fmt: skip
-    return {family.sample: family for family in used}
