@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -244,8 +245,11 @@ def test_evaluate_on_scrape_checks_after_each_metrics_request() -> None:
     assert monitor.firing == {("Error rate spike", None)}
 
 
-def test_only_one_process_evaluates_with_shared_worker_state(tmp_path: Any) -> None:
-    """Monitors sharing a state directory elect one evaluator, so an incident alerts once."""
+def test_only_one_process_evaluates_with_shared_worker_state(
+    tmp_path: Any, alert_log: list[logging.LogRecord]
+) -> None:
+    """Monitors sharing a state directory elect one evaluator, so an incident alerts once,
+    and the one that takes over resolves it instead of firing it again."""
     first, second = observed(state_dir=str(tmp_path)), observed(state_dir=str(tmp_path))
     for middleware in (first, second):
         send(middleware, "/api/fail", 25)
@@ -253,8 +257,39 @@ def test_only_one_process_evaluates_with_shared_worker_state(tmp_path: Any) -> N
     try:
         assert len(leader.check()) == 1
         assert other.check() == []
-        leader.stop()  # gives the lock up: the other one takes over
-        assert len(other.check()) == 1
+        leader.stop()  # gives the lock up (a recycled worker): the other one takes over
+        assert other.check() == []  # it knows the alert is firing: no second alert
+        send(second, "/api/ok", 1000)
+        assert other.check() == []
     finally:
         leader.stop()
         other.stop()
+    assert [(r.levelname, r.getMessage().split(":")[0]) for r in alert_log] == [
+        ("WARNING", "Alert"),
+        ("INFO", "Alert resolved"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [
+        pytest.param(lambda path: path.write_text("{not json"), id="garbage"),
+        pytest.param(lambda path: path.write_text('{"firing": [[1, 2], "x"]}'), id="wrong-shape"),
+        pytest.param(lambda path: os.mkfifo(path), id="fifo"),
+        pytest.param(lambda path: path.symlink_to("/etc/passwd"), id="symlink"),
+    ],
+)
+def test_a_hostile_firing_file_is_ignored(tmp_path: Any, plant: Callable[[Any], None]) -> None:
+    """What the state directory says is firing is input: anything but the exact shape is
+    ignored (never followed, never blocking), and the alert fires as if nothing was there."""
+    plant(tmp_path / "alerts.firing.json")
+    middleware = observed(state_dir=str(tmp_path))
+    send(middleware, "/api/fail", 25)
+    monitor = AlertMonitor(middleware)
+    try:
+        assert [alert.rule for alert in monitor.check()] == ["Error rate spike"]
+    finally:
+        monitor.stop()
+    assert (tmp_path / "alerts.firing.json").read_text() == (
+        '{"firing": [["Error rate spike", null]]}'
+    )

@@ -44,11 +44,11 @@ scrape_configs:
 class Prometheus:
     """A real Prometheus server on 127.0.0.1 with its own config and storage, stopped by pid."""
 
-    def __init__(self, workdir: Path, target: str) -> None:
+    def __init__(self, workdir: Path, target: str, config_text: str = SCRAPE_CONFIG) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"
-        config.write_text(SCRAPE_CONFIG.format(target=target), encoding="utf-8")
+        config.write_text(config_text.format(target=target), encoding="utf-8")
         self.logfile = workdir / "prometheus.log"
         self.log = open(self.logfile, "wb")  # a file, not a pipe; closed in stop()
         try:

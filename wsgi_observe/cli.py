@@ -1,4 +1,5 @@
-"""The command line: ``python -m wsgi_observe demo`` and ``... uptimerobot setup``."""
+"""The command line: ``python -m wsgi_observe demo``, ``... uptimerobot setup`` and
+``... export prometheus-rules|grafana-dashboard|alertmanager``."""
 
 from __future__ import annotations
 
@@ -90,11 +91,19 @@ def _uptimerobot(rest: list[str]) -> int:
     return setup_main(rest)
 
 
+def _export(rest: list[str]) -> int:
+    from .ops.command import main as export_main
+
+    return export_main(rest)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of ``wsgi-observe`` and ``python -m wsgi_observe``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "uptimerobot":
         return _uptimerobot(argv[1:])
+    if argv and argv[0] == "export":
+        return _export(argv[1:])
     parser = argparse.ArgumentParser(prog="wsgi-observe", description="wsgi_observe command line")
     parser.add_argument("--version", action="version", version=f"wsgi_observe {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +114,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     commands.add_parser(
         "uptimerobot",
         help="uptimerobot setup [--dry-run] [--api v3|v2]: this app's monitors in UptimeRobot",
+    )
+    commands.add_parser(
+        "export", help="export prometheus-rules|grafana-dashboard|alertmanager [-o FILE] ..."
     )
     args = parser.parse_args(argv)
     if args.command == "demo":

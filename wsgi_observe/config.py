@@ -17,6 +17,7 @@ from typing import Any, Optional
 from urllib.parse import SplitResult, urlsplit
 
 __all__ = [
+    "DEFAULT_PAGERDUTY_EVENTS_URL",
     "DEFAULT_UPTIMEROBOT_API_URL",
     "ENV_VARS",
     "UPTIMEROBOT_API_VERSIONS",
@@ -29,12 +30,16 @@ __all__ = [
 DEFAULT_UPTIMEROBOT_API_URL = "https://api.uptimerobot.com/v2"
 #: UptimeRobot API versions ``uptimerobot setup`` speaks; 3 is the default.
 UPTIMEROBOT_API_VERSIONS = (2, 3)
+#: PagerDuty's Events API v2 endpoint (``PAGERDUTY_EVENTS_URL``: the EU one, or a local fake).
+DEFAULT_PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "console")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _DSN_RE = re.compile(r"^(https?)://[^@/\s]+@[^/\s]+/.*?\d+$")
+# An Events API v2 integration key ("routing key") is 32 letters and digits.
+_ROUTING_KEY_RE = re.compile(r"^[A-Za-z0-9]{32}$")
 
 
 class ConfigError(ValueError):
@@ -203,6 +208,16 @@ def _webhook(name: str, raw: Any) -> Optional[str]:
     return value
 
 
+def _routing_key(name: str, raw: Any) -> Optional[str]:
+    value = _opt_text(name, raw)
+    if value is not None and not _ROUTING_KEY_RE.match(value):
+        # Never echo it: a key with a typo is still most of a key.
+        raise ConfigError(
+            f"{name}: expected a PagerDuty Events API v2 integration key (32 letters and digits)"
+        )
+    return value
+
+
 def _bool(name: str, raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -312,6 +327,12 @@ ENV_VARS: Mapping[str, _Var] = {
         _positive,
         "Seconds one UptimeRobot API call may take, retries included",
     ),
+    "pagerduty_routing_key": _Var(
+        "PAGERDUTY_ROUTING_KEY",
+        _routing_key,
+        "PagerDuty Events API v2 integration key: the in-process alerts page",
+    ),
+    "pagerduty_events_url": _Var("PAGERDUTY_EVENTS_URL", _url, "PagerDuty Events API v2 endpoint"),
 }
 
 #: Fields whose values are secrets (or personal data): never shown by ``repr``.
@@ -322,6 +343,7 @@ _HIDDEN = frozenset(
         "uptimerobot_api_key",
         "uptimerobot_alert_sms",
         "uptimerobot_alert_webhook",
+        "pagerduty_routing_key",
     )
 )
 
@@ -342,6 +364,7 @@ _REQUIRED = frozenset(
         "exclude_paths",
         "uptimerobot_api_version",
         "uptimerobot_timeout",
+        "pagerduty_events_url",
     )
 )
 
@@ -388,6 +411,8 @@ class Config:
     uptimerobot_alert_webhook: Optional[str] = field(default=None, repr=False)
     uptimerobot_api_version: int = 3
     uptimerobot_timeout: float = 60.0
+    pagerduty_routing_key: Optional[str] = field(default=None, repr=False)
+    pagerduty_events_url: str = DEFAULT_PAGERDUTY_EVENTS_URL
 
     def __post_init__(self) -> None:
         # Validate values given directly to the constructor the same way as env values.

@@ -1,25 +1,20 @@
-"""Custom alerts: the guide's threshold checks, evaluated off the request path.
-
-A rule compares one number from the ``/metrics`` document (overall, or per endpoint) with
-a threshold. When the value crosses it, the alert fires once: a WARNING on the
-``wsgi_observe.alerts`` logger and, when Sentry is on, ``sentry_sdk.capture_message(...,
-level="warning")`` with the metric and value as context. It fires again only after the
-value went back to or under ``clear_below`` (default: the threshold), which re-arms it.
+"""The alert monitor: evaluates threshold rules off the request path, fires once per crossing.
 
 The numbers come from a rolling window (default 5 minutes): the difference between the
 middleware's snapshot now and the one taken ``window_s`` ago, rendered by the same
 ``json_document`` that ``/metrics`` uses. A spike therefore shows up even after months of
-healthy traffic, and heals when it is over. Nothing is evaluated per request: call
-:func:`check_alerts` yourself, start :meth:`AlertMonitor.start` (a background timer), or
-let each ``/metrics`` scrape evaluate (:meth:`AlertMonitor.evaluate_on_scrape`).
+healthy traffic, and heals when it is over.
 
 With gunicorn and a shared state directory, every worker sees every worker's numbers; a
 lock file in that directory makes one worker at a time the one that evaluates, so an
-incident raises one alert, not one per worker.
+incident raises one alert, not one per worker. What is firing is kept in that directory
+too (``alerts.firing.json``), so the worker that takes over when the evaluator is recycled
+knows which alerts to resolve, instead of firing them again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -27,141 +22,27 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional
 
-from ._guard import guarded
-from .exposition.json import json_document
-from .metrics import SeriesData, Snapshot
+from .._guard import guarded
+from ..exposition.json import json_document
+from ..metrics import SeriesData, Snapshot
+from .notifiers import LogNotifier, Notifier, SentryNotifier
+from .rules import DEFAULT_RULES, Alert, ThresholdAlert
 
 if TYPE_CHECKING:
-    from .middleware import ObservabilityMiddleware
+    from ..middleware import ObservabilityMiddleware
 
-__all__ = [
-    "DEFAULT_RULES",
-    "Alert",
-    "AlertMonitor",
-    "ThresholdAlert",
-    "check_alerts",
-    "error_rate_alert",
-    "p95_alert",
-]
+__all__ = ["AlertMonitor", "check_alerts", "window_snapshot"]
 
 _log = logging.getLogger("wsgi_observe.alerts")
 
-MetricFn = Callable[[dict[str, Any]], Optional[float]]
+#: The file, in the state directory, naming the alerts that are firing.
+FIRING_FILE = "alerts.firing.json"
+_FIRING_MAX_BYTES = 64 * 1024
+_FIRING_MAX_ITEMS = 1000
 
-
-@dataclass(frozen=True)
-class ThresholdAlert:
-    """Fire when a metric goes above ``threshold``; re-arm at or under ``clear_below``.
-
-    Parameters: ``name``; ``metric`` (a dotted path into the ``/metrics`` JSON document,
-    such as ``"application.response_times.p95"``, or with ``per_endpoint=True`` into each
-    endpoint's entry, such as ``"p95"``; or a callable given that document or entry and
-    returning a number or None); ``threshold``; ``per_endpoint`` (one alert state per
-    endpoint); ``min_requests`` (no verdict on fewer requests in the window);
-    ``clear_below`` (hysteresis: default ``threshold``). Example::
-
-        queue = ThresholdAlert("Queue depth", lambda doc: jobs.qsize(), 1000)
-        slow = ThresholdAlert("Slow endpoint", "p99", 5.0, per_endpoint=True)
-        AlertMonitor(middleware, [*DEFAULT_RULES, queue, slow]).start(interval_s=60)
-
-    Reads: nothing from the environment.
-    """
-
-    name: str
-    metric: Union[str, MetricFn]
-    threshold: float
-    per_endpoint: bool = False
-    min_requests: int = 0
-    clear_below: Optional[float] = None
-
-    def value(self, data: dict[str, Any]) -> Optional[float]:
-        """The metric in ``data`` (the document, or one endpoint's entry), or None."""
-        if callable(self.metric):
-            found: Any = self.metric(data)
-        else:
-            found = data
-            for part in self.metric.split("."):
-                if not isinstance(found, dict) or part not in found:
-                    return None
-                found = found[part]
-        if isinstance(found, bool) or not isinstance(found, (int, float)):
-            return None
-        return float(found)
-
-    @property
-    def metric_name(self) -> str:
-        if callable(self.metric):
-            return getattr(self.metric, "__name__", self.name)
-        return self.metric
-
-    @property
-    def rearm_at(self) -> float:
-        return self.threshold if self.clear_below is None else self.clear_below
-
-
-def error_rate_alert(
-    threshold: float = 0.05, *, min_requests: int = 20, per_endpoint: bool = False
-) -> ThresholdAlert:
-    """The guide's "Error Rate Spike": errors / requests above 5%, once 20 requests are in."""
-    return ThresholdAlert(
-        "Error rate spike",
-        "error_rate" if per_endpoint else "application.requests.error_rate",
-        threshold,
-        per_endpoint=per_endpoint,
-        min_requests=min_requests,
-    )
-
-
-def p95_alert(
-    threshold_s: float = 2.0, *, min_requests: int = 20, per_endpoint: bool = False
-) -> ThresholdAlert:
-    """The guide's "Performance Degradation": p95 response time above 2 seconds."""
-    return ThresholdAlert(
-        "Performance degradation",
-        "p95" if per_endpoint else "application.response_times.p95",
-        threshold_s,
-        per_endpoint=per_endpoint,
-        min_requests=min_requests,
-    )
-
-
-#: The guide's two threshold alerts, over all endpoints together.
-DEFAULT_RULES: tuple[ThresholdAlert, ...] = (error_rate_alert(), p95_alert())
-
-
-@dataclass(frozen=True)
-class Alert:
-    """One firing: which rule, on which endpoint (None: overall), what value, over what."""
-
-    rule: str
-    metric: str
-    value: float
-    threshold: float
-    endpoint: Optional[str]
-    requests: int
-    window_s: Optional[float]
-
-    @property
-    def message(self) -> str:
-        where = f" on {self.endpoint}" if self.endpoint is not None else ""
-        return (
-            f"Alert: {self.rule}{where}: {self.metric} = {self.value:.4g} "
-            f"exceeds {self.threshold:.4g}"
-        )
-
-    def context(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "metric": self.metric,
-            "value": self.value,
-            "threshold": self.threshold,
-            "endpoint": self.endpoint,
-            "requests": self.requests,
-            "window_s": self.window_s,
-        }
+Key = tuple[str, Optional[str]]
 
 
 def _minus(now: SeriesData, before: Optional[SeriesData]) -> SeriesData:
@@ -204,19 +85,23 @@ class _Leader:
 
     The lock lives in this process's state directory, known once its numbers are shared
     (a single process is always the leader). It is taken in a forked child afresh.
+    ``took_over`` is set when this process has just become the evaluator of a shared
+    directory, so the monitor reads what its predecessor left firing.
     """
 
     def __init__(self, state_dir: Optional[str] = None) -> None:
         self.state_dir = state_dir  # WSGI_OBSERVE_STATE_DIR, when configured
         self.fd: Optional[int] = None
         self.pid = os.getpid()
+        self.directory: Optional[str] = None  # where the lock (and the firing file) is
+        self.took_over = False
 
     def is_leader(self) -> bool:
         if self.pid != os.getpid():  # a forked child: the parent's lock is the parent's
-            self.fd, self.pid = None, os.getpid()
+            self.fd, self.pid, self.directory = None, os.getpid(), None
         if self.fd is not None:
             return True
-        from .multiprocess import state
+        from ..multiprocess import state
 
         state_dir = state().get("state_dir") or self.state_dir
         if not state_dir:
@@ -237,12 +122,66 @@ class _Leader:
             os.close(fd)
             return False  # another process evaluates; we try again next time
         self.fd = fd
+        self.directory = state_dir
+        self.took_over = True
         return True
 
     def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)  # closing drops the lock
             self.fd = None
+            self.directory = None
+
+    def load_firing(self) -> set[Key]:
+        """What the previous evaluator left firing (nothing, if the file is not sound)."""
+        if self.directory is None:
+            return set()
+        from ..multiprocess.statedir import read_regular
+
+        try:
+            data = json.loads(
+                read_regular(os.path.join(self.directory, FIRING_FILE), _FIRING_MAX_BYTES)
+            )
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError) as error:
+            _log.warning("Ignoring %s: %s", FIRING_FILE, error)
+            return set()
+        items = data.get("firing") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            return set()
+        keys: set[Key] = set()
+        for item in items[:_FIRING_MAX_ITEMS]:
+            if (
+                isinstance(item, list)
+                and len(item) == 2
+                and isinstance(item[0], str)
+                and (item[1] is None or isinstance(item[1], str))
+            ):
+                keys.add((item[0], item[1]))
+        return keys
+
+    def save_firing(self, firing: set[Key]) -> None:
+        """Write what is firing, privately and atomically (a temp file, then a rename)."""
+        if self.directory is None:
+            return
+        body = json.dumps({"firing": sorted(map(list, firing), key=str)}).encode("utf-8")
+        temp = os.path.join(self.directory, f".tmp-alerts-{os.getpid()}")
+        final = os.path.join(self.directory, FIRING_FILE)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            try:
+                os.unlink(temp)  # a leftover of a crashed process that had our pid
+            except FileNotFoundError:
+                pass
+            fd = os.open(temp, flags, 0o600)
+            try:
+                os.write(fd, body)
+            finally:
+                os.close(fd)
+            os.replace(temp, final)
+        except OSError as error:  # a full disk: the next evaluator may re-send, no more
+            _log.debug("Cannot write %s: %s", FIRING_FILE, error)
 
 
 class AlertMonitor:
@@ -250,14 +189,17 @@ class AlertMonitor:
 
     Parameters: ``middleware`` (an :class:`ObservabilityMiddleware`); ``rules`` (default
     :data:`DEFAULT_RULES`); ``window_s`` (seconds the numbers look back; None: since
-    start); ``clock`` (a monotonic clock, for tests). Example::
+    start); ``clock`` (a monotonic clock, for tests); ``notifiers`` (more places to tell,
+    besides the log and Sentry: anything with ``notify(alert)``). When the middleware's
+    config has a PagerDuty routing key, a :class:`PagerDutyNotifier` is added. Example::
 
         monitor = AlertMonitor(app.wsgi_app, [error_rate_alert(), p95_alert(per_endpoint=True)])
         monitor.start(interval_s=60)     # or: monitor.evaluate_on_scrape()
         monitor.check()                  # -> the alerts that fired just now
 
     Reads: nothing from the environment (``WSGI_OBSERVE_STATE_DIR`` via the middleware's
-    config decides whether workers elect one evaluator).
+    config decides whether workers elect one evaluator; ``PAGERDUTY_ROUTING_KEY`` and
+    ``PAGERDUTY_EVENTS_URL`` via the config turn PagerDuty on).
     """
 
     def __init__(
@@ -267,15 +209,31 @@ class AlertMonitor:
         *,
         window_s: Optional[float] = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        notifiers: Iterable[Notifier] = (),
     ) -> None:
+        from .pagerduty import PagerDutyNotifier
+
         self.middleware = middleware
         self.rules: tuple[ThresholdAlert, ...] = tuple(DEFAULT_RULES if rules is None else rules)
         self.window_s = window_s
         self.clock = clock
-        self.firing: set[tuple[str, Optional[str]]] = set()
+        self.firing: set[Key] = set()
+        extra = list(notifiers)
+        self._owned: list[PagerDutyNotifier] = []
+        config = middleware.config
+        if config.pagerduty_routing_key and not any(
+            isinstance(n, PagerDutyNotifier) for n in extra
+        ):
+            self._owned.append(PagerDutyNotifier.from_config(config))
+        self.notifiers: tuple[Notifier, ...] = (
+            LogNotifier(),
+            SentryNotifier(),
+            *extra,
+            *self._owned,
+        )
         self._history: deque[tuple[float, Snapshot]] = deque()
         self._lock = threading.Lock()
-        self._leader = _Leader(middleware.config.state_dir)
+        self._leader = _Leader(config.state_dir)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -286,6 +244,10 @@ class AlertMonitor:
         with self._lock:
             if not self._leader.is_leader():
                 return []
+            if self._leader.took_over:
+                self._leader.took_over = False
+                names = {rule.name for rule in self.rules}
+                self.firing |= {key for key in self._leader.load_firing() if key[0] in names}
             now = self.clock()
             snapshot = self.middleware.snapshot()
             document = json_document(
@@ -294,15 +256,18 @@ class AlertMonitor:
                 version=self.middleware.config.version,
             )
             self._remember(now, snapshot)
-            fired = []
+            before = set(self.firing)
+            changes = []
             for rule in self.rules:
                 for endpoint, data, requests in self._subjects(rule, document):
                     alert = self._evaluate(rule, endpoint, data, requests)
                     if alert is not None:
-                        fired.append(alert)
-        for alert in fired:
+                        changes.append(alert)
+            if self.firing != before:
+                self._leader.save_firing(self.firing)
+        for alert in changes:
             self._report(alert)
-        return fired
+        return [alert for alert in changes if not alert.resolved]
 
     def _remember(self, now: float, snapshot: Snapshot) -> None:
         # One snapshot per tenth of the window is plenty: memory stays at ~11 snapshots
@@ -336,6 +301,7 @@ class AlertMonitor:
     def _evaluate(
         self, rule: ThresholdAlert, endpoint: Optional[str], data: dict[str, Any], requests: int
     ) -> Optional[Alert]:
+        """The alert that starts or ends now (``resolved``), or None."""
         key = (rule.name, endpoint)
         if requests < rule.min_requests:
             return None  # too little traffic for a verdict either way
@@ -347,61 +313,43 @@ class AlertMonitor:
         if value is None:
             return None
         if key in self.firing:
-            if value <= rule.rearm_at:
-                self.firing.discard(key)
-                _log.info(
-                    "Alert resolved: %s%s: %s = %.4g",
-                    rule.name,
-                    f" on {endpoint}" if endpoint is not None else "",
-                    rule.metric_name,
-                    value,
-                    extra={"alert": rule.name, "endpoint": endpoint, "value": value},
-                )
-            return None
-        if value > rule.threshold:
+            if value > rule.rearm_at:
+                return None
+            self.firing.discard(key)
+            resolved = True
+        elif value > rule.threshold:
             self.firing.add(key)
-            return Alert(
-                rule.name,
-                rule.metric_name,
-                value,
-                rule.threshold,
-                endpoint,
-                requests,
-                self.window_s,
-            )
-        return None
+            resolved = False
+        else:
+            return None
+        return Alert(
+            rule.name,
+            rule.metric_name,
+            value,
+            rule.threshold,
+            endpoint,
+            requests,
+            self.window_s,
+            severity=rule.severity,
+            resolved=resolved,
+        )
 
     def _report(self, alert: Alert) -> None:
-        _log.warning(
-            alert.message,
-            extra={
-                "alert": alert.rule,
-                "metric": alert.metric,
-                "value": alert.value,
-                "threshold": alert.threshold,
-                "endpoint": alert.endpoint,
-                "requests": alert.requests,
-            },
-        )
-        from .integrations.sentry import is_active
+        if any(notifier.closed for notifier in self._owned):
+            self._reopen()  # stopped, then used again (start() or check() after stop())
+        for notifier in self.notifiers:
+            try:
+                notifier.notify(alert)
+            except Exception as error:  # one notifier failing must not silence the others
+                guarded(f"alert notifier {type(notifier).__name__}", error)
 
-        if not is_active():
-            return
-        try:
-            import sentry_sdk
+    def _reopen(self) -> None:
+        from .pagerduty import PagerDutyNotifier
 
-            context = alert.context()
-            sentry_sdk.capture_message(
-                alert.message,
-                level="warning",
-                extras=context,
-                contexts={"alert": context},
-                tags={"alert": alert.rule, "endpoint": alert.endpoint or "*"},
-                # One Sentry issue per rule and endpoint, whatever the values were.
-                fingerprint=["wsgi_observe.alert", alert.rule, alert.endpoint or "*"],
-            )
-        except Exception as error:
-            guarded("alert to sentry", error)
+        fresh = [PagerDutyNotifier.from_config(self.middleware.config) for _ in self._owned]
+        kept = [n for n in self.notifiers if not any(n is owned for owned in self._owned)]
+        self._owned = fresh
+        self.notifiers = (*kept, *fresh)
 
     # Ways to run it ----------------------------------------------------------------------
 
@@ -422,14 +370,17 @@ class AlertMonitor:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop the background timer (if started) and give up the evaluator lock."""
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the background timer (if started), give up the evaluator lock, and let the
+        PagerDuty notifier this monitor made deliver what it holds (``timeout_s`` at most)."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
-            thread.join(timeout=10)
+            thread.join(timeout=timeout_s)
         with self._lock:
             self._leader.release()
+        for notifier in self._owned:
+            notifier.close(timeout_s=timeout_s)
 
     def evaluate_on_scrape(self) -> AlertMonitor:
         """Check after each ``/metrics`` request the middleware answers (off the app's path)."""
