@@ -201,3 +201,36 @@ def test_a_worker_forked_after_the_middleware_was_built_shares_its_numbers(tmp_p
         for stream in (process.stdin, process.stdout):
             if stream is not None:
                 stream.close()
+
+
+def test_every_worker_shows_the_newest_readiness_probe(gunicorn):
+    """A /health/ready probe answered by one worker is what every worker's /metrics shows
+    (not a worker's own older probe, or none): alerts and dashboards see one readiness."""
+    import threading
+
+    server = gunicorn(APP, "-w", "2")
+    assert server.get("/api/warm")[0] == 200
+    assert server.get("/health/ready")[0] == 200
+    seen: dict[int, str] = {}
+    for _ in range(30):  # bounded: until a scrape of each worker was seen
+        # One worker is kept busy with a slow request; the other answers both of these.
+        busy = threading.Thread(target=server.get, args=("/slow?ms=400",))
+        busy.start()
+        wait_until(  # the slow request is in flight: one worker is busy with it
+            lambda: json.loads(server.get("/metrics")[2])["application"]["requests"]["in_flight"]
+        )
+        pid = int(server.get("/pid")[2])
+        text = server.get("/metrics?format=prometheus")[2].decode()
+        busy.join(10)
+        seen[pid] = text
+        if len(seen) == 2:
+            break
+    assert len(seen) == 2, "the same worker answered every time"
+    assert all("\nwsgi_observe_ready 1\n" in text for text in seen.values())
+    stamps = {
+        line.split()[-1]
+        for text in seen.values()
+        for line in text.splitlines()
+        if line.startswith("wsgi_observe_readiness_last_run_timestamp_seconds ")
+    }
+    assert len(stamps) == 1  # one probe, the same everywhere

@@ -283,3 +283,29 @@ def test_the_state_dir_of_a_stopped_server_is_taken_over(tmp_path, fresh_process
     assert "keep.txt" in names and not any(n.startswith("w-") for n in names)
     assert json.loads((state / "owner.json").read_text()) == {"pid": master[0], "start": master[1]}
     assert stat.S_IMODE((state / "owner.json").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        pytest.param(b"{not json", id="garbage"),
+        pytest.param(b'{"status": "fine", "timestamp": "2099-01-01T00:00:00.000Z"}', id="status"),
+        pytest.param(b'{"status": "healthy", "timestamp": 5}', id="timestamp"),
+        pytest.param(b"[1, 2]", id="not-an-object"),
+    ],
+)
+def test_a_malformed_shared_readiness_result_is_ignored(tmp_path, fresh_process, planted):
+    """The readiness result shared in the state directory is read as input: one that is not
+    of the shape /health/ready writes is ignored, and this process's own result stands."""
+    state = _private(tmp_path / "state")
+    table = multiprocess.join(Config.from_env({}, state_dir=str(state)))
+    assert table is not None
+    try:
+        own = {"status": "healthy", "timestamp": "2026-01-01T00:00:00.000Z", "checks": {}}
+        (state / multiprocess.READINESS).write_bytes(planted)
+        assert multiprocess.latest_readiness(own) is own
+        newer = {**own, "status": "degraded", "timestamp": "2026-01-01T00:00:01.000Z"}
+        multiprocess.publish_readiness(newer)
+        assert multiprocess.latest_readiness(own) == newer
+    finally:
+        table.close()

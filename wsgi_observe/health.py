@@ -168,6 +168,9 @@ class ReadinessRunner:
         self._done = threading.Condition(self._lock)
         self._running = False
         self._cached: Optional[tuple[float, dict[str, Any]]] = None
+        #: Called with each fresh result (not cached ones), e.g. to share it with the
+        #: other processes of a server; an error there never fails the probe.
+        self.result_hooks: list[Callable[[dict[str, Any]], None]] = []
 
     @property
     def check_names(self) -> list[tuple[Optional[str], str]]:
@@ -196,6 +199,13 @@ class ReadinessRunner:
                     self._cached = (time.monotonic(), body)
                 self._running = False
                 self._done.notify_all()
+        for hook in self.result_hooks:
+            try:
+                hook(body)
+            except Exception as error:
+                from ._guard import guarded
+
+                guarded("readiness result hook", error)
         return body
 
     def last_result(self) -> Optional[dict[str, Any]]:

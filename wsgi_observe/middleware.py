@@ -111,7 +111,16 @@ class ObservabilityMiddleware:
             checks, timeout_s=config.readiness_timeout, cache_ttl_s=config.readiness_cache_ttl
         )
         self.system = SystemMetrics()
-        self.routes = Routes(config, self.readiness, self.system, self.snapshot)
+        # Readiness results are shared too when processes share their numbers, so every
+        # worker's /metrics shows the newest probe of the server.
+        self.readiness.result_hooks.append(multiprocess.publish_readiness)
+        self.routes = Routes(
+            config,
+            self.readiness,
+            self.system,
+            self.snapshot,
+            lambda: multiprocess.latest_readiness(self.readiness.last_result()),
+        )
         self._routes: dict[str, Handler] = self.routes.table()
         self._finish_steps: list[FinishStep] = []
         self.slow_ns = int(config.slow_request_threshold * 1e9)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import parse_qs
 
 import orjson
@@ -90,11 +90,14 @@ class Routes:
         readiness: ReadinessRunner,
         system: SystemMetrics,
         snapshot: Callable[[], Snapshot],
+        last_readiness: Optional[Callable[[], Optional[dict[str, Any]]]] = None,
     ) -> None:
         self.config = config
         self.readiness = readiness
         self.system = system
         self.snapshot = snapshot
+        # The newest readiness result any process of the server has (default: this one's).
+        self.last_readiness = last_readiness or readiness.last_result
         self.scrape_hooks: list[ScrapeHook] = []
         self._token = config.metrics_token.encode() if config.metrics_token else None
         # /health and /health/live are answered from precomputed bytes and headers: only
@@ -206,7 +209,7 @@ class Routes:
             "service": config.service_name,
             "version": config.version,
             "system": self.system.read(),
-            "readiness": self.readiness.last_result(),
+            "readiness": self.last_readiness(),
         }
         if kind == "openmetrics":
             return render_openmetrics(snapshot, extras), OPENMETRICS_TYPE

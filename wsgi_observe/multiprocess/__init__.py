@@ -25,11 +25,21 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Optional
 
+import orjson
+
 from .._guard import guarded
 from ..metrics import MemoryTable, MetricsStore, Snapshot, process_store
 from .merge import collect_snapshot, sweep
 from .names import SharedNames
-from .statedir import ENV_STATE_DIR, StateDirError, check_private, claim, identity_of
+from .statedir import (
+    ENV_STATE_DIR,
+    StateDirError,
+    check_private,
+    claim,
+    identity_of,
+    read_regular,
+    write_atomic,
+)
 from .statedir import rendezvous_dir as _rendezvous_dir
 from .table import TableError, WorkerTable
 
@@ -38,12 +48,15 @@ if TYPE_CHECKING:
     from ..endpoints import EndpointNames
 
 __all__ = [
+    "READINESS",
     "ENV_STATE_DIR",
     "StateDirError",
     "WorkerTable",
     "collect_snapshot",
     "is_shared",
     "join",
+    "latest_readiness",
+    "publish_readiness",
     "share",
     "should_share",
     "snapshot",
@@ -209,6 +222,53 @@ def snapshot(store: MetricsStore, *, max_endpoints: Optional[int] = None) -> Sna
 # The last merged snapshot of each store: what a scrape shows if merging ever fails (older
 # numbers, never lower ones). Weak: an entry goes with its store.
 _last_merged: weakref.WeakKeyDictionary[MetricsStore, Snapshot] = weakref.WeakKeyDictionary()
+
+
+READINESS = "readiness.json"
+_READINESS_MAX_BYTES = 1024 * 1024
+_STATUSES = ("healthy", "degraded", "unhealthy")
+
+
+def publish_readiness(result: dict[str, Any]) -> None:
+    """Share a fresh ``/health/ready`` result with the server's other processes, so that
+    whichever worker answers a scrape shows the newest one (not its own, maybe stale)."""
+    process = _current()
+    table = process.table
+    if table is None or process.state_dir is None:
+        return
+    try:
+        write_atomic(process.state_dir, READINESS, orjson.dumps(result))
+    except (OSError, TypeError) as error:  # a full disk: this worker's own result stays
+        _log.debug("wsgi_observe: readiness not shared: %s", error)
+
+
+def _is_readiness(data: Any) -> bool:
+    return (
+        type(data) is dict
+        and data.get("status") in _STATUSES
+        and type(data.get("timestamp")) is str
+        and len(data["timestamp"]) == 24
+        and type(data.get("checks", {})) is dict
+    )
+
+
+def latest_readiness(own: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The newer of ``own`` (this process's last result) and the one last shared by any
+    process of the server; the shared file is read as input (shape checked)."""
+    process = _current()
+    if process.table is None or process.state_dir is None:
+        return own
+    try:
+        data = orjson.loads(
+            read_regular(os.path.join(process.state_dir, READINESS), _READINESS_MAX_BYTES)
+        )
+    except (OSError, ValueError):
+        return own
+    if not _is_readiness(data):
+        return own
+    if own is None or data["timestamp"] > own["timestamp"]:
+        return data  # type: ignore[no-any-return]
+    return own
 
 
 def state() -> dict[str, Any]:
