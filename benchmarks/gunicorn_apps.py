@@ -1,8 +1,9 @@
 """The two apps gunicorn serves: ``bare`` (hello) and ``wrapped`` (hello + wsgi_observe).
 
-``wrapped`` uses the process-wide store (as a user's app does), so the gunicorn hooks of
-``wsgi_observe.gunicorn`` can move it onto per-worker state. The access log is off: this
-measures the instrumentation, not a log sink. ``wrapped`` is built on first access, so the
+``wrapped`` is the default configuration, as a user gets it by wrapping: request ids, the
+logging context and the JSON access line, written by both workers to ``LOG_DIR`` (a
+temporary folder run.py sets) and to gunicorn's stderr (a file). Its numbers are shared
+by the workers through their state files. ``wrapped`` is built on first access, so the
 bare server never imports wsgi_observe.
 """
 
@@ -20,6 +21,6 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(name)
     from wsgi_observe import ObservabilityMiddleware
 
-    app = ObservabilityMiddleware(hello_app, access_log=False)
+    app = ObservabilityMiddleware(hello_app)
     globals()["wrapped"] = app
     return app

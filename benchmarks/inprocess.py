@@ -21,13 +21,13 @@ import cProfile
 import gc
 import io
 import json
+import logging
 import math
 import os
 import pstats
 import random
 import subprocess
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from time import perf_counter_ns, process_time_ns
@@ -40,7 +40,7 @@ if __package__ in (None, ""):  # run as a file: make "benchmarks" importable
 from benchmarks import apps
 from benchmarks.apps import Unavailable, need
 
-__all__ = ["GROUPS", "SUBJECTS", "Subject", "make_environ"]
+__all__ = ["GROUPS", "PEERS", "SUBJECTS", "Subject", "make_environ"]
 
 ENDPOINTS = 200  # endpoints recorded before timing /metrics
 REQUESTS_PER_ENDPOINT = 100
@@ -54,10 +54,21 @@ SUBJECTS: dict[str, tuple[str, str]] = {
     "prometheus": ("prometheus_client-style (labelled Counter.inc + Histogram.observe)", "request"),
     "otel": ("OpenTelemetry OpenTelemetryMiddleware + SDK TracerProvider", "request"),
     "sentry_sdk": ("sentry-sdk SentryWsgiMiddleware, traces_sample_rate=0.1", "request"),
-    "wo_metrics": ("wsgi_observe, metrics only", "request"),
-    "wo_access_log": ("wsgi_observe + JSON access log (file)", "request"),
-    "wo_sentry": ("wsgi_observe + Sentry, traces_sample_rate=0.1", "request"),
+    "wo_metrics": (
+        "wsgi_observe, metrics only (access_log=False, log_handlers=False)",
+        "request",
+    ),
+    "wo_default": (
+        "wsgi_observe, default configuration (request id, log context, JSON access line "
+        "to LOG_DIR/application.log)",
+        "request",
+    ),
+    "wo_sentry": ("wsgi_observe metrics only + Sentry, traces_sample_rate=0.1", "request"),
     "wo_excluded": ("stage: wsgi_observe dispatch only (excluded path)", "request"),
+    "wo_context": (
+        "stage: metrics + request id and log context (access_log=False, handlers installed)",
+        "request",
+    ),
     "wo_worker_table": ("stage: metrics only, gunicorn state table (WorkerTable)", "request"),
     "health": ("GET /health", "endpoint"),
     "live": ("GET /health/live", "endpoint"),
@@ -71,6 +82,10 @@ SUBJECTS: dict[str, tuple[str, str]] = {
     "merge_json": (f"{MERGE_WORKERS}-worker merge + JSON render", "endpoint"),
 }
 
+#: The peers: every other subject is a wsgi_observe configuration, which must be built (a
+#: failure to build one fails the run; only a peer may be "n/a").
+PEERS = frozenset({"bare", "prometheus", "otel", "sentry_sdk"})
+
 #: worker process -> the subjects it hosts (one process each where global state differs).
 GROUPS: dict[str, list[str]] = {
     "bare": ["bare"],
@@ -78,9 +93,10 @@ GROUPS: dict[str, list[str]] = {
     "otel": ["otel"],
     "sentry_sdk": ["sentry_sdk"],
     "wo_metrics": ["wo_metrics"],
-    "wo_access_log": ["wo_access_log"],
+    "wo_default": ["wo_default"],
     "wo_sentry": ["wo_sentry"],
     "wo_excluded": ["wo_excluded"],
+    "wo_context": ["wo_context"],
     "wo_worker_table": ["wo_worker_table"],
     "endpoints": ["health", "live", "ready", "metrics_json", "metrics_prom"],
     "merge": ["merge", "merge_json"],
@@ -156,6 +172,9 @@ class Subject:
         self.info: dict[str, Any] = info or {}
         self.info.setdefault("requests", 0)
         self.on_info: Optional[Callable[[dict[str, Any]], None]] = None
+        # Called around a timed batch, outside its timing (``after`` gets the batch's n).
+        self.before: Optional[Callable[[], None]] = None
+        self.after: Optional[Callable[[int], None]] = None
 
     def loop(self, n: int) -> int:
         """Wall ns for ``n`` iterations, GC off."""
@@ -188,12 +207,16 @@ class Subject:
         return end - start
 
     def run(self, n: int) -> dict[str, int]:
+        if self.before is not None:
+            self.before()
         cpu0 = process_time_ns()
         wall = self.loop(n)
         if self.drain is not None:
             self.drain()
         cpu = process_time_ns() - cpu0
         gc.collect()
+        if self.after is not None:
+            self.after(n)
         return {"wall_ns": wall, "cpu_ns": cpu, "n": n}
 
     def calibrate(self, target_s: float) -> int:
@@ -222,10 +245,7 @@ def _check(subject: Subject, expect: str = "200") -> None:
     """One request before timing: the configuration must answer as expected."""
     if subject.app is None:
         return
-    try:
-        status, body = drive(subject.app, subject.environ.copy())  # type: ignore[union-attr]
-    except ImportError as error:
-        raise Unavailable(f"{error}") from None
+    status, body = drive(subject.app, subject.environ.copy())  # type: ignore[union-attr]
     subject.info["requests"] += 1
     if not status.startswith(expect):
         raise RuntimeError(f"answered {status!r}: {body[:200]!r}")
@@ -301,36 +321,83 @@ def _request_subject(app: Callable[..., Any], drain: Any = None, **info: Any) ->
     return subject
 
 
-def _settle(directory: str, timeout_s: float = 3.0) -> None:
-    """Wait until no file in ``directory`` grows for 50 ms (log writers that use a thread)."""
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        sizes = []
-        for root, _dirs, files in os.walk(directory):
-            for name in files:
-                try:
-                    sizes.append(os.path.getsize(os.path.join(root, name)))
-                except OSError:
-                    pass
-        if sizes == last:
+class _AccessLines:
+    """Counts the access lines each timed batch added to ``LOG_DIR/application.log``.
+
+    Read after the batch's CPU time (never timed). A batch may rotate the file (10 MB), so
+    the count follows the marked file into its backups: the newer files whole, the marked
+    one from where the batch began. ``lost`` counts batches whose start was rotated away.
+    """
+
+    def __init__(self, log_dir: str) -> None:
+        self.path = os.path.join(log_dir, "application.log")
+        self.mark: Optional[tuple[int, int, int]] = None
+        self.lines = 0
+        self.requests = 0
+        self.lost = 0
+
+    def start(self) -> None:
+        try:
+            st = os.stat(self.path)
+            self.mark = (st.st_dev, st.st_ino, st.st_size)
+        except FileNotFoundError:
+            self.mark = (0, 0, 0)
+
+    def stop(self, n: int) -> None:
+        mark, self.mark = self.mark, None
+        if mark is None:
             return
-        last = sizes
-        time.sleep(0.05)
-
-
-def _count_lines(directory: str) -> dict[str, int]:
-    counts = {}
-    for name in sorted(os.listdir(directory)):
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
+        counted = 0
+        for index in range(64):
+            path = self.path if index == 0 else f"{self.path}.{index}"
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                break
+            marked = (st.st_dev, st.st_ino) == mark[:2]
             with open(path, "rb") as handle:
-                counts[name] = sum(1 for _ in handle)
-    return counts
+                if marked:
+                    handle.seek(mark[2])
+                counted += handle.read().count(b'"wsgi_observe.access"')
+            if marked:
+                break
+        else:
+            marked = False
+        if not marked and mark != (0, 0, 0):
+            self.lost += 1
+            return
+        self.lines += counted
+        self.requests += n
+
+    def describe(self, info: dict[str, Any]) -> None:
+        info["access_lines"] = {
+            "lines": self.lines,
+            "requests": self.requests,
+            "batches_rotated_away": self.lost,
+        }
+
+
+def _drain_log_handlers() -> None:
+    """Write every buffered line now and wait for a write the flusher thread may be doing,
+    so the lines' cost lands in this batch's CPU time and the line count is exact."""
+    for handler in logging.getLogger().handlers:
+        sink = getattr(handler, "sink", None)
+        if sink is not None:
+            sink.flush()
+            with sink.lock:
+                pass
+
+
+def _sentry_drain(sentry_sdk: Any) -> Callable[[], None]:
+    def drain() -> None:
+        # Every sampled transaction reaches the sink before the batch's CPU time is read.
+        sentry_sdk.flush(timeout=120)
+
+    return drain
 
 
 def build(name: str, opts: dict[str, Any]) -> Subject:
-    """Set up subject ``name``; raises Unavailable for a missing peer or piece."""
+    """Set up subject ``name``; raises Unavailable only for a missing peer or sink."""
     dsn = opts.get("dsn")
     tmp = opts["tmp"]
     if name == "bare":
@@ -350,50 +417,49 @@ def build(name: str, opts: dict[str, Any]) -> Subject:
     if name == "wo_excluded":
         return _request_subject(apps.observe(apps.hello_app, exclude_paths=("/api/",)))
     if name == "wo_worker_table":
-        workers = need("wsgi_observe.workers")
-        if not hasattr(workers, "WorkerTable"):
-            raise Unavailable("wsgi_observe.workers.WorkerTable not written yet")
+        from wsgi_observe.metrics import MetricsStore
+        from wsgi_observe.multiprocess import WorkerTable
+
         state_dir = os.path.join(tmp, "worker-table-state")
         os.makedirs(state_dir, exist_ok=True)
-        store = need("wsgi_observe.metrics").MetricsStore()
-        store.use_table(workers.WorkerTable(state_dir))
+        store = MetricsStore()
+        store.use_table(WorkerTable(state_dir))
         return _request_subject(apps.observe(apps.hello_app, store=store))
-    if name == "wo_access_log":
-        logs = need("wsgi_observe.logs")
-        if not hasattr(logs, "configure_logging"):
-            raise Unavailable("wsgi_observe.logs.configure_logging not written yet")
-        log_dir = os.path.join(tmp, "logs-access")
-        os.makedirs(log_dir, exist_ok=True)
-        logs.configure_logging(level="INFO", log_dir=log_dir, fmt="json")
-        app = apps.observe(apps.hello_app, access_log=True, log_dir=log_dir)
-
-        def drain() -> None:
-            # Lines are buffered (flushed by a thread within flush_interval_s): write them
-            # now, so their cost lands in this batch's CPU time and the line count is exact.
-            flush = getattr(logs, "flush", None)
-            if flush is not None:
-                flush()
-            _settle(log_dir)
-
-        subject = _request_subject(app, drain, log_dir=log_dir)
-
-        def add_lines(info: dict[str, Any]) -> None:
-            info["log_lines"] = _count_lines(log_dir)
-
-        subject.on_info = add_lines
+    if name == "wo_context":
+        log_dir = os.path.join(tmp, "logs-context")
+        app = apps.observe(apps.hello_app, log_handlers=True, log_dir=log_dir)
+        return _request_subject(app, _drain_log_handlers, log_dir=log_dir)
+    if name == "wo_default":
+        log_dir = os.environ.get("LOG_DIR", "")
+        if not log_dir or not log_dir.startswith(tmp):
+            raise RuntimeError(f"LOG_DIR={log_dir!r}: expected a folder under {tmp}")
+        app = apps.default(apps.hello_app)
+        config = app.config
+        if not (config.access_log and config.log_handlers) or config.log_dir != log_dir:
+            raise RuntimeError(f"not the default configuration: {config!r}")
+        counter = _AccessLines(log_dir)
+        subject = _request_subject(app, _drain_log_handlers, log_dir=log_dir)
+        _drain_log_handlers()
+        if not os.path.exists(counter.path):
+            raise RuntimeError(f"the default configuration wrote no {counter.path}")
+        subject.before = counter.start
+        subject.after = counter.stop
+        subject.on_info = counter.describe
         return subject
     if name == "wo_sentry":
         if not dsn:
-            raise Unavailable("no local Sentry sink")
-        sentry = need("wsgi_observe.sentry")
-        if not hasattr(sentry, "init_sentry"):
-            raise Unavailable("wsgi_observe.init_sentry not written yet")
+            raise RuntimeError("no local Sentry sink (benchmarks/sink.py did not start)")
         sentry_sdk = need("sentry_sdk", "sentry-sdk")
-        sentry.init_sentry(dsn=dsn, traces_sample_rate=0.1)
+        from wsgi_observe.integrations.sentry import init_sentry
+
+        if not init_sentry(
+            dsn=dsn, traces_sample_rate=0.1, transport_queue_size=apps.SENTRY_QUEUE_SIZE
+        ):
+            raise RuntimeError("init_sentry(dsn=...) did not start Sentry")
         if not sentry_sdk.get_client().is_active():
             raise RuntimeError("init_sentry(dsn=...) left no active Sentry client")
         app = apps.observe(apps.hello_app, sentry_dsn=dsn, traces_sample_rate=0.1)
-        return _request_subject(app, lambda: sentry_sdk.flush(timeout=5), uses_sink=True)
+        return _request_subject(app, _sentry_drain(sentry_sdk), uses_sink=True)
     raise KeyError(name)
 
 
@@ -426,8 +492,6 @@ def _build_endpoints(opts: dict[str, Any]) -> dict[str, Any]:
             max_endpoints=1000,
         )
         filled = populate(middleware)
-    except Unavailable as why:
-        return {name: ("na", str(why)) for name in GROUPS["endpoints"]}
     except Exception:
         text = traceback.format_exc(limit=4)
         return {name: ("error", text) for name in GROUPS["endpoints"]}
@@ -443,8 +507,6 @@ def _build_endpoints(opts: dict[str, Any]) -> dict[str, Any]:
             subject = Subject(middleware, make_environ(path, query), info=dict(filled))
             _check(subject)
             out[name] = subject
-        except Unavailable as why:
-            out[name] = ("na", str(why))
         except Exception:
             out[name] = ("error", traceback.format_exc(limit=4))
     return out
@@ -453,13 +515,12 @@ def _build_endpoints(opts: dict[str, Any]) -> dict[str, Any]:
 def _build_merge(opts: dict[str, Any]) -> dict[str, Any]:
     names = GROUPS["merge"]
     try:
-        workers = need("wsgi_observe.workers")
-        missing = [n for n in ("collect_snapshot", "WorkerTable") if not hasattr(workers, n)]
-        if missing:
-            raise Unavailable(f"wsgi_observe.workers.{' and '.join(missing)} not written yet")
-        exposition = need("wsgi_observe.exposition")
-    except Unavailable as why:
-        return {name: ("na", str(why)) for name in names}
+        from wsgi_observe import exposition
+        from wsgi_observe.multiprocess import collect_snapshot
+        from wsgi_observe.system import SystemMetrics
+    except Exception:
+        text = traceback.format_exc(limit=4)
+        return {name: ("error", text) for name in names}
     state_dir = os.path.join(opts["tmp"], "merge-state")
     os.makedirs(state_dir, exist_ok=True)
     children: list[subprocess.Popen[str]] = []
@@ -484,11 +545,9 @@ def _build_merge(opts: dict[str, Any]) -> dict[str, Any]:
         for child in children:
             line = _readline(child, 120.0)
             answer = json.loads(line) if line else {"error": "no answer from a fill worker"}
-            if "na" in answer:
-                raise Unavailable(answer["na"])
             if "error" in answer:
                 raise RuntimeError(answer["error"])
-        snapshot = workers.collect_snapshot(state_dir)
+        snapshot = collect_snapshot(state_dir)
         info = {
             "workers": MERGE_WORKERS,
             "endpoints": len(snapshot.endpoints),
@@ -496,18 +555,18 @@ def _build_merge(opts: dict[str, Any]) -> dict[str, Any]:
             "expected": MERGE_WORKERS * ENDPOINTS * REQUESTS_PER_ENDPOINT,
         }
 
-        def merge() -> Any:
-            return workers.collect_snapshot(state_dir)
+        if info["recorded"] != info["expected"]:
+            raise RuntimeError(f"the merge lost counts: {info}")
 
-        try:  # what the middleware adds to a scrape: psutil's process and system figures
-            reader = need("wsgi_observe.system").SystemMetrics()
-            read_system: Callable[[], Any] = reader.read
-        except Exception:
-            read_system = lambda: None  # noqa: E731
+        def merge() -> Any:
+            return collect_snapshot(state_dir)
+
+        # What the middleware adds to a scrape: psutil's process and system figures.
+        read_system: Callable[[], Any] = SystemMetrics().read
 
         def merge_json() -> bytes:
             document = exposition.json_document(
-                workers.collect_snapshot(state_dir),
+                collect_snapshot(state_dir),
                 service="bench",
                 version="0",
                 system=read_system(),
@@ -521,9 +580,6 @@ def _build_merge(opts: dict[str, Any]) -> dict[str, Any]:
         # The fill workers stay alive (their state files too) until this worker exits.
         _KEEP.extend(children)
         return out
-    except Unavailable as why:
-        _stop_children(children)
-        return {name: ("na", str(why)) for name in names}
     except Exception:
         _stop_children(children)
         text = traceback.format_exc(limit=4)
@@ -558,19 +614,16 @@ def _readline(child: subprocess.Popen[str], timeout_s: float) -> str:
 def fill_worker(state_dir: str, seed: int) -> None:
     """One gunicorn-like worker: its own state table in ``state_dir``, filled, kept open."""
     try:
-        workers = need("wsgi_observe.workers")
-        metrics = need("wsgi_observe.metrics")
-        if not hasattr(workers, "WorkerTable"):
-            raise Unavailable("wsgi_observe.workers.WorkerTable not written yet")
-        store = metrics.MetricsStore()
-        store.use_table(workers.WorkerTable(state_dir))
+        from wsgi_observe.metrics import MetricsStore
+        from wsgi_observe.multiprocess import WorkerTable
+
+        store = MetricsStore()
+        store.use_table(WorkerTable(state_dir))
         middleware = apps.observe(
             apps.status_app, store=store, slow_request_threshold=3600.0, max_endpoints=1000
         )
         populate(middleware, seed=seed)
         answer: dict[str, Any] = {"ok": True}
-    except Unavailable as why:
-        answer = {"na": str(why)}
     except Exception:
         answer = {"error": traceback.format_exc(limit=4)}
     print(json.dumps(answer), flush=True)

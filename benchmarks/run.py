@@ -5,8 +5,10 @@
 
 Every in-process configuration runs in its own worker process (inprocess.py); all are
 timed in the same run, round after round, in a rotating order, one at a time. Results go
-to benchmarks/results/latest.{json,md}, latency.png and profile.txt. The exit status is
-non-zero only when the suite itself breaks (or, with --strict, when a row errored).
+to benchmarks/results/latest.{json,md}, latency.png and profile.txt. The exit status is 1
+when a wsgi_observe configuration could not be built or run (its row says "error"; a
+missing peer library only makes its row "n/a"), 2 when the suite itself breaks, and with
+--strict also 1 when a peer's row errored.
 """
 
 from __future__ import annotations
@@ -246,7 +248,7 @@ def run_inprocess(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> di
                         state[name]["envelopes"].append((after - before) / n)
             log(f"round {round_index + 1}/{args.rounds} done")
         profiles = {}
-        for name in ("wo_metrics", "wo_access_log", "wo_sentry"):
+        for name in ("wo_metrics", "wo_default", "wo_sentry"):
             if name in live:
                 try:
                     n = min(counts[name], 100_000 if not args.quick else 10_000)
@@ -314,6 +316,7 @@ def run_http(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> dict[st
         )
         servers.append(bare)
         wrapped_env = dict(env)
+        wrapped_env["LOG_DIR"] = os.path.join(tmp, "logs-gunicorn")
         if hooks:
             wrapped_env["WSGI_OBSERVE_STATE_DIR"] = os.path.join(tmp, "gunicorn-state")
             os.makedirs(wrapped_env["WSGI_OBSERVE_STATE_DIR"], exist_ok=True)
@@ -332,8 +335,9 @@ def run_http(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> dict[st
                 f"({str(error)[-300:]}); plain gunicorn used"
             )
             wrapped.stop()
+            wrapped_env.pop("WSGI_OBSERVE_STATE_DIR", None)
             wrapped = http_load.Gunicorn(
-                "benchmarks.gunicorn_apps:wrapped", workers=2, tmp=tmp, hooks=False, env=env
+                "benchmarks.gunicorn_apps:wrapped", workers=2, tmp=tmp, hooks=False, env=wrapped_env
             )
             servers.append(wrapped)
             wrapped.wait_ready(path)
@@ -422,7 +426,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", default=RESULTS, help="results directory")
-    parser.add_argument("--strict", action="store_true", help="exit 1 if any row errored")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 if any row errored (peers' rows too)"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     args.rounds = args.rounds or (1 if quick else 7)
@@ -458,6 +464,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         report.write(results, args.out)
         print(report.markdown(results))
         log(f"done in {results['duration_s']:.0f}s; wrote {args.out}/latest.json, latest.md")
+        broken = report.broken(results)
+        for row in broken:
+            log(f"FAILED: {row['id']} ({row['label']}): {(row['why'] or '').strip()[-1500:]}")
+        if broken:
+            log(f"{len(broken)} wsgi_observe configuration(s) could not be measured: exit 1")
+            return 1
         if args.strict and any(row["status"] == "error" for row in results["rows"]):
             return 1
         return 0
