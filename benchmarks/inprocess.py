@@ -693,6 +693,19 @@ def serve(group: str, opts: dict[str, Any]) -> None:
     _stop_children(_KEEP)
 
 
+def count(name: str, n: int, warmup: int, opts: dict[str, Any]) -> None:
+    """Build ``name``, warm it up, then serve ``n`` requests and drain (for instructions.py,
+    which runs this under callgrind twice and takes the difference)."""
+    subject = build(name, opts)
+    subject.loop(warmup)
+    if subject.drain is not None:
+        subject.drain()
+    subject.loop(n)
+    if subject.drain is not None:
+        subject.drain()
+    print(json.dumps({"ok": n}), flush=True)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description="in-process benchmark worker (run.py uses it)")
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -702,9 +715,18 @@ def main(argv: Optional[list[str]] = None) -> None:
     fill = sub.add_parser("fill-worker")
     fill.add_argument("state_dir")
     fill.add_argument("--seed", type=int, default=1)
+    counter = sub.add_parser("count")
+    counter.add_argument(
+        "subject", choices=[s for s, (_, where) in SUBJECTS.items() if where == "request"]
+    )
+    counter.add_argument("--n", type=int, required=True)
+    counter.add_argument("--warmup", type=int, default=2000)
+    counter.add_argument("--opts", default="{}")
     args = parser.parse_args(argv)
     if args.mode == "worker":
         serve(args.group, json.loads(args.opts))
+    elif args.mode == "count":
+        count(args.subject, args.n, args.warmup, json.loads(args.opts))
     else:
         fill_worker(args.state_dir, args.seed)
 

@@ -184,8 +184,16 @@ def run_inprocess(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> di
     state: dict[str, dict[str, Any]] = {}  # subject -> {"status", "why", "info", ...}
     owner: dict[str, Worker] = {}
     try:
-        log(f"starting {len(GROUPS)} worker processes")
-        for group in GROUPS:
+        wanted = set(args.only.split(",")) if args.only else set(SUBJECTS)
+        unknown = wanted - set(SUBJECTS)
+        if unknown:
+            raise ValueError(f"--only: unknown subjects {sorted(unknown)}")
+        for name in SUBJECTS:
+            if name not in wanted:
+                state[name] = {"status": "n/a", "why": "not selected (--only)"}
+        groups = [group for group, names in GROUPS.items() if wanted & set(names)]
+        log(f"starting {len(groups)} worker processes")
+        for group in groups:
             workers[group] = Worker(group, opts, env, tmp)
         for group, worker in workers.items():
             try:
@@ -193,6 +201,8 @@ def run_inprocess(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> di
             except Exception as error:
                 answer = {name: {"error": str(error)} for name in GROUPS[group]}
             for name, value in answer.items():
+                if name not in wanted:
+                    continue
                 if "ok" in value:
                     state[name] = {"status": "ok", "info": value["ok"]}
                     owner[name] = worker
@@ -423,6 +433,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--health-seconds", type=int, help="seconds per probe run (3; quick 1)")
     parser.add_argument("--connections", type=int, default=4, help="load connections (4)")
     parser.add_argument("--paths", type=int, default=100_000, help="memory flood (100000)")
+    parser.add_argument(
+        "--only", help="comma-separated subjects to measure (development; others are n/a)"
+    )
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", default=RESULTS, help="results directory")

@@ -106,7 +106,15 @@ class Exchange(list):  # type: ignore[type-arg]
             capture_route(environ, request)
         request_id = self.request_id
         if request_id is not None:
-            headers = _with_request_id(headers, request_id)
+            # X-Request-ID, unless the app sent one (its own is kept).
+            try:
+                for name, _value in headers:
+                    if len(name) == 12 and name.lower() == "x-request-id":
+                        break  # the app sent its own: kept
+                else:
+                    headers = [*headers, ("X-Request-ID", request_id)]  # never mutate the app's
+            except (TypeError, ValueError, AttributeError):
+                pass  # not a list of pairs: the server will say so, not us
         if exc_info is None:
             return self.upstream(status, headers)
         return self.upstream(status, headers, exc_info)
@@ -161,17 +169,6 @@ class Exchange(list):  # type: ignore[type-arg]
     __eq__ = object.__eq__
     __ne__ = object.__ne__
     __hash__ = object.__hash__  # type: ignore[assignment]
-
-
-def _with_request_id(headers: Any, request_id: str) -> Any:
-    """``headers`` plus ``X-Request-ID``, unless the app sent one (its own is kept)."""
-    try:
-        for name, _value in headers:
-            if len(name) == 12 and name.lower() == "x-request-id":
-                return headers
-        return [*headers, ("X-Request-ID", request_id)]  # never mutate the app's list
-    except (TypeError, ValueError, AttributeError):
-        return headers  # not a list of pairs: the server will say so, not us
 
 
 class _StreamBody:

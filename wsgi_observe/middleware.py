@@ -59,6 +59,7 @@ _new_list = list.__new__
 _enter_request = _context.enter
 _ID_KEY = _context.ID_KEY
 _new_id = _context.new_request_id
+_pop_id = _context.pop_request_id
 _is_sane_id = _context.is_sane_id
 #: A finish step: ``step(exchange, endpoint, duration_ns)``, after each observed request.
 FinishStep = Callable[[Exchange, str, int], None]
@@ -160,7 +161,10 @@ class ObservabilityMiddleware:
             # enter_request(), inlined.
             request_id = environ.get("HTTP_X_REQUEST_ID")
             if request_id is None or _is_sane_id(request_id) is None:
-                request_id = _new_id()
+                try:  # new_request_id(), inlined
+                    request_id = _pop_id()
+                except IndexError:
+                    request_id = _new_id()
             environ[_ID_KEY] = request_id
             _enter_request(environ)
             exchange.request_id = request_id
@@ -233,7 +237,7 @@ class ObservabilityMiddleware:
             guarded("request finish", error)
         finally:
             if exchange.request_id is not None:
-                _context.leave_request()
+                _enter_request(None)  # leave_request(), inlined
 
     def _log_slow(self, exchange: Exchange, name: str, duration_ns: int) -> None:
         seconds = duration_ns / 1e9

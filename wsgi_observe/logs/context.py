@@ -71,6 +71,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reseed)
 
 
+#: The next pre-formatted id, or IndexError when a batch must be formatted (the middleware
+#: calls this first, and :func:`new_request_id` only then).
+pop_request_id = _ids.pop
+
+
 def new_request_id() -> str:
     """A request id unique across processes: a random per-process prefix and a counter."""
     while True:
