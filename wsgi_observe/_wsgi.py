@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Exchange", "Finisher"]
 
-_new_list = list.__new__
-
 
 class Finisher(Protocol):
     """What owns an exchange: told once, when the request has ended."""
@@ -83,7 +81,7 @@ class Exchange(list):  # type: ignore[type-arg]
         cls, owner: Finisher, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Exchange:
         """A new exchange, timed from now (the middleware inlines this on its hot path)."""
-        exchange = _new_list(cls)
+        exchange = cls()  # an empty list (cheaper than list.__new__(cls))
         exchange.owner = owner
         exchange.environ = environ
         exchange.upstream = start_response

@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 __all__ = ["FinishStep", "ObservabilityMiddleware", "wrap"]
 
 _log = logging.getLogger("wsgi_observe")
-_new_list = list.__new__
 _enter_request = _context.enter
 _ID_KEY = _context.ID_KEY
 _new_id = _context.new_request_id
@@ -150,7 +149,7 @@ class ObservabilityMiddleware:
         if handler is not None:
             return handler(environ, start_response)
         # Exchange.begin(), inlined: this is the per-request path.
-        exchange = _new_list(Exchange)
+        exchange = Exchange()
         exchange.owner = self
         exchange.environ = environ
         exchange.upstream = start_response
@@ -214,10 +213,10 @@ class ObservabilityMiddleware:
         """The finish steps of one request, in order (called once, by the exchange)."""
         duration_ns = perf_counter_ns() - exchange.started
         store = self.store
-        name = "<unrecorded>"
         try:
             name = store.record_request(exchange, duration_ns, self.names)
         except Exception as error:
+            name = "<unrecorded>"
             guarded("request bookkeeping", error)
         finally:
             store.values[store.inflight_slot] -= 1  # always, whatever happened above
@@ -231,8 +230,10 @@ class ObservabilityMiddleware:
             reporter = exchange.reporter
             if reporter is not None:
                 reporter.finish(exchange, name, duration_ns)
-            for step in self._finish_steps:
-                step(exchange, name, duration_ns)
+            steps = self._finish_steps
+            if steps:
+                for step in steps:
+                    step(exchange, name, duration_ns)
         except Exception as error:
             guarded("request finish", error)
         finally:

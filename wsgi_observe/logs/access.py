@@ -28,6 +28,7 @@ __all__ = ["status_code", "write_access_line"]
 
 _INFO = logging.INFO
 _OPTIONS = orjson.OPT_APPEND_NEWLINE
+_dumps = orjson.dumps
 _access_log = logging.getLogger("wsgi_observe.access")
 _parent_log = logging.getLogger("wsgi_observe")
 _root = logging.getLogger()
@@ -161,9 +162,10 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
     # _fields(), _message() and Sink.write(), inlined: this runs once per request.
     environ = exchange.environ
     status = exchange.status
-    shown = _shown.get(status) if type(status) is str else None
-    if shown is None:
-        shown = _shown_status(status)
+    try:
+        code, shown = _shown[status]
+    except (KeyError, TypeError):  # not seen yet, or not a status line
+        code, shown = _shown_status(status)
     path = environ.get("PATH_INFO", "")
     if environ.get("QUERY_STRING") or environ.get("SCRIPT_NAME") or not path.isascii():
         path = logged_path(environ)
@@ -181,11 +183,11 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
         "timestamp": stamp[1] if stamp[0] == millis else _stamp_text(millis),
         "level": "INFO",
         "logger": "wsgi_observe.access",
-        "message": f"{method} {path} {shown[1]}",
+        "message": f"{method} {path} {shown}",
         "method": method,
         "endpoint": name,
         "path": path,
-        "status": shown[0],
+        "status": code,
         "duration_ms": duration_ns // 1000 / 1000,
         "bytes": nbytes,
         # The id sent back as X-Request-ID (the one in the environ, which it always is when
@@ -195,7 +197,7 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
         "user_agent": agent,
     }
     try:
-        line = orjson.dumps(fields, option=_OPTIONS)
+        line = _dumps(fields, None, _OPTIONS)
     except Exception:  # a server put something odd in the environ
         line = dumps_line(fields)
     size = len(line)
