@@ -14,6 +14,15 @@ from statistics import median
 from typing import Any, Optional
 
 from benchmarks.inprocess import PEERS, SUBJECTS
+from benchmarks.profiles import profile_text
+from benchmarks.summary import (
+    PEER_RATIO_TARGETS,
+    fmt_us,
+    notes,
+    ratio_lines,
+    ratios,
+    signed_us,
+)
 
 __all__ = [
     "broken",
@@ -33,11 +42,6 @@ REFERENCES = {
     "otel": "≈ +88 µs",
     "sentry_sdk": "≈ +112 µs",
 }
-#: Issue 10: wsgi_observe's overhead as a fraction of the prometheus_client-style
-#: middleware's, measured in the same run (median of the per-round ratios).
-PEER_RATIO_TARGETS = {"wo_metrics": 0.40, "wo_default": 1.0}
-#: Issue 6's absolute overheads (µs, on its reference machine), reported in the notes.
-ABSOLUTE_TARGETS_US = {"wo_metrics": 1.0, "wo_default": 2.5}
 PEER_PACKAGES = (
     "wsgi_observe",
     "prometheus-client",
@@ -244,7 +248,7 @@ def _subject_rows(inproc: dict[str, Any], clock: str) -> list[dict[str, Any]]:
             ours,
             ours["overhead_us"],
             limit,
-            f"overhead ≤ 0.25 x SentryWsgiMiddleware's ({_fmt_us(limit)})",
+            f"overhead ≤ 0.25 x SentryWsgiMiddleware's ({fmt_us(limit)})",
         )
         if ours["overhead_us"] is not None:
             ours["sentry_ratio"] = ours["overhead_us"] / sentry["overhead_us"]
@@ -341,7 +345,7 @@ def build(
     duration_s: float,
 ) -> dict[str, Any]:
     rows = _subject_rows(inproc, args.clock) + _memory_rows(memory) + _http_rows(http)
-    notes = _notes(rows, inproc, memory, http)
+    run_notes = notes(rows, inproc, memory, http)
     http_public = {k: v for k, v in http.items() if k != "hists"}
     return {
         "mode": "quick" if args.quick else "full",
@@ -358,7 +362,7 @@ def build(
         "machine": machine,
         "duration_s": round(duration_s, 1),
         "rows": rows,
-        "ratios": ratios(rows),
+        "ratios": ratios(rows, inproc.get("instructions") or {}),
         "targets": [
             {"id": r["id"], "target": r["target"], "judged": r["judged"], "result": r["result"]}
             for r in rows
@@ -367,137 +371,14 @@ def build(
         "memory": memory,
         "http": http_public,
         "profiles": inproc.get("profiles", {}),
+        "bytecodes": inproc.get("bytecodes", {}),
+        "instructions": inproc.get("instructions", {}),
         "sentry_sink_envelopes": inproc.get("sink"),
-        "notes": notes,
+        "notes": run_notes,
     }
 
 
-def _notes(
-    rows: list[dict[str, Any]], inproc: dict[str, Any], memory: dict[str, Any], http: dict[str, Any]
-) -> list[str]:
-    notes = []
-    by_id = {row["id"]: row for row in rows}
-    for row in rows:
-        if row["status"] != "ok" and row["why"]:
-            first = row["why"].strip().splitlines()
-            text = first[-1] if row["status"] == "error" else first[0]
-            notes.append(f"{row['id']}: {row['status']}: {text[:240]}")
-    wm, ex, bare = by_id["wo_metrics"], by_id["wo_excluded"], by_id["bare"]
-    ctx, default = by_id["wo_context"], by_id["wo_default"]
-    if wm["status"] == ex["status"] == bare["status"] == "ok":
-        dispatch = ex["overhead_us"] or 0.0
-        text = (
-            "where the overhead goes: dispatch (route lookup, exclusion check, extra call) "
-            f"{_signed_us(dispatch)}; timing, exchange, body wrapper and record_request() "
-            f"{_signed_us((wm['overhead_us'] or 0.0) - dispatch)}"
-        )
-        if ctx["status"] == "ok" and ctx["overhead_us"] is not None:
-            text += (
-                "; request id, X-Request-ID and the logging context "
-                f"{_signed_us(ctx['overhead_us'] - (wm['overhead_us'] or 0.0))}"
-            )
-            if default["status"] == "ok" and default["overhead_us"] is not None:
-                text += (
-                    "; the JSON access line (built, serialised, buffered, written) "
-                    f"{_signed_us(default['overhead_us'] - ctx['overhead_us'])}"
-                )
-        table_row = by_id["wo_worker_table"]
-        if table_row["status"] == "ok" and table_row["overhead_us"] is not None:
-            text += (
-                "; recording into gunicorn's memory-mapped WorkerTable instead of a list "
-                f"{_signed_us(table_row['overhead_us'] - (wm['overhead_us'] or 0.0))}"
-            )
-        notes.append(text + " (profile.txt)")
-    for name, limit in ABSOLUTE_TARGETS_US.items():
-        row = by_id[name]
-        if row["status"] == "ok" and row["overhead_us"] is not None:
-            notes.append(
-                f"{name}: overhead {_signed_us(row['overhead_us'])} against issue 6's absolute "
-                f"{_fmt_us(limit)} (set on a machine where the prometheus_client-style "
-                "middleware adds ≈ +3.3 µs; this run's: "
-                f"{_signed_us(by_id['prometheus']['overhead_us'])})"
-            )
-    for peer in ("prometheus", "otel", "sentry_sdk"):
-        row = by_id[peer]
-        if wm["status"] == row["status"] == "ok" and row["overhead_us"]:
-            notes.append(
-                f"wsgi_observe metrics-only overhead = {wm['overhead_us'] / row['overhead_us']:.3f}"
-                f" x {peer}'s (ratio of the medians)"
-            )
-    for name in ("sentry_sdk", "wo_sentry"):
-        row = by_id[name]
-        if row.get("envelopes_per_request") is not None:
-            rounds = [f"{value:.3f}" for value in row.get("envelopes_rounds") or []]
-            notes.append(
-                f"{name}: {row['envelopes_per_request']:.3f} envelopes/request reached the "
-                f"local sink (rounds: {', '.join(rounds)}; transactions sampled at 0.1, "
-                "transport queue deep enough for all, flushed before each batch's CPU time "
-                "is read)"
-            )
-    if default["status"] == "ok":
-        counted = (default.get("info") or {}).get("access_lines") or {}
-        if counted.get("requests"):
-            lines, requests = counted["lines"], counted["requests"]
-            notes.append(
-                f"access lines: {lines:,} in LOG_DIR/application.log* (rotated files included) "
-                f"for {requests:,} timed requests ({lines / requests:.3f} per request"
-                + (
-                    f"; {counted['batches_rotated_away']} batches not counted: rotated away)"
-                    if counted.get("batches_rotated_away")
-                    else ")"
-                )
-            )
-    for name in ("metrics_json", "merge_json"):
-        row = by_id[name]
-        if row["status"] == "ok":
-            info = row.get("info", {})
-            keys = ("endpoints", "recorded", "expected", "buckets_per_endpoint", "response_bytes")
-            notes.append(f"{name}: " + ", ".join(f"{k} {info[k]}" for k in keys if k in info))
-    if "wrapped" in memory and "growth_mb" in memory.get("wrapped", {}):
-        w, b = memory["wrapped"], memory.get("bare", {})
-        notes.append(
-            f"memory: wrapped {w['rss_before_mb']} → {w['rss_after_mb']} MB "
-            f"({w.get('endpoints', '?')} endpoint names kept, {w['seconds']} s); "
-            f"bare harness growth {b.get('growth_mb', '?')} MB"
-        )
-    if http.get("latency"):
-        parts = []
-        for name, values in http["latency"].items():
-            parts.append(name + " " + ", ".join(f"{k} {v:.2f}" for k, v in values.items()))
-        notes.append(
-            f"HTTP ({http.get('tool')}, {http.get('connections')} connections, "
-            f"hooks {http.get('hooks')}) latency ms: " + "; ".join(parts)
-        )
-        errors = http.get("errors", {})
-        if any(errors.values()):
-            notes.append(f"HTTP errors (non-2xx or socket): {errors}")
-    server_cpu = (http.get("server_cpu_us") or {}).get("bare")
-    if server_cpu and default["status"] == "ok" and default["overhead_cpu_us"] is not None:
-        per_request = median(server_cpu)
-        predicted = per_request / (per_request + default["overhead_cpu_us"])
-        notes.append(
-            "throughput ratio expected from the in-process overhead of the default "
-            f"configuration: {per_request:.0f} µs server CPU per bare request / "
-            f"({per_request:.0f} + {default['overhead_cpu_us']:.2f}) = {predicted:.3f} "
-            "(measured ratios on a shared VM swing by ±10% or more: see Spread)"
-        )
-    notes.extend(http.get("notes", []))
-    return notes
-
-
 # Output ---------------------------------------------------------------------------------
-
-
-def _fmt_us(value: Optional[float]) -> str:
-    if value is None:
-        return "—"
-    if abs(value) >= 1000:
-        return f"{value / 1000:.2f} ms"
-    if abs(value) >= 100:
-        return f"{value:.0f} µs"
-    if abs(value) >= 10:
-        return f"{value:.1f} µs"
-    return f"{value:.2f} µs"
 
 
 def _fmt(row: dict[str, Any], value: Optional[float]) -> str:
@@ -505,18 +386,12 @@ def _fmt(row: dict[str, Any], value: Optional[float]) -> str:
         return "—"
     unit = row["unit"]
     if unit == "us":
-        return _fmt_us(value)
+        return fmt_us(value)
     if unit == "req/s":
         return f"{value:,.0f} req/s"
     if unit == "MB":
         return f"{value:.2f} MB"
     return f"{value:.3f} {unit}"
-
-
-def _signed_us(value: Optional[float]) -> str:
-    if value is None:
-        return "—"
-    return ("+" if value >= 0 else "-") + _fmt_us(abs(value))
 
 
 _SECTIONS = {
@@ -562,7 +437,7 @@ def table(results: dict[str, Any]) -> str:
             overhead = ""
             if row["overhead_us"] is not None and row["id"] != "bare":
                 second_overhead = row["overhead_wall_us" if clock == "cpu" else "overhead_cpu_us"]
-                overhead = f"{_signed_us(row['overhead_us'])} ({_signed_us(second_overhead)})"
+                overhead = f"{signed_us(row['overhead_us'])} ({signed_us(second_overhead)})"
             if row["extra"]:
                 overhead = (overhead + "; " if overhead else "") + row["extra"]
             cells = [
@@ -611,7 +486,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         table(results),
         "",
-        *_ratio_lines(results),
+        *ratio_lines(results),
         "Notes:",
         "",
     ]
@@ -644,78 +519,15 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The same-run ratios issue 10 asks for, with their targets and results."""
-    by_id = {row["id"]: row for row in rows}
-    out: dict[str, Any] = {}
-    for name, limit in PEER_RATIO_TARGETS.items():
-        row = by_id[name]
-        rounds = row.get("peer_ratio_rounds") or []
-        out[name] = {
-            "of": "prometheus_client-style overhead",
-            "median": row.get("peer_ratio"),
-            "min": min(rounds) if rounds else None,
-            "max": max(rounds) if rounds else None,
-            "rounds": rounds,
-            "target": limit,
-            "result": row["result"],
-        }
-    ours, sentry = by_id["wo_sentry"], by_id["sentry_sdk"]
-    out["wo_sentry"] = {
-        "of": "SentryWsgiMiddleware overhead",
-        "median": ours.get("sentry_ratio"),
-        "envelopes_per_request": ours.get("envelopes_per_request"),
-        "peer_envelopes_per_request": sentry.get("envelopes_per_request"),
-        "target": 0.25,
-        "result": ours["result"],
-    }
-    return out
-
-
-def _ratio_lines(results: dict[str, Any]) -> list[str]:
-    found = results.get("ratios") or {}
-    lines = []
-    labels = {"wo_metrics": "metrics only", "wo_default": "default configuration"}
-    for name, label in labels.items():
-        data = found.get(name) or {}
-        if data.get("median") is None:
-            lines.append(f"- {label}: no ratio ({data.get('result') or 'not measured'})")
-            continue
-        lines.append(
-            f"- {label}: overhead {data['median']:.2f} x the prometheus_client-style "
-            f"middleware's (rounds {data['min']:.2f}-{data['max']:.2f}); target ≤ "
-            f"{data['target']:.2f}: {data['result']}"
-        )
-    sentry = found.get("wo_sentry") or {}
-    if sentry.get("median") is not None:
-        lines.append(
-            f"- Sentry at 0.1: overhead {sentry['median']:.2f} x SentryWsgiMiddleware's, "
-            f"with {sentry.get('envelopes_per_request') or 0:.3f} envelopes/request at the "
-            f"sink against its {sentry.get('peer_envelopes_per_request') or 0:.3f}; target ≤ "
-            f"0.25: {sentry['result']}"
-        )
-    if not lines:
-        return []
-    return [
-        "Same-run ratios (median of the per-round ratios of overheads over bare):",
-        "",
-        *lines,
-        "",
-    ]
-
-
 def write(results: dict[str, Any], directory: str) -> None:
     with open(os.path.join(directory, "latest.json"), "w") as handle:
         json.dump(results, handle, indent=2, default=str)
         handle.write("\n")
     with open(os.path.join(directory, "latest.md"), "w") as handle:
         handle.write(markdown(results))
-    profiles = results.get("profiles") or {}
-    if profiles:
+    if results.get("profiles") or results.get("bytecodes") or results.get("instructions"):
         with open(os.path.join(directory, "profile.txt"), "w") as handle:
-            for name, profile in profiles.items():
-                handle.write(f"== {name}: cProfile of {profile['n']:,} requests, by own time ==\n")
-                handle.write(profile["text"] + "\n\n")
+            handle.write(profile_text(results))
 
 
 def write_png(http: dict[str, Any], path: str) -> Optional[str]:

@@ -29,11 +29,13 @@ from typing import Any, Optional
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import http_load, report
+from benchmarks import http_load, instructions, report
 from benchmarks.inprocess import GROUPS, SUBJECTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
+#: Configurations whose bytecodes per request are counted, by function (profile.txt).
+BYTECODE_SUBJECTS = ("bare", "prometheus", "wo_metrics", "wo_context", "wo_default")
 
 
 def log(message: str) -> None:
@@ -266,12 +268,25 @@ def run_inprocess(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> di
                     profiles[name] = {"n": n, "text": text}
                 except Exception as error:
                     profiles[name] = {"n": 0, "text": f"profile failed: {error}"}
+        opcodes: dict[str, Any] = {}
+        for name in BYTECODE_SUBJECTS:
+            if name in live:
+                try:
+                    n = 100 if args.quick else 400
+                    opcodes[name] = owner[name].ask(120.0, cmd="bytecodes", subject=name, n=n)
+                except Exception as error:
+                    opcodes[name] = f"failed: {error}"
         for name in live:
             try:
                 state[name]["info"] = owner[name].ask(30.0, cmd="info", subject=name)["info"]
             except Exception:
                 pass
-        return {"subjects": state, "profiles": profiles, "sink": sink.count() if sink else None}
+        return {
+            "subjects": state,
+            "profiles": profiles,
+            "bytecodes": opcodes,
+            "sink": sink.count() if sink else None,
+        }
     finally:
         for worker in workers.values():
             worker.stop()
@@ -436,6 +451,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--only", help="comma-separated subjects to measure (development; others are n/a)"
     )
+    parser.add_argument(
+        "--instructions",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="count instructions per request under callgrind (default: full runs, if valgrind)",
+    )
+    parser.add_argument("--callgrind-n", type=int, default=1000, help="callgrind: small run")
+    parser.add_argument("--callgrind-n2", type=int, default=6000, help="callgrind: large run")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", default=RESULTS, help="results directory")
@@ -450,6 +473,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args.http_seconds = args.http_seconds or (1 if quick else 3)
     args.health_seconds = args.health_seconds or (1 if quick else 3)
     args.warmup = not quick
+    if args.instructions is None:
+        args.instructions = not quick and instructions.available() is None
     return args
 
 
@@ -466,6 +491,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     os.makedirs(env["LOG_DIR"], exist_ok=True)
     try:
         inproc = run_inprocess(args, tmp, env)
+        if args.instructions:
+            log("instructions per request under callgrind (a few minutes)")
+            inproc["instructions"] = instructions.count_all(
+                instructions.COUNTED, args.callgrind_n, args.callgrind_n2, 1000, env, log
+            )
         memory = {"skipped": True} if args.skip_memory else run_memory(args, env)
         http = {"na": "skipped (--skip-http)"} if args.skip_http else run_http(args, tmp, env)
         results = report.build(args, machine, inproc, memory, http, time.time() - started)
