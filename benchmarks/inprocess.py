@@ -64,6 +64,10 @@ SUBJECTS: dict[str, tuple[str, str]] = {
         "stage: metrics + request id and log context (access_log=False, handlers installed)",
         "request",
     ),
+    "wo_default_pipe": (
+        "stage: default configuration, its console (stderr) a pipe drained like a supervisor",
+        "request",
+    ),
     "wo_worker_table": ("stage: metrics only, gunicorn state table (WorkerTable)", "request"),
     "health": ("GET /health", "endpoint"),
     "live": ("GET /health/live", "endpoint"),
@@ -92,6 +96,7 @@ GROUPS: dict[str, list[str]] = {
     "wo_sentry": ["wo_sentry"],
     "wo_excluded": ["wo_excluded"],
     "wo_context": ["wo_context"],
+    "wo_default_pipe": ["wo_default_pipe"],
     "wo_worker_table": ["wo_worker_table"],
     "endpoints": ["health", "live", "ready", "metrics_json", "metrics_prom"],
     "merge": ["merge", "merge_json"],
@@ -184,6 +189,27 @@ def _sentry_drain(sentry_sdk: Any) -> Callable[[], None]:
     return drain
 
 
+def _default_subject(tmp: str, console: str) -> Subject:
+    """``ObservabilityMiddleware(app)`` with ``LOG_DIR`` (from the environment) under ``tmp``;
+    its access lines are counted after every batch."""
+    log_dir = os.environ.get("LOG_DIR", "")
+    if not log_dir or not log_dir.startswith(tmp):
+        raise RuntimeError(f"LOG_DIR={log_dir!r}: expected a folder under {tmp}")
+    app = apps.default(apps.hello_app)
+    config = app.config
+    if not (config.access_log and config.log_handlers) or config.log_dir != log_dir:
+        raise RuntimeError(f"not the default configuration: {config!r}")
+    counter = _AccessLines(log_dir)
+    subject = _request_subject(app, _drain_log_handlers, log_dir=log_dir, console=console)
+    _drain_log_handlers()
+    if not os.path.exists(counter.path):
+        raise RuntimeError(f"the default configuration wrote no {counter.path}")
+    subject.before = counter.start
+    subject.after = counter.stop
+    subject.on_info = counter.describe
+    return subject
+
+
 def build(name: str, opts: dict[str, Any]) -> Subject:
     """Set up subject ``name``; raises Unavailable only for a missing peer or sink."""
     dsn = opts.get("dsn")
@@ -218,22 +244,12 @@ def build(name: str, opts: dict[str, Any]) -> Subject:
         app = apps.observe(apps.hello_app, log_handlers=True, log_dir=log_dir)
         return _request_subject(app, _drain_log_handlers, log_dir=log_dir)
     if name == "wo_default":
-        log_dir = os.environ.get("LOG_DIR", "")
-        if not log_dir or not log_dir.startswith(tmp):
-            raise RuntimeError(f"LOG_DIR={log_dir!r}: expected a folder under {tmp}")
-        app = apps.default(apps.hello_app)
-        config = app.config
-        if not (config.access_log and config.log_handlers) or config.log_dir != log_dir:
-            raise RuntimeError(f"not the default configuration: {config!r}")
-        counter = _AccessLines(log_dir)
-        subject = _request_subject(app, _drain_log_handlers, log_dir=log_dir)
-        _drain_log_handlers()
-        if not os.path.exists(counter.path):
-            raise RuntimeError(f"the default configuration wrote no {counter.path}")
-        subject.before = counter.start
-        subject.after = counter.stop
-        subject.on_info = counter.describe
-        return subject
+        return _default_subject(tmp, console="the worker's stderr, a regular file")
+    if name == "wo_default_pipe":
+        # The same configuration, its stderr (the console) a pipe the suite drains, as a
+        # supervisor would (run.PIPED); its own LOG_DIR.
+        os.environ["LOG_DIR"] = os.path.join(tmp, "logs-default-pipe")
+        return _default_subject(tmp, console="a pipe, drained by the suite like a supervisor")
     if name == "wo_sentry":
         if not dsn:
             raise RuntimeError("no local Sentry sink (benchmarks/sink.py did not start)")

@@ -29,11 +29,13 @@ from typing import Any, Optional
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import http_load, instructions, report
+from benchmarks import http_load, instructions, pipes, report
 from benchmarks.inprocess import GROUPS, SUBJECTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
+#: Worker groups whose stderr is a pipe the suite drains (the others: a regular file).
+PIPED = frozenset({"wo_default_pipe"})
 #: Configurations whose bytecodes per request are counted, by function (profile.txt).
 BYTECODE_SUBJECTS = ("bare", "prometheus", "wo_metrics", "wo_context", "wo_default")
 
@@ -51,8 +53,11 @@ class Worker:
 
     def __init__(self, group: str, opts: dict[str, Any], env: dict[str, str], tmp: str) -> None:
         self.group = group
+        # stderr: a regular file, or for the groups in PIPED a pipe drained like a supervisor
+        # (systemd, Docker) would (pipes.Tail); the default configuration's console writes
+        # every line there.
         self.stderr_path = os.path.join(tmp, f"worker-{group}.err")
-        self._stderr = open(self.stderr_path, "wb")
+        self._stderr_file = None if group in PIPED else open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -65,12 +70,13 @@ class Worker:
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=self._stderr,
+            stderr=subprocess.PIPE if self._stderr_file is None else self._stderr_file,
             cwd=ROOT,
             env=env,
             text=True,
             bufsize=1,
         )
+        self._stderr = pipes.Tail(self.proc.stderr.buffer) if self.proc.stderr else None
 
     def read(self, timeout_s: float) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -98,6 +104,8 @@ class Worker:
         return self.read(timeout_s)
 
     def stderr_tail(self) -> str:
+        if self._stderr is not None:
+            return self._stderr.text()
         try:
             with open(self.stderr_path, "rb") as handle:
                 handle.seek(max(0, os.path.getsize(self.stderr_path) - 1500))
@@ -118,7 +126,10 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-        self._stderr.close()
+        if self._stderr is not None:
+            self._stderr.close()
+        if self._stderr_file is not None:
+            self._stderr_file.close()
 
 
 class Sink:

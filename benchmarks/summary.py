@@ -109,19 +109,28 @@ def notes(
                 "transport queue deep enough for all, flushed before each batch's CPU time "
                 "is read)"
             )
-    if default["status"] == "ok":
-        counted = (default.get("info") or {}).get("access_lines") or {}
-        if counted.get("requests"):
+    for row in (default, by_id["wo_default_pipe"]):
+        counted = (row.get("info") or {}).get("access_lines") or {}
+        if row["status"] == "ok" and counted.get("requests"):
             lines, requests = counted["lines"], counted["requests"]
             notes.append(
-                f"access lines: {lines:,} in LOG_DIR/application.log* (rotated files included) "
-                f"for {requests:,} timed requests ({lines / requests:.3f} per request"
+                f"{row['id']}: {lines:,} access lines in LOG_DIR/application.log* (rotated files "
+                f"included) for {requests:,} timed requests ({lines / requests:.3f} per request"
                 + (
                     f"; {counted['batches_rotated_away']} batches not counted: rotated away)"
                     if counted.get("batches_rotated_away")
                     else ")"
                 )
+                + f"; console: {(row.get('info') or {}).get('console', '?')}"
             )
+    piped = by_id["wo_default_pipe"]
+    if default["status"] == piped["status"] == "ok" and default["overhead_us"] is not None:
+        notes.append(
+            "the console's copy of each line written to a pipe (drained by the suite, as "
+            "systemd or Docker would) instead of a regular file: "
+            f"{signed_us(piped['overhead_us'] - default['overhead_us'])} per request (a pipe "
+            "is written PIPE_BUF bytes at a time, so lines of several workers never mix)"
+        )
     for name in ("metrics_json", "merge_json"):
         row = by_id[name]
         if row["status"] == "ok":
