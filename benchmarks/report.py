@@ -465,7 +465,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"# wsgi_observe benchmarks ({results['mode']} run)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} {m['python']}, "
-        f"{m['platform']}; load average at start {m['loadavg_at_start']}; {m['date']}; "
+        f"{m['platform']}; load average at start {m['loadavg_at_start']}, at end "
+        f"{m.get('loadavg_at_end', '?')}; {m['date']}; "
         f"commit {m['commit']}; run took {results['duration_s']:.0f} s.",
         f"Versions: {versions}; load generator {loader}.",
         "",

@@ -515,6 +515,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if png_note:
             results["notes"].append(f"latency.png not written: {png_note}")
         results["duration_s"] = round(time.time() - started, 1)
+        results["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
         report.write(results, args.out)
         print(report.markdown(results))
         log(f"done in {results['duration_s']:.0f}s; wrote {args.out}/latest.json, latest.md")
