@@ -346,52 +346,64 @@ def run_http(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> dict[st
     hooks = http_load.Gunicorn.hooks_available()
     servers: list[http_load.Gunicorn] = []
     path = "/api/hello"
+    names = ("bare", "wrapped", "default")
     try:
-        bare = http_load.Gunicorn(
-            "benchmarks.gunicorn_apps:bare", workers=2, tmp=tmp, hooks=False, env=env
-        )
-        servers.append(bare)
-        wrapped_env = dict(env)
-        wrapped_env["LOG_DIR"] = os.path.join(tmp, "logs-gunicorn")
-        if hooks:
-            wrapped_env["WSGI_OBSERVE_STATE_DIR"] = os.path.join(tmp, "gunicorn-state")
-            os.makedirs(wrapped_env["WSGI_OBSERVE_STATE_DIR"], exist_ok=True)
-        wrapped = http_load.Gunicorn(
-            "benchmarks.gunicorn_apps:wrapped", workers=2, tmp=tmp, hooks=hooks, env=wrapped_env
-        )
-        servers.append(wrapped)
-        bare.wait_ready(path)
-        try:
-            wrapped.wait_ready(path)
-        except RuntimeError as error:
-            if not hooks:
-                raise
-            out["notes"].append(
-                f"gunicorn with -c python:wsgi_observe.gunicorn failed "
-                f"({str(error)[-300:]}); plain gunicorn used"
+        running: dict[str, http_load.Gunicorn] = {}
+        for name in names:
+            server_env = dict(env)
+            server_env["LOG_DIR"] = os.path.join(tmp, f"logs-gunicorn-{name}")
+            use_hooks = hooks and name != "bare"
+            if use_hooks:
+                server_env["WSGI_OBSERVE_STATE_DIR"] = os.path.join(tmp, f"gunicorn-state-{name}")
+                os.makedirs(server_env["WSGI_OBSERVE_STATE_DIR"], exist_ok=True)
+            server = http_load.Gunicorn(
+                f"benchmarks.gunicorn_apps:{name}",
+                workers=2,
+                tmp=tmp,
+                hooks=use_hooks,
+                env=server_env,
             )
-            wrapped.stop()
-            wrapped_env.pop("WSGI_OBSERVE_STATE_DIR", None)
-            wrapped = http_load.Gunicorn(
-                "benchmarks.gunicorn_apps:wrapped", workers=2, tmp=tmp, hooks=False, env=wrapped_env
-            )
-            servers.append(wrapped)
-            wrapped.wait_ready(path)
+            servers.append(server)
+            try:
+                server.wait_ready(path)
+            except RuntimeError as error:
+                if not use_hooks:
+                    raise
+                out["notes"].append(
+                    f"gunicorn with -c python:wsgi_observe.gunicorn failed for {name} "
+                    f"({str(error)[-300:]}); plain gunicorn used"
+                )
+                server.stop()
+                server_env.pop("WSGI_OBSERVE_STATE_DIR", None)
+                server = http_load.Gunicorn(
+                    f"benchmarks.gunicorn_apps:{name}",
+                    workers=2,
+                    tmp=tmp,
+                    hooks=False,
+                    env=server_env,
+                )
+                servers.append(server)
+                server.wait_ready(path)
+            running[name] = server
+        wrapped = running["wrapped"]
         out["hooks"] = wrapped.hooks
         if not hooks:
             out["notes"].append("wsgi_observe.gunicorn missing: plain gunicorn (no hooks)")
-        log(f"gunicorn up: bare {bare.url}, wrapped {wrapped.url} (hooks: {wrapped.hooks})")
-        for server in (bare, wrapped):  # every worker forked, imported and warm
+        log(
+            "gunicorn up: "
+            + ", ".join(f"{name} {server.url}" for name, server in running.items())
+            + f" (hooks: {wrapped.hooks})"
+        )
+        for server in running.values():  # every worker forked, imported and warm
             http_load.load(server.url + path, 1, args.connections, tmp)
-        rps: dict[str, list[float]] = {"bare": [], "wrapped": []}
-        cpu_us: dict[str, list[float]] = {"bare": [], "wrapped": []}
-        errors = {"bare": 0, "wrapped": 0}
-        hists = {"bare": http_load.new_histogram(), "wrapped": http_load.new_histogram()}
+        rps: dict[str, list[float]] = {name: [] for name in names}
+        cpu_us: dict[str, list[float]] = {name: [] for name in names}
+        errors = dict.fromkeys(names, 0)
+        hists = {name: http_load.new_histogram() for name in names}
         for round_index in range(args.http_rounds):
-            pairs = [("bare", bare), ("wrapped", wrapped)]
-            if round_index % 2:
-                pairs.reverse()
-            for name, server in pairs:
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                server = running[name]
                 cpu_before = server.workers_cpu_s()
                 result = http_load.load(server.url + path, args.http_seconds, args.connections, tmp)
                 cpu_after = server.workers_cpu_s()
@@ -403,13 +415,17 @@ def run_http(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> dict[st
                 out["tool"] = result.tool
             log(
                 f"http round {round_index + 1}/{args.http_rounds}: "
-                f"bare {rps['bare'][-1]:.0f} req/s, wrapped {rps['wrapped'][-1]:.0f} req/s"
+                + ", ".join(f"{name} {rps[name][-1]:.0f} req/s" for name in names)
             )
         out["rps"] = rps
         out["server_cpu_us"] = cpu_us
         out["cpu_ratio_rounds"] = [b / w for w, b in zip(cpu_us["wrapped"], cpu_us["bare"]) if w]
         out["errors"] = errors
         out["ratio_rounds"] = [w / b for w, b in zip(rps["wrapped"], rps["bare"]) if b]
+        out["default_ratio_rounds"] = [d / b for d, b in zip(rps["default"], rps["bare"]) if b]
+        out["default_cpu_ratio_rounds"] = [
+            b / d for d, b in zip(cpu_us["default"], cpu_us["bare"]) if d
+        ]
         out["latency"] = {
             name: {
                 f"p{p:g}": h.get_value_at_percentile(p) / 1000.0

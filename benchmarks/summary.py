@@ -156,15 +156,16 @@ def notes(
         if any(errors.values()):
             notes.append(f"HTTP errors (non-2xx or socket): {errors}")
     server_cpu = (http.get("server_cpu_us") or {}).get("bare")
-    if server_cpu and default["status"] == "ok" and default["overhead_cpu_us"] is not None:
-        per_request = median(server_cpu)
-        predicted = per_request / (per_request + default["overhead_cpu_us"])
-        notes.append(
-            "throughput ratio expected from the in-process overhead of the default "
-            f"configuration: {per_request:.0f} µs server CPU per bare request / "
-            f"({per_request:.0f} + {default['overhead_cpu_us']:.2f}) = {predicted:.3f} "
-            "(measured ratios on a shared VM swing by ±10% or more: see Spread)"
-        )
+    for row, server in ((wm, "wrapped"), (default, "default")):
+        if server_cpu and row["status"] == "ok" and row["overhead_cpu_us"] is not None:
+            per_request = median(server_cpu)
+            predicted = per_request / (per_request + row["overhead_cpu_us"])
+            notes.append(
+                f"gunicorn {server}: throughput ratio expected from the in-process overhead "
+                f"({row['id']}): {per_request:.0f} µs server CPU per bare request / "
+                f"({per_request:.0f} + {row['overhead_cpu_us']:.2f}) = {predicted:.3f} "
+                "(measured ratios on a shared VM swing by ±10% or more: see Spread)"
+            )
     notes.extend(http.get("notes", []))
     return notes
 
