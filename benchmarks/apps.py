@@ -1,8 +1,9 @@
 """The apps under test and the peer middlewares wsgi_observe is compared against.
 
-Every builder takes the app to wrap and returns a WSGI callable, or raises
-:class:`Unavailable` when a peer library (or a piece of wsgi_observe still being written)
-is missing, so the suite runs everywhere and marks that row "n/a".
+Every builder takes the app to wrap and returns a WSGI callable. A peer builder raises
+:class:`Unavailable` when its library is not installed, so the suite runs everywhere and
+marks that row "n/a". wsgi_observe itself is imported plainly: a configuration of ours that
+cannot be built is an error, which fails the run (it is never shown as "n/a").
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any
 __all__ = [
     "HELLO_BODY",
     "PrometheusStyleMiddleware",
+    "SENTRY_QUEUE_SIZE",
     "Unavailable",
+    "default",
     "hello_app",
     "observe",
     "opentelemetry",
@@ -28,12 +31,19 @@ HELLO_BODY = b"Hello, World!"
 _HELLO_HEADERS = [("Content-Type", "text/plain"), ("Content-Length", str(len(HELLO_BODY)))]
 
 
+#: sentry-sdk's transport queue (default 100) for both Sentry configurations: deep enough
+#: that no sampled transaction is dropped while a batch runs; the batch's drain flushes it.
+SENTRY_QUEUE_SIZE = 1_000_000
+
+
 class Unavailable(Exception):
-    """A peer library or a wsgi_observe piece is not installed or not written yet."""
+    """A peer library (or the local Sentry sink) is not available: its row says "n/a"."""
 
 
 def need(module: str, what: str | None = None) -> Any:
-    """Import ``module`` or raise :class:`Unavailable` naming it."""
+    """Import the third-party ``module`` or raise :class:`Unavailable` naming it."""
+    if module.split(".")[0] == "wsgi_observe":
+        raise ValueError("import wsgi_observe plainly: a missing piece of ours is an error")
     try:
         return importlib.import_module(module)
     except ImportError as error:
@@ -133,17 +143,32 @@ def sentry_wsgi(
     """sentry-sdk's SentryWsgiMiddleware, the client sending to the local sink."""
     sentry_sdk = need("sentry_sdk", "sentry-sdk")
     integration = need("sentry_sdk.integrations.wsgi", "sentry-sdk")
-    sentry_sdk.init(dsn=dsn, traces_sample_rate=traces_sample_rate)
-    return integration.SentryWsgiMiddleware(app), lambda: sentry_sdk.flush(timeout=5)
+    sentry_sdk.init(
+        dsn=dsn, traces_sample_rate=traces_sample_rate, transport_queue_size=SENTRY_QUEUE_SIZE
+    )
+    return integration.SentryWsgiMiddleware(app), lambda: sentry_sdk.flush(timeout=120)
 
 
 # wsgi_observe ---------------------------------------------------------------------------
 
 
 def observe(app: Callable[..., Any], **config: Any) -> Any:
-    """``ObservabilityMiddleware(app, store=MetricsStore(), access_log=False, **config)``."""
-    middleware = need("wsgi_observe.middleware", "wsgi_observe")
-    metrics = need("wsgi_observe.metrics", "wsgi_observe.metrics")
-    store = config.pop("store", None) or metrics.MetricsStore()
+    """Metrics only, unless ``config`` asks for more: ``ObservabilityMiddleware(app,
+    store=MetricsStore(), access_log=False, log_handlers=False, **config)``."""
+    from wsgi_observe.metrics import MetricsStore
+    from wsgi_observe.middleware import ObservabilityMiddleware
+
+    store = config.pop("store", None) or MetricsStore()
     config.setdefault("access_log", False)
-    return middleware.ObservabilityMiddleware(app, store=store, **config)
+    config.setdefault("log_handlers", False)
+    return ObservabilityMiddleware(app, store=store, **config)
+
+
+def default(app: Callable[..., Any]) -> Any:
+    """``ObservabilityMiddleware(app)``: the configuration a user gets by wrapping, read from
+    the environment (the suite sets ``LOG_DIR`` to a temporary folder): request ids, the
+    logging context, and the JSON access line through the log handlers it installs
+    (``LOG_DIR/application.log`` and the console, here the worker's stderr file)."""
+    from wsgi_observe.middleware import ObservabilityMiddleware
+
+    return ObservabilityMiddleware(app)

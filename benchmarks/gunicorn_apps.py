@@ -1,9 +1,11 @@
-"""The two apps gunicorn serves: ``bare`` (hello) and ``wrapped`` (hello + wsgi_observe).
+"""The apps gunicorn serves: ``bare`` (hello), ``wrapped`` and ``default`` (hello + wsgi_observe).
 
-``wrapped`` uses the process-wide store (as a user's app does), so the gunicorn hooks of
-``wsgi_observe.gunicorn`` can move it onto per-worker state. The access log is off: this
-measures the instrumentation, not a log sink. ``wrapped`` is built on first access, so the
-bare server never imports wsgi_observe.
+``wrapped`` is metrics only (``access_log=False, log_handlers=False``): the instrumentation,
+which the throughput target is about. ``default`` is the configuration a user gets by
+wrapping: request ids, the logging context and the JSON access line, written by both
+workers to ``LOG_DIR`` (a temporary folder run.py sets) and to gunicorn's output (a file).
+Both share their numbers across the workers through their state files. They are built on
+first access, so the bare server never imports wsgi_observe.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ bare = hello_app
 
 
 def __getattr__(name: str) -> Any:
-    if name != "wrapped":
+    if name not in ("wrapped", "default"):
         raise AttributeError(name)
     from wsgi_observe import ObservabilityMiddleware
 
-    app = ObservabilityMiddleware(hello_app, access_log=False)
-    globals()["wrapped"] = app
+    if name == "wrapped":
+        app = ObservabilityMiddleware(hello_app, access_log=False, log_handlers=False)
+    else:
+        app = ObservabilityMiddleware(hello_app)
+    globals()[name] = app
     return app

@@ -23,7 +23,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import apps
-from benchmarks.inprocess import describe_store, make_environ
+from benchmarks.filled import describe_store
+from benchmarks.harness import make_environ
 
 _MB = 1024 * 1024
 

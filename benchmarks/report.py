@@ -13,9 +13,27 @@ from importlib import metadata
 from statistics import median
 from typing import Any, Optional
 
-from benchmarks.inprocess import SUBJECTS
+from benchmarks.inprocess import PEERS, SUBJECTS
+from benchmarks.profiles import profile_text
+from benchmarks.summary import (
+    PEER_RATIO_TARGETS,
+    fmt_us,
+    notes,
+    ratio_lines,
+    ratios,
+    signed_us,
+)
 
-__all__ = ["build", "machine_info", "markdown", "table", "write", "write_png"]
+__all__ = [
+    "broken",
+    "build",
+    "machine_info",
+    "markdown",
+    "ratios",
+    "table",
+    "write",
+    "write_png",
+]
 
 #: Figures from the issue, for context (µs per request, or overhead over bare).
 REFERENCES = {
@@ -136,6 +154,7 @@ def _row(row_id: str, section: str, label: str, **fields: Any) -> dict[str, Any]
         "limit": None,
         "judged": None,
         "result": None,
+        "ours": False,  # a wsgi_observe configuration: an error there fails the run
     }
     row.update(fields)
     return row
@@ -158,6 +177,19 @@ def _judge(
     row["result"] = "PASS" if ok else "MISS"
 
 
+def _overhead_ratios(subjects: dict[str, Any], name: str, peer: str, key: str) -> list[float]:
+    """Per round: ``name``'s overhead over bare divided by ``peer``'s, both from that round
+    (the rounds are interleaved, so each ratio compares batches run seconds apart)."""
+    bare = subjects.get("bare", {}).get(key) or []
+    ours = subjects.get(name, {}).get(key) or []
+    theirs = subjects.get(peer, {}).get(key) or []
+    ratios = []
+    for b, o, t in zip(bare, ours, theirs):
+        if t - b > 0:
+            ratios.append((o - b) / (t - b))
+    return ratios
+
+
 def _subject_rows(inproc: dict[str, Any], clock: str) -> list[dict[str, Any]]:
     subjects = inproc["subjects"]
     key = "cpu_us" if clock == "cpu" else "wall_us"
@@ -165,7 +197,7 @@ def _subject_rows(inproc: dict[str, Any], clock: str) -> list[dict[str, Any]]:
     rows = []
     for name, (label, section) in SUBJECTS.items():
         data = subjects.get(name, {"status": "error", "why": "not run"})
-        row = _row(name, section, label, reference=REFERENCES.get(name))
+        row = _row(name, section, label, reference=REFERENCES.get(name), ours=name not in PEERS)
         if data.get("status") != "ok" or not data.get(key):
             row["status"] = data.get("status", "error") if data.get("status") != "ok" else "error"
             row["why"] = (data.get("why") or "no measurement").strip()
@@ -185,6 +217,7 @@ def _subject_rows(inproc: dict[str, Any], clock: str) -> list[dict[str, Any]]:
             )
             if data.get("envelopes"):
                 row["envelopes_per_request"] = median(data["envelopes"])
+                row["envelopes_rounds"] = data["envelopes"]
             if section == "request" and bare.get(key):
                 row["ratio"] = _paired(chosen, bare[key], "/")
                 row["overhead_us"] = _paired(chosen, bare[key], "-")
@@ -192,20 +225,39 @@ def _subject_rows(inproc: dict[str, Any], clock: str) -> list[dict[str, Any]]:
                 row["overhead_cpu_us"] = _paired(data["cpu_us"], bare["cpu_us"], "-")
         rows.append(row)
     by_id = {row["id"]: row for row in rows}
-    _judge(by_id["wo_metrics"], by_id["wo_metrics"]["overhead_us"], 1.0, "overhead ≤ 1.0 µs")
-    _judge(by_id["wo_access_log"], by_id["wo_access_log"]["overhead_us"], 2.5, "overhead ≤ 2.5 µs")
+    prometheus = by_id["prometheus"]
+    for name, limit in PEER_RATIO_TARGETS.items():
+        row = by_id[name]
+        text = f"overhead ≤ {limit:.2f} x prometheus_client-style's"
+        rounds = _overhead_ratios(subjects, name, "prometheus", key)
+        if rounds and row["status"] == "ok" and prometheus["status"] == "ok":
+            row["peer_ratio"] = median(rounds)
+            row["peer_ratio_rounds"] = rounds
+            row["extra"] = (
+                f"{row['peer_ratio']:.2f} x prometheus_client-style's "
+                f"(rounds {min(rounds):.2f}-{max(rounds):.2f})"
+            )
+        _judge(row, row.get("peer_ratio"), limit, text)
     sentry = by_id["sentry_sdk"]
     ours = by_id["wo_sentry"]
-    if sentry["overhead_us"]:
+    if sentry.get("envelopes_per_request") is not None:
+        sentry["extra"] = f"{sentry['envelopes_per_request']:.3f} envelopes/req at the sink"
+    if sentry["overhead_us"] and sentry["status"] == "ok":
         limit = 0.25 * sentry["overhead_us"]
         _judge(
             ours,
             ours["overhead_us"],
             limit,
-            f"overhead ≤ 0.25 x SentryWsgiMiddleware's ({_fmt_us(limit)})",
+            f"overhead ≤ 0.25 x SentryWsgiMiddleware's ({fmt_us(limit)})",
         )
         if ours["overhead_us"] is not None:
-            ours["extra"] = f"{ours['overhead_us'] / sentry['overhead_us']:.2f} x Sentry's"
+            ours["sentry_ratio"] = ours["overhead_us"] / sentry["overhead_us"]
+            ours["extra"] = f"{ours['sentry_ratio']:.2f} x Sentry's"
+            if ours.get("envelopes_per_request") is not None:
+                ours["extra"] += (
+                    f"; {ours['envelopes_per_request']:.3f} envelopes/req at the sink "
+                    f"(Sentry's {sentry.get('envelopes_per_request') or 0:.3f})"
+                )
     else:
         _judge(ours, None, 0.0, "overhead ≤ 0.25 x SentryWsgiMiddleware's")
     _judge(by_id["health"], by_id["health"]["median"], 1.5, "≤ 1.5 µs per call")
@@ -226,7 +278,7 @@ def _memory_rows(memory: dict[str, Any]) -> list[dict[str, Any]]:
     paths = wrapped.get("paths")
     if paths and paths != 100_000:
         label = label.replace("100,000", f"{paths:,}")
-    row = _row("memory", "memory", label, unit="MB")
+    row = _row("memory", "memory", label, unit="MB", ours=True)
     if "growth_mb" not in wrapped:
         row["status"] = "n/a" if "na" in wrapped else "error"
         row["why"] = wrapped.get("na") or wrapped.get("error") or "no result"
@@ -241,33 +293,33 @@ def _http_rows(http: dict[str, Any]) -> list[dict[str, Any]]:
     why = http.get("na") or http.get("error")
     status = "n/a" if "na" in http else "error"
     rps = http.get("rps", {})
+    server_cpu = http.get("server_cpu_us") or {}
     for name, label in (
         ("bare", "gunicorn 2 sync workers: bare app"),
-        ("wrapped", "gunicorn 2 sync workers: wrapped app"),
+        ("wrapped", "gunicorn 2 sync workers: wrapped app, metrics only"),
+        ("default", "gunicorn 2 sync workers: wrapped app, default configuration"),
     ):
-        row = _row(f"http_{name}", "http", label, unit="req/s")
+        row = _row(f"http_{name}", "http", label, unit="req/s", ours=name != "bare")
         values = rps.get(name) or []
         if not values:
             row.update(status=status, why=why or "no measurement")
         else:
             row.update(median=median(values), min=min(values), max=max(values), rounds=values)
-        rows.append(row)
-    wrapped = rows[1]
-    ratios = http.get("ratio_rounds") or []
-    if ratios:
-        wrapped["ratio"] = median(ratios)
-    server_cpu = http.get("server_cpu_us") or {}
-    for row, name in ((rows[0], "bare"), (wrapped, "wrapped")):
         if server_cpu.get(name):
             row["extra"] = f"server CPU {median(server_cpu[name]):.0f} µs/req"
-    cpu_ratios = http.get("cpu_ratio_rounds") or []
-    if cpu_ratios and wrapped["extra"]:
-        wrapped["extra"] += f" (CPU-derived ratio {median(cpu_ratios):.3f})"
-    wrapped_text = "throughput ratio ≥ 0.97"
-    _judge(wrapped, wrapped["ratio"], 0.97, wrapped_text, higher_is_better=True)
+        rows.append(row)
+    for row, prefix in ((rows[1], ""), (rows[2], "default_")):
+        ratios = http.get(f"{prefix}ratio_rounds") or []
+        if ratios:
+            row["ratio"] = median(ratios)
+        cpu_ratios = http.get(f"{prefix}cpu_ratio_rounds") or []
+        if cpu_ratios and row["extra"]:
+            row["extra"] += f" (CPU-derived ratio {median(cpu_ratios):.3f})"
+    _judge(rows[1], rows[1]["ratio"], 0.97, "throughput ratio ≥ 0.97", higher_is_better=True)
     probes = http.get("probes", {})
     for probe in ("/health", "/health/live"):
-        row = _row(f"http_p99_{probe}", "http", f"GET {probe} p99 over HTTP (gunicorn)", unit="ms")
+        label = f"GET {probe} p99 over HTTP (gunicorn)"
+        row = _row(f"http_p99_{probe}", "http", label, unit="ms", ours=True)
         data = probes.get(probe)
         if not data:
             row.update(status=status, why=why or "no measurement")
@@ -276,6 +328,11 @@ def _http_rows(http: dict[str, Any]) -> list[dict[str, Any]]:
         _judge(row, row["median"], 10.0, "p99 ≤ 10 ms (design)")
         rows.append(row)
     return rows
+
+
+def broken(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The wsgi_observe rows that errored: a configuration of ours could not be built or run."""
+    return [row for row in results["rows"] if row["ours"] and row["status"] == "error"]
 
 
 def build(
@@ -287,7 +344,7 @@ def build(
     duration_s: float,
 ) -> dict[str, Any]:
     rows = _subject_rows(inproc, args.clock) + _memory_rows(memory) + _http_rows(http)
-    notes = _notes(rows, inproc, memory, http)
+    run_notes = notes(rows, inproc, memory, http)
     http_public = {k: v for k, v in http.items() if k != "hists"}
     return {
         "mode": "quick" if args.quick else "full",
@@ -304,6 +361,7 @@ def build(
         "machine": machine,
         "duration_s": round(duration_s, 1),
         "rows": rows,
+        "ratios": ratios(rows, inproc.get("instructions") or {}),
         "targets": [
             {"id": r["id"], "target": r["target"], "judged": r["judged"], "result": r["result"]}
             for r in rows
@@ -312,114 +370,14 @@ def build(
         "memory": memory,
         "http": http_public,
         "profiles": inproc.get("profiles", {}),
+        "bytecodes": inproc.get("bytecodes", {}),
+        "instructions": inproc.get("instructions", {}),
         "sentry_sink_envelopes": inproc.get("sink"),
-        "notes": notes,
+        "notes": run_notes,
     }
 
 
-def _notes(
-    rows: list[dict[str, Any]], inproc: dict[str, Any], memory: dict[str, Any], http: dict[str, Any]
-) -> list[str]:
-    notes = []
-    by_id = {row["id"]: row for row in rows}
-    for row in rows:
-        if row["status"] != "ok" and row["why"]:
-            first = row["why"].strip().splitlines()
-            text = first[-1] if row["status"] == "error" else first[0]
-            notes.append(f"{row['id']}: {row['status']}: {text[:240]}")
-    wm, ex, bare = by_id["wo_metrics"], by_id["wo_excluded"], by_id["bare"]
-    if wm["status"] == ex["status"] == bare["status"] == "ok":
-        dispatch = ex["overhead_us"] or 0.0
-        text = (
-            "where the metrics-only overhead goes: dispatch (route lookup, exclusion check, "
-            f"extra call) {_signed_us(dispatch)}; timing, exchange, body wrapper and record() "
-            f"{_signed_us((wm['overhead_us'] or 0.0) - dispatch)}"
-        )
-        table_row = by_id["wo_worker_table"]
-        if table_row["status"] == "ok" and table_row["overhead_us"] is not None:
-            text += (
-                "; recording into gunicorn's memory-mapped WorkerTable instead of a list "
-                f"{_signed_us(table_row['overhead_us'] - (wm['overhead_us'] or 0.0))}"
-            )
-        notes.append(text + " (cProfile in profile.txt)")
-    for peer in ("prometheus", "otel", "sentry_sdk"):
-        row = by_id[peer]
-        if wm["status"] == row["status"] == "ok" and row["overhead_us"]:
-            notes.append(
-                f"wsgi_observe metrics-only overhead = {wm['overhead_us'] / row['overhead_us']:.3f}"
-                f" x {peer}'s"
-            )
-    for name in ("sentry_sdk", "wo_sentry"):
-        row = by_id[name]
-        if row.get("envelopes_per_request") is not None:
-            notes.append(
-                f"{name}: {row['envelopes_per_request']:.3f} envelopes/request reached "
-                "the local sink (transactions sampled at 0.1; sentry-sdk drops when its "
-                "queue is full)"
-            )
-    log_row = by_id["wo_access_log"]
-    if log_row["status"] == "ok":
-        info = log_row.get("info", {})
-        lines = info.get("log_lines") or {}
-        requests = info.get("requests") or 0
-        if lines and requests:
-            # application.log and its rotated backups hold every line; check none is lost.
-            written = sum(v for k, v in lines.items() if k.startswith("application.log"))
-            notes.append(
-                f"access log: {written:,} lines in application.log* (rotated files included) "
-                f"for {requests:,} timed requests ({written / requests:.3f} per request; "
-                f"{len(lines)} files)"
-            )
-    for name in ("metrics_json", "merge_json"):
-        row = by_id[name]
-        if row["status"] == "ok":
-            info = row.get("info", {})
-            keys = ("endpoints", "recorded", "expected", "buckets_per_endpoint", "response_bytes")
-            notes.append(f"{name}: " + ", ".join(f"{k} {info[k]}" for k in keys if k in info))
-    if "wrapped" in memory and "growth_mb" in memory.get("wrapped", {}):
-        w, b = memory["wrapped"], memory.get("bare", {})
-        notes.append(
-            f"memory: wrapped {w['rss_before_mb']} → {w['rss_after_mb']} MB "
-            f"({w.get('endpoints', '?')} endpoint names kept, {w['seconds']} s); "
-            f"bare harness growth {b.get('growth_mb', '?')} MB"
-        )
-    if http.get("latency"):
-        parts = []
-        for name, values in http["latency"].items():
-            parts.append(name + " " + ", ".join(f"{k} {v:.2f}" for k, v in values.items()))
-        notes.append(
-            f"HTTP ({http.get('tool')}, {http.get('connections')} connections, "
-            f"hooks {http.get('hooks')}) latency ms: " + "; ".join(parts)
-        )
-        errors = http.get("errors", {})
-        if any(errors.values()):
-            notes.append(f"HTTP errors (non-2xx or socket): {errors}")
-    server_cpu = (http.get("server_cpu_us") or {}).get("bare")
-    if server_cpu and wm["status"] == "ok" and wm["overhead_cpu_us"] is not None:
-        per_request = median(server_cpu)
-        predicted = per_request / (per_request + wm["overhead_cpu_us"])
-        notes.append(
-            f"throughput ratio expected from the in-process overhead: {per_request:.0f} µs "
-            f"server CPU per bare request / ({per_request:.0f} + {wm['overhead_cpu_us']:.2f}) = "
-            f"{predicted:.3f} (measured ratios on a shared VM swing by ±10% or more: see Spread)"
-        )
-    notes.extend(http.get("notes", []))
-    return notes
-
-
 # Output ---------------------------------------------------------------------------------
-
-
-def _fmt_us(value: Optional[float]) -> str:
-    if value is None:
-        return "—"
-    if abs(value) >= 1000:
-        return f"{value / 1000:.2f} ms"
-    if abs(value) >= 100:
-        return f"{value:.0f} µs"
-    if abs(value) >= 10:
-        return f"{value:.1f} µs"
-    return f"{value:.2f} µs"
 
 
 def _fmt(row: dict[str, Any], value: Optional[float]) -> str:
@@ -427,18 +385,12 @@ def _fmt(row: dict[str, Any], value: Optional[float]) -> str:
         return "—"
     unit = row["unit"]
     if unit == "us":
-        return _fmt_us(value)
+        return fmt_us(value)
     if unit == "req/s":
         return f"{value:,.0f} req/s"
     if unit == "MB":
         return f"{value:.2f} MB"
     return f"{value:.3f} {unit}"
-
-
-def _signed_us(value: Optional[float]) -> str:
-    if value is None:
-        return "—"
-    return ("+" if value >= 0 else "-") + _fmt_us(abs(value))
 
 
 _SECTIONS = {
@@ -484,7 +436,7 @@ def table(results: dict[str, Any]) -> str:
             overhead = ""
             if row["overhead_us"] is not None and row["id"] != "bare":
                 second_overhead = row["overhead_wall_us" if clock == "cpu" else "overhead_cpu_us"]
-                overhead = f"{_signed_us(row['overhead_us'])} ({_signed_us(second_overhead)})"
+                overhead = f"{signed_us(row['overhead_us'])} ({signed_us(second_overhead)})"
             if row["extra"]:
                 overhead = (overhead + "; " if overhead else "") + row["extra"]
             cells = [
@@ -512,7 +464,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"# wsgi_observe benchmarks ({results['mode']} run)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} {m['python']}, "
-        f"{m['platform']}; load average at start {m['loadavg_at_start']}; {m['date']}; "
+        f"{m['platform']}; load average at start {m['loadavg_at_start']}, at end "
+        f"{m.get('loadavg_at_end', '?')}; {m['date']}; "
         f"commit {m['commit']}; run took {results['duration_s']:.0f} s.",
         f"Versions: {versions}; load generator {loader}.",
         "",
@@ -533,6 +486,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         table(results),
         "",
+        *ratio_lines(results),
         "Notes:",
         "",
     ]
@@ -541,18 +495,19 @@ def markdown(results: dict[str, Any]) -> str:
         "- Reference figures from the issue: bare ≈ 0.27 µs, prometheus_client-style "
         "≈ +3.3 µs, OTel ≈ +88 µs, SentryWsgiMiddleware ≈ +112 µs, Flask hello ≈ 39 µs."
     ]
-    profile = results.get("profiles", {}).get("wo_metrics")
-    if profile and profile.get("text"):
-        top = profile["text"].splitlines()[:9]
-        out += [
-            "",
-            f"Where time goes, wo_metrics (cProfile of {profile['n']:,} requests, "
-            "by own time; full profiles in profile.txt):",
-            "",
-            "```",
-            *top,
-            "```",
-        ]
+    for name in ("wo_metrics", "wo_default"):
+        profile = results.get("profiles", {}).get(name)
+        if profile and profile.get("text"):
+            top = profile["text"].splitlines()[:9]
+            out += [
+                "",
+                f"Where time goes, {name} (cProfile of {profile['n']:,} requests, "
+                "by own time; full profiles in profile.txt):",
+                "",
+                "```",
+                *top,
+                "```",
+            ]
     misses = [t for t in results["targets"] if t["result"] == "MISS"]
     out += [
         "",
@@ -570,12 +525,9 @@ def write(results: dict[str, Any], directory: str) -> None:
         handle.write("\n")
     with open(os.path.join(directory, "latest.md"), "w") as handle:
         handle.write(markdown(results))
-    profiles = results.get("profiles") or {}
-    if profiles:
+    if results.get("profiles") or results.get("bytecodes") or results.get("instructions"):
         with open(os.path.join(directory, "profile.txt"), "w") as handle:
-            for name, profile in profiles.items():
-                handle.write(f"== {name}: cProfile of {profile['n']:,} requests, by own time ==\n")
-                handle.write(profile["text"] + "\n\n")
+            handle.write(profile_text(results))
 
 
 def write_png(http: dict[str, Any], path: str) -> Optional[str]:
@@ -586,7 +538,9 @@ def write_png(http: dict[str, Any], path: str) -> Optional[str]:
 
     rps = http.get("rps", {})
     series = {}
-    for name in ("bare", "wrapped"):
+    for name in ("bare", "wrapped", "default"):
+        if name not in hists:
+            continue
         values = rps.get(name) or [0]
         legend = f"{name} (median {median(values):,.0f} req/s, n={hists[name].get_total_count():,})"
         series[name] = (hists[name], legend)

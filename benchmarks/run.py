@@ -5,8 +5,10 @@
 
 Every in-process configuration runs in its own worker process (inprocess.py); all are
 timed in the same run, round after round, in a rotating order, one at a time. Results go
-to benchmarks/results/latest.{json,md}, latency.png and profile.txt. The exit status is
-non-zero only when the suite itself breaks (or, with --strict, when a row errored).
+to benchmarks/results/latest.{json,md}, latency.png and profile.txt. The exit status is 1
+when a wsgi_observe configuration could not be built or run (its row says "error"; a
+missing peer library only makes its row "n/a"), 2 when the suite itself breaks, and with
+--strict also 1 when a peer's row errored.
 """
 
 from __future__ import annotations
@@ -27,11 +29,15 @@ from typing import Any, Optional
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import http_load, report
+from benchmarks import http_load, instructions, pipes, report
 from benchmarks.inprocess import GROUPS, SUBJECTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
+#: Worker groups whose stderr is a pipe the suite drains (the others: a regular file).
+PIPED = frozenset({"wo_default_pipe"})
+#: Configurations whose bytecodes per request are counted, by function (profile.txt).
+BYTECODE_SUBJECTS = ("bare", "prometheus", "wo_metrics", "wo_context", "wo_default")
 
 
 def log(message: str) -> None:
@@ -47,8 +53,11 @@ class Worker:
 
     def __init__(self, group: str, opts: dict[str, Any], env: dict[str, str], tmp: str) -> None:
         self.group = group
+        # stderr: a regular file, or for the groups in PIPED a pipe drained like a supervisor
+        # (systemd, Docker) would (pipes.Tail); the default configuration's console writes
+        # every line there.
         self.stderr_path = os.path.join(tmp, f"worker-{group}.err")
-        self._stderr = open(self.stderr_path, "wb")
+        self._stderr_file = None if group in PIPED else open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -61,12 +70,13 @@ class Worker:
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=self._stderr,
+            stderr=subprocess.PIPE if self._stderr_file is None else self._stderr_file,
             cwd=ROOT,
             env=env,
             text=True,
             bufsize=1,
         )
+        self._stderr = pipes.Tail(self.proc.stderr.buffer) if self.proc.stderr else None
 
     def read(self, timeout_s: float) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -94,6 +104,8 @@ class Worker:
         return self.read(timeout_s)
 
     def stderr_tail(self) -> str:
+        if self._stderr is not None:
+            return self._stderr.text()
         try:
             with open(self.stderr_path, "rb") as handle:
                 handle.seek(max(0, os.path.getsize(self.stderr_path) - 1500))
@@ -114,7 +126,10 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-        self._stderr.close()
+        if self._stderr is not None:
+            self._stderr.close()
+        if self._stderr_file is not None:
+            self._stderr_file.close()
 
 
 class Sink:
@@ -182,8 +197,16 @@ def run_inprocess(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> di
     state: dict[str, dict[str, Any]] = {}  # subject -> {"status", "why", "info", ...}
     owner: dict[str, Worker] = {}
     try:
-        log(f"starting {len(GROUPS)} worker processes")
-        for group in GROUPS:
+        wanted = set(args.only.split(",")) if args.only else set(SUBJECTS)
+        unknown = wanted - set(SUBJECTS)
+        if unknown:
+            raise ValueError(f"--only: unknown subjects {sorted(unknown)}")
+        for name in SUBJECTS:
+            if name not in wanted:
+                state[name] = {"status": "n/a", "why": "not selected (--only)"}
+        groups = [group for group, names in GROUPS.items() if wanted & set(names)]
+        log(f"starting {len(groups)} worker processes")
+        for group in groups:
             workers[group] = Worker(group, opts, env, tmp)
         for group, worker in workers.items():
             try:
@@ -191,6 +214,8 @@ def run_inprocess(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> di
             except Exception as error:
                 answer = {name: {"error": str(error)} for name in GROUPS[group]}
             for name, value in answer.items():
+                if name not in wanted:
+                    continue
                 if "ok" in value:
                     state[name] = {"status": "ok", "info": value["ok"]}
                     owner[name] = worker
@@ -246,7 +271,7 @@ def run_inprocess(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> di
                         state[name]["envelopes"].append((after - before) / n)
             log(f"round {round_index + 1}/{args.rounds} done")
         profiles = {}
-        for name in ("wo_metrics", "wo_access_log", "wo_sentry"):
+        for name in ("wo_metrics", "wo_default", "wo_sentry"):
             if name in live:
                 try:
                     n = min(counts[name], 100_000 if not args.quick else 10_000)
@@ -254,12 +279,25 @@ def run_inprocess(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> di
                     profiles[name] = {"n": n, "text": text}
                 except Exception as error:
                     profiles[name] = {"n": 0, "text": f"profile failed: {error}"}
+        opcodes: dict[str, Any] = {}
+        for name in BYTECODE_SUBJECTS:
+            if name in live:
+                try:
+                    n = 100 if args.quick else 400
+                    opcodes[name] = owner[name].ask(120.0, cmd="bytecodes", subject=name, n=n)
+                except Exception as error:
+                    opcodes[name] = f"failed: {error}"
         for name in live:
             try:
                 state[name]["info"] = owner[name].ask(30.0, cmd="info", subject=name)["info"]
             except Exception:
                 pass
-        return {"subjects": state, "profiles": profiles, "sink": sink.count() if sink else None}
+        return {
+            "subjects": state,
+            "profiles": profiles,
+            "bytecodes": opcodes,
+            "sink": sink.count() if sink else None,
+        }
     finally:
         for worker in workers.values():
             worker.stop()
@@ -308,50 +346,64 @@ def run_http(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> dict[st
     hooks = http_load.Gunicorn.hooks_available()
     servers: list[http_load.Gunicorn] = []
     path = "/api/hello"
+    names = ("bare", "wrapped", "default")
     try:
-        bare = http_load.Gunicorn(
-            "benchmarks.gunicorn_apps:bare", workers=2, tmp=tmp, hooks=False, env=env
-        )
-        servers.append(bare)
-        wrapped_env = dict(env)
-        if hooks:
-            wrapped_env["WSGI_OBSERVE_STATE_DIR"] = os.path.join(tmp, "gunicorn-state")
-            os.makedirs(wrapped_env["WSGI_OBSERVE_STATE_DIR"], exist_ok=True)
-        wrapped = http_load.Gunicorn(
-            "benchmarks.gunicorn_apps:wrapped", workers=2, tmp=tmp, hooks=hooks, env=wrapped_env
-        )
-        servers.append(wrapped)
-        bare.wait_ready(path)
-        try:
-            wrapped.wait_ready(path)
-        except RuntimeError as error:
-            if not hooks:
-                raise
-            out["notes"].append(
-                f"gunicorn with -c python:wsgi_observe.gunicorn failed "
-                f"({str(error)[-300:]}); plain gunicorn used"
+        running: dict[str, http_load.Gunicorn] = {}
+        for name in names:
+            server_env = dict(env)
+            server_env["LOG_DIR"] = os.path.join(tmp, f"logs-gunicorn-{name}")
+            use_hooks = hooks and name != "bare"
+            if use_hooks:
+                server_env["WSGI_OBSERVE_STATE_DIR"] = os.path.join(tmp, f"gunicorn-state-{name}")
+                os.makedirs(server_env["WSGI_OBSERVE_STATE_DIR"], exist_ok=True)
+            server = http_load.Gunicorn(
+                f"benchmarks.gunicorn_apps:{name}",
+                workers=2,
+                tmp=tmp,
+                hooks=use_hooks,
+                env=server_env,
             )
-            wrapped.stop()
-            wrapped = http_load.Gunicorn(
-                "benchmarks.gunicorn_apps:wrapped", workers=2, tmp=tmp, hooks=False, env=env
-            )
-            servers.append(wrapped)
-            wrapped.wait_ready(path)
+            servers.append(server)
+            try:
+                server.wait_ready(path)
+            except RuntimeError as error:
+                if not use_hooks:
+                    raise
+                out["notes"].append(
+                    f"gunicorn with -c python:wsgi_observe.gunicorn failed for {name} "
+                    f"({str(error)[-300:]}); plain gunicorn used"
+                )
+                server.stop()
+                server_env.pop("WSGI_OBSERVE_STATE_DIR", None)
+                server = http_load.Gunicorn(
+                    f"benchmarks.gunicorn_apps:{name}",
+                    workers=2,
+                    tmp=tmp,
+                    hooks=False,
+                    env=server_env,
+                )
+                servers.append(server)
+                server.wait_ready(path)
+            running[name] = server
+        wrapped = running["wrapped"]
         out["hooks"] = wrapped.hooks
         if not hooks:
             out["notes"].append("wsgi_observe.gunicorn missing: plain gunicorn (no hooks)")
-        log(f"gunicorn up: bare {bare.url}, wrapped {wrapped.url} (hooks: {wrapped.hooks})")
-        for server in (bare, wrapped):  # every worker forked, imported and warm
+        log(
+            "gunicorn up: "
+            + ", ".join(f"{name} {server.url}" for name, server in running.items())
+            + f" (hooks: {wrapped.hooks})"
+        )
+        for server in running.values():  # every worker forked, imported and warm
             http_load.load(server.url + path, 1, args.connections, tmp)
-        rps: dict[str, list[float]] = {"bare": [], "wrapped": []}
-        cpu_us: dict[str, list[float]] = {"bare": [], "wrapped": []}
-        errors = {"bare": 0, "wrapped": 0}
-        hists = {"bare": http_load.new_histogram(), "wrapped": http_load.new_histogram()}
+        rps: dict[str, list[float]] = {name: [] for name in names}
+        cpu_us: dict[str, list[float]] = {name: [] for name in names}
+        errors = dict.fromkeys(names, 0)
+        hists = {name: http_load.new_histogram() for name in names}
         for round_index in range(args.http_rounds):
-            pairs = [("bare", bare), ("wrapped", wrapped)]
-            if round_index % 2:
-                pairs.reverse()
-            for name, server in pairs:
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                server = running[name]
                 cpu_before = server.workers_cpu_s()
                 result = http_load.load(server.url + path, args.http_seconds, args.connections, tmp)
                 cpu_after = server.workers_cpu_s()
@@ -363,13 +415,17 @@ def run_http(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> dict[st
                 out["tool"] = result.tool
             log(
                 f"http round {round_index + 1}/{args.http_rounds}: "
-                f"bare {rps['bare'][-1]:.0f} req/s, wrapped {rps['wrapped'][-1]:.0f} req/s"
+                + ", ".join(f"{name} {rps[name][-1]:.0f} req/s" for name in names)
             )
         out["rps"] = rps
         out["server_cpu_us"] = cpu_us
         out["cpu_ratio_rounds"] = [b / w for w, b in zip(cpu_us["wrapped"], cpu_us["bare"]) if w]
         out["errors"] = errors
         out["ratio_rounds"] = [w / b for w, b in zip(rps["wrapped"], rps["bare"]) if b]
+        out["default_ratio_rounds"] = [d / b for d, b in zip(rps["default"], rps["bare"]) if b]
+        out["default_cpu_ratio_rounds"] = [
+            b / d for d, b in zip(cpu_us["default"], cpu_us["bare"]) if d
+        ]
         out["latency"] = {
             name: {
                 f"p{p:g}": h.get_value_at_percentile(p) / 1000.0
@@ -419,10 +475,23 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--health-seconds", type=int, help="seconds per probe run (3; quick 1)")
     parser.add_argument("--connections", type=int, default=4, help="load connections (4)")
     parser.add_argument("--paths", type=int, default=100_000, help="memory flood (100000)")
+    parser.add_argument(
+        "--only", help="comma-separated subjects to measure (development; others are n/a)"
+    )
+    parser.add_argument(
+        "--instructions",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="count instructions per request under callgrind (default: full runs, if valgrind)",
+    )
+    parser.add_argument("--callgrind-n", type=int, default=1000, help="callgrind: small run")
+    parser.add_argument("--callgrind-n2", type=int, default=6000, help="callgrind: large run")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", default=RESULTS, help="results directory")
-    parser.add_argument("--strict", action="store_true", help="exit 1 if any row errored")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 if any row errored (peers' rows too)"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     args.rounds = args.rounds or (1 if quick else 7)
@@ -431,6 +500,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args.http_seconds = args.http_seconds or (1 if quick else 3)
     args.health_seconds = args.health_seconds or (1 if quick else 3)
     args.warmup = not quick
+    if args.instructions is None:
+        args.instructions = not quick and instructions.available() is None
     return args
 
 
@@ -447,6 +518,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     os.makedirs(env["LOG_DIR"], exist_ok=True)
     try:
         inproc = run_inprocess(args, tmp, env)
+        if args.instructions:
+            log("instructions per request under callgrind (a few minutes)")
+            inproc["instructions"] = instructions.count_all(
+                instructions.COUNTED, args.callgrind_n, args.callgrind_n2, 1000, env, log
+            )
         memory = {"skipped": True} if args.skip_memory else run_memory(args, env)
         http = {"na": "skipped (--skip-http)"} if args.skip_http else run_http(args, tmp, env)
         results = report.build(args, machine, inproc, memory, http, time.time() - started)
@@ -455,9 +531,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         if png_note:
             results["notes"].append(f"latency.png not written: {png_note}")
         results["duration_s"] = round(time.time() - started, 1)
+        results["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
         report.write(results, args.out)
         print(report.markdown(results))
         log(f"done in {results['duration_s']:.0f}s; wrote {args.out}/latest.json, latest.md")
+        broken = report.broken(results)
+        for row in broken:
+            log(f"FAILED: {row['id']} ({row['label']}): {(row['why'] or '').strip()[-1500:]}")
+        if broken:
+            log(f"{len(broken)} wsgi_observe configuration(s) could not be measured: exit 1")
+            return 1
         if args.strict and any(row["status"] == "error" for row in results["rows"]):
             return 1
         return 0

@@ -1,4 +1,5 @@
-"""The benchmark suite's --quick mode still runs end to end (it asserts nothing about speed)."""
+"""The benchmark suite's --quick mode still runs end to end (it asserts nothing about speed),
+and a wsgi_observe configuration it cannot build fails the run instead of hiding as n/a."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import sys
 import pytest
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow
+from benchmarks import report, run
+from benchmarks.inprocess import PEERS, SUBJECTS
 
 
+@pytest.mark.slow
 def test_quick_benchmark_runs_and_writes_its_reports(tmp_path):
     """`benchmarks/run.py --quick` measures every configuration and writes JSON and Markdown."""
     result = subprocess.run(
@@ -25,5 +28,31 @@ def test_quick_benchmark_runs_and_writes_its_reports(tmp_path):
     table = (tmp_path / "latest.md").read_text()
     data = json.loads((tmp_path / "latest.json").read_text())
     assert "wsgi_observe, metrics only" in table
+    assert "wsgi_observe, default configuration" in table
     assert "PASS" in table or "MISS" in table
-    assert data
+    ours = [row for row in data["rows"] if row["ours"] and row["section"] != "http"]
+    assert [(row["id"], row["status"]) for row in ours if row["status"] != "ok"] == []
+    assert {"wo_metrics", "wo_default", "wo_sentry"} <= set(data["ratios"])
+    default = next(row for row in data["rows"] if row["id"] == "wo_default")
+    lines = default["info"]["access_lines"]
+    assert lines["lines"] == lines["requests"] > 0
+
+
+def _measured() -> dict[str, object]:
+    return {"status": "ok", "wall_us": [2.0], "cpu_us": [2.0], "info": {}}
+
+
+def test_a_wsgi_observe_configuration_that_cannot_be_built_fails_the_run(tmp_path, monkeypatch):
+    """A wsgi_observe row in error exits 1 (a peer's error alone does not), naming the row."""
+    subjects = {name: _measured() for name in SUBJECTS}
+    subjects["otel"] = {"status": "error", "why": "ImportError: opentelemetry broke"}
+    inproc = {"subjects": subjects, "profiles": {}, "sink": None}
+    monkeypatch.setattr(run, "run_inprocess", lambda args, tmp, env: inproc)
+    argv = ["--quick", "--skip-http", "--skip-memory", "--out", str(tmp_path)]
+    assert run.main(argv) == 0
+    assert report.broken(json.loads((tmp_path / "latest.json").read_text())) == []
+    subjects["wo_default"] = {"status": "error", "why": "ModuleNotFoundError: wsgi_observe.x"}
+    assert run.main(argv) == 1
+    broken = report.broken(json.loads((tmp_path / "latest.json").read_text()))
+    assert [row["id"] for row in broken] == ["wo_default"]
+    assert "wo_default" not in PEERS

@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Exchange", "Finisher"]
 
-_new_list = list.__new__
-
 
 class Finisher(Protocol):
     """What owns an exchange: told once, when the request has ended."""
@@ -83,7 +81,7 @@ class Exchange(list):  # type: ignore[type-arg]
         cls, owner: Finisher, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Exchange:
         """A new exchange, timed from now (the middleware inlines this on its hot path)."""
-        exchange = _new_list(cls)
+        exchange = cls()  # an empty list (cheaper than list.__new__(cls))
         exchange.owner = owner
         exchange.environ = environ
         exchange.upstream = start_response
@@ -106,7 +104,15 @@ class Exchange(list):  # type: ignore[type-arg]
             capture_route(environ, request)
         request_id = self.request_id
         if request_id is not None:
-            headers = _with_request_id(headers, request_id)
+            # X-Request-ID, unless the app sent one (its own is kept).
+            try:
+                for name, _value in headers:
+                    if len(name) == 12 and name.lower() == "x-request-id":
+                        break  # the app sent its own: kept
+                else:
+                    headers = [*headers, ("X-Request-ID", request_id)]  # never mutate the app's
+            except (TypeError, ValueError, AttributeError):
+                pass  # not a list of pairs: the server will say so, not us
         if exc_info is None:
             return self.upstream(status, headers)
         return self.upstream(status, headers, exc_info)
@@ -161,17 +167,6 @@ class Exchange(list):  # type: ignore[type-arg]
     __eq__ = object.__eq__
     __ne__ = object.__ne__
     __hash__ = object.__hash__  # type: ignore[assignment]
-
-
-def _with_request_id(headers: Any, request_id: str) -> Any:
-    """``headers`` plus ``X-Request-ID``, unless the app sent one (its own is kept)."""
-    try:
-        for name, _value in headers:
-            if len(name) == 12 and name.lower() == "x-request-id":
-                return headers
-        return [*headers, ("X-Request-ID", request_id)]  # never mutate the app's list
-    except (TypeError, ValueError, AttributeError):
-        return headers  # not a list of pairs: the server will say so, not us
 
 
 class _StreamBody:

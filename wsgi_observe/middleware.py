@@ -56,10 +56,10 @@ if TYPE_CHECKING:
 __all__ = ["FinishStep", "ObservabilityMiddleware", "wrap"]
 
 _log = logging.getLogger("wsgi_observe")
-_new_list = list.__new__
 _enter_request = _context.enter
 _ID_KEY = _context.ID_KEY
 _new_id = _context.new_request_id
+_pop_id = _context.pop_request_id
 _is_sane_id = _context.is_sane_id
 #: A finish step: ``step(exchange, endpoint, duration_ns)``, after each observed request.
 FinishStep = Callable[[Exchange, str, int], None]
@@ -163,7 +163,7 @@ class ObservabilityMiddleware:
         if handler is not None:
             return handler(environ, start_response)
         # Exchange.begin(), inlined: this is the per-request path.
-        exchange = _new_list(Exchange)
+        exchange = Exchange()
         exchange.owner = self
         exchange.environ = environ
         exchange.upstream = start_response
@@ -174,7 +174,10 @@ class ObservabilityMiddleware:
             # enter_request(), inlined.
             request_id = environ.get("HTTP_X_REQUEST_ID")
             if request_id is None or _is_sane_id(request_id) is None:
-                request_id = _new_id()
+                try:  # new_request_id(), inlined
+                    request_id = _pop_id()
+                except IndexError:
+                    request_id = _new_id()
             environ[_ID_KEY] = request_id
             _enter_request(environ)
             exchange.request_id = request_id
@@ -224,10 +227,10 @@ class ObservabilityMiddleware:
         """The finish steps of one request, in order (called once, by the exchange)."""
         duration_ns = perf_counter_ns() - exchange.started
         store = self.store
-        name = "<unrecorded>"
         try:
             name = store.record_request(exchange, duration_ns, self.names)
         except Exception as error:
+            name = "<unrecorded>"
             guarded("request bookkeeping", error)
         finally:
             store.values[store.inflight_slot] -= 1  # always, whatever happened above
@@ -241,13 +244,15 @@ class ObservabilityMiddleware:
             reporter = exchange.reporter
             if reporter is not None:
                 reporter.finish(exchange, name, duration_ns)
-            for step in self._finish_steps:
-                step(exchange, name, duration_ns)
+            steps = self._finish_steps
+            if steps:
+                for step in steps:
+                    step(exchange, name, duration_ns)
         except Exception as error:
             guarded("request finish", error)
         finally:
             if exchange.request_id is not None:
-                _context.leave_request()
+                _enter_request(None)  # leave_request(), inlined
 
     def _log_slow(self, exchange: Exchange, name: str, duration_ns: int) -> None:
         seconds = duration_ns / 1e9

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import files
+from . import setup as _setup
 from .context import ID_KEY, logged_path, user_agent
 from .formats import dumps_line
-from .setup import current_setup
 
 if TYPE_CHECKING:
     from .._wsgi import Exchange
@@ -28,11 +28,15 @@ __all__ = ["status_code", "write_access_line"]
 
 _INFO = logging.INFO
 _OPTIONS = orjson.OPT_APPEND_NEWLINE
+_dumps = orjson.dumps
 _access_log = logging.getLogger("wsgi_observe.access")
 _parent_log = logging.getLogger("wsgi_observe")
 _root = logging.getLogger()
 
 _status_codes: dict[object, int] = {None: 500}
+# A status line -> (its code, what the message shows: the line as the app sent it when it
+# is one, else the code), for the direct write. Bounded like _status_codes.
+_shown: dict[str, tuple[int, str]] = {}
 
 
 def status_code(status: object) -> int:
@@ -53,6 +57,17 @@ def status_code(status: object) -> int:
     return code
 
 
+def _shown_status(status: object) -> tuple[int, str]:
+    """``(code, shown)`` for the access line's ``status`` and message (cached for str)."""
+    code = status_code(status)
+    if type(status) is not str:
+        return code, str(code)
+    shown = (code, status if status[:3] == str(code) else str(code))
+    if len(_shown) < 256:
+        _shown[status] = shown
+    return shown
+
+
 # Wall-clock time of the access line from the exchange's own perf_counter_ns readings (no
 # clock call per request); the flusher re-syncs the offset twice a second.
 _clock_offset_ns = time.time_ns() - perf_counter_ns()
@@ -68,6 +83,10 @@ def _resync_clock() -> None:
 files.tick_hooks.append(_resync_clock)
 
 
+#: ``.000Z`` to ``.999Z``: the millisecond tails of a timestamp, formatted once.
+_MILLIS = tuple(f".{rest:03d}Z" for rest in range(1000))
+
+
 def _stamp_text(millis: int) -> str:
     """``2025-10-06T12:00:00.000Z`` for a count of milliseconds since the epoch (cached)."""
     global _stamp, _stamp_second
@@ -75,7 +94,7 @@ def _stamp_text(millis: int) -> str:
     cached = _stamp_second
     if cached[0] != second:
         cached = _stamp_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    text = f"{cached[1]}.{rest:03d}Z"
+    text = cached[1] + _MILLIS[rest]
     _stamp = (millis, text)
     return text
 
@@ -120,37 +139,33 @@ def _text_record(
             handler.handle(record)
 
 
-def _is_customised() -> bool:
+def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
+    """Write the access line of a finished request (never raises into the request)."""
+    if not _access_log.isEnabledFor(_INFO):
+        return
+    setup = _setup.active
     access, parent = _access_log, _parent_log
-    return bool(
-        access.handlers
+    if (
+        setup is None
+        or setup.level > _INFO
+        or _root.handlers != setup.root_handlers  # the application's handlers listen too
+        # ... or the access logger (or its parent) was customised:
+        or access.handlers
         or parent.handlers
         or not access.propagate
         or not parent.propagate
         or access.filters
         or parent.filters
-    )
-
-
-def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
-    """Write the access line of a finished request (never raises into the request)."""
-    if not _access_log.isEnabledFor(_INFO):
-        return
-    setup = current_setup()
-    if (
-        setup is None
-        or setup.level > _INFO
-        or _root.handlers != setup.root_handlers  # the application's handlers listen too
-        or _is_customised()
     ):
         _through_logging(exchange, name, duration_ns)
         return
-    # _fields() and Sink.write(), inlined: this runs once per request.
+    # _fields(), _message() and Sink.write(), inlined: this runs once per request.
     environ = exchange.environ
     status = exchange.status
-    code = _status_codes.get(status) if type(status) is str or status is None else None
-    if code is None:
-        code = status_code(status)
+    try:
+        code, shown = _shown[status]
+    except (KeyError, TypeError):  # not seen yet, or not a status line
+        code, shown = _shown_status(status)
     path = environ.get("PATH_INFO", "")
     if environ.get("QUERY_STRING") or environ.get("SCRIPT_NAME") or not path.isascii():
         path = logged_path(environ)
@@ -160,32 +175,39 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
         agent = agent[:512]
     millis = (exchange.started + duration_ns + _clock_offset_ns) // 1_000_000
     stamp = _stamp
+    if len(exchange) == 1:  # a one-chunk list body, the common case
+        nbytes = len(exchange[0])
+    else:
+        nbytes = sum(map(len, exchange)) if exchange else exchange.body_bytes()
     fields = {
         "timestamp": stamp[1] if stamp[0] == millis else _stamp_text(millis),
         "level": "INFO",
         "logger": "wsgi_observe.access",
-        "message": _message(method, path, status, code),
+        "message": f"{method} {path} {shown}",
         "method": method,
         "endpoint": name,
         "path": path,
         "status": code,
         "duration_ms": duration_ns // 1000 / 1000,
-        "bytes": sum(map(len, exchange)) if exchange else exchange.body_bytes(),
-        "request_id": environ.get(ID_KEY),
+        "bytes": nbytes,
+        # The id sent back as X-Request-ID (the one in the environ, which it always is when
+        # the access line is on: the request context is on with it).
+        "request_id": exchange.request_id or environ.get(ID_KEY),
         "remote_addr": environ.get("REMOTE_ADDR"),
         "user_agent": agent,
     }
     try:
-        line = orjson.dumps(fields, option=_OPTIONS)
+        line = _dumps(fields, None, _OPTIONS)
     except Exception:  # a server put something odd in the environ
         line = dumps_line(fields)
     size = len(line)
     for sink in setup.info_sinks:
         sink.lines.append(line)
-        sink.pending += size
-        if sink.pending >= sink.limit or sink.closed:
+        pending = sink.pending = sink.pending + size
+        if pending >= sink.limit or sink.closed:
             sink.flush()
-    if not files.is_flusher_running():
-        files.start_flusher()
+        elif pending == size and not files.is_flusher_running():
+            # The first line in an empty buffer: the flusher must be there to write it.
+            files.start_flusher()
     if setup.text:
         _text_record(setup.text, fields["message"], fields)
