@@ -25,6 +25,7 @@ one that got an answer is.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import random
@@ -58,8 +59,8 @@ def _get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
     except urllib.error.HTTPError as error:
         with error:
             return error.code, error.read()
-    except (OSError, ValueError):
-        return 0, b""
+    except (OSError, ValueError, http.client.HTTPException):
+        return 0, b""  # no answer: the worker was killed mid-request
 
 
 def _workers(master: int) -> list[int]:
@@ -192,9 +193,12 @@ def soak(options: argparse.Namespace) -> dict[str, Any]:
                 with lock:
                     figures["scrapes"] += 1
                     if status != 200:
+                        # 0: no answer at all (the worker answering it was killed); any
+                        # other status is an error of ours.
                         figures["scrape_errors"] += 1
                         codes = figures["scrape_error_statuses"]
-                        codes[str(status)] = codes.get(str(status), 0) + 1
+                        key = "no answer" if status == 0 else str(status)
+                        codes[key] = codes.get(key, 0) + 1
                         continue
                     total = json.loads(body)["application"]["requests"]["total"]
                     totals.append((started, ended, total))
