@@ -64,6 +64,7 @@ SUBJECTS: dict[str, tuple[str, str]] = {
     "ready": ("GET /health/ready (cached)", "endpoint"),
     "metrics_json": (f"GET /metrics JSON, {ENDPOINTS} endpoints", "endpoint"),
     "metrics_prom": (f"GET /metrics?format=prometheus, {ENDPOINTS} endpoints", "endpoint"),
+    "metrics_proto": (f"GET /metrics?format=protobuf, {ENDPOINTS} endpoints", "endpoint"),
     "merge": (
         f"{MERGE_WORKERS}-worker merge: collect_snapshot ({ENDPOINTS} endpoints each)",
         "endpoint",
@@ -82,7 +83,7 @@ GROUPS: dict[str, list[str]] = {
     "wo_sentry": ["wo_sentry"],
     "wo_excluded": ["wo_excluded"],
     "wo_worker_table": ["wo_worker_table"],
-    "endpoints": ["health", "live", "ready", "metrics_json", "metrics_prom"],
+    "endpoints": ["health", "live", "ready", "metrics_json", "metrics_prom", "metrics_proto"],
     "merge": ["merge", "merge_json"],
 }
 
@@ -437,6 +438,7 @@ def _build_endpoints(opts: dict[str, Any]) -> dict[str, Any]:
         "ready": ("/health/ready", ""),
         "metrics_json": ("/metrics", ""),
         "metrics_prom": ("/metrics", "format=prometheus"),
+        "metrics_proto": ("/metrics", "format=protobuf"),
     }
     for name, (path, query) in targets.items():
         try:
