@@ -196,7 +196,11 @@ class NativeBuckets:
     ``first`` is the index of the lowest bucket in use, ``steps[k]`` the distance from the
     k-th bucket in use to the next (a ``bytes`` when every step fits one, which lets the
     protobuf encoder work on it with bytes methods), ``counts`` the count of each.
-    :meth:`spans` and :meth:`deltas` give them the way ``metrics.proto`` carries them.
+    :meth:`spans` and :meth:`deltas` give them the way ``metrics.proto`` carries them::
+
+        native = to_native([bucket_index(1450), bucket_index(1460)], [2, 1])  # 1.45 ms
+        native.buckets()  # {-301: 3}: both HDR buckets fall in one native bucket
+        native.spans(), native.deltas()  # ([-301], [1]), [3]
     """
 
     __slots__ = ("counts", "first", "steps", "zero_count")
@@ -247,7 +251,11 @@ class NativeLayout:
 
     ``zeros`` leading HDR buckets are the zero bucket; ``ends`` has a true byte for each
     other HDR bucket that is the last of its native bucket; ``first`` and ``steps`` are
-    those of :class:`NativeBuckets`.
+    those of :class:`NativeBuckets`::
+
+        layout = native_layout(indexes)  # once, while the HDR buckets in use stay the same
+        layout.rebin(counts_now)  # then for every new set of counts
+        layout.rebin(counts_later)
     """
 
     __slots__ = ("ends", "first", "steps", "zeros")
