@@ -11,6 +11,7 @@ classic-bucket answer from the text scrape is reported beside it.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Gunicorn, wait_until
+from conftest import Gunicorn, free_port, wait_until
 from test_prometheus_server import DEADLINE_S, PROMETHEUS, Prometheus
 
 from wsgi_observe.histograms import merge, percentiles
@@ -35,6 +36,47 @@ TOLERANCE = 0.03
 # a whole rank, where HDR and Prometheus agree on which observation holds the quantile.
 WARM_UP = ({1: 50}, {3: 50})
 MIXES = ({2: 60, 5: 30, 12: 10}, {8: 40, 30: 40, 80: 20})
+
+
+SCRAPE_CONFIG = """\
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: 'wsgi_observe'
+    metrics_path: '/metrics'
+    static_configs:
+      - targets: [{targets}]
+"""
+
+
+class Scraper(Prometheus):
+    """test_prometheus_server's Prometheus, scraping several targets, with extra flags."""
+
+    def __init__(self, workdir: Path, targets: list[str], flags: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = workdir / "prometheus.yml"
+        listed = ", ".join(f"'{target}'" for target in targets)
+        config.write_text(SCRAPE_CONFIG.format(targets=listed), encoding="utf-8")
+        self.logfile = workdir / "prometheus.log"
+        self.log = open(self.logfile, "wb")  # a file, not a pipe; closed in stop()
+        try:
+            self.process = subprocess.Popen(
+                [
+                    PROMETHEUS,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    *flags,
+                ],
+                stdout=self.log,
+                stderr=self.log,
+                cwd=workdir,
+            )
+        except BaseException:
+            self.log.close()
+            raise
 
 
 class Deployment:
@@ -104,13 +146,11 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             started.append(deployment.server)
             deployments.append(deployment)
         targets = [deployment.target for deployment in deployments]
-        native = Prometheus(
-            tmp_path_factory.mktemp("native"),
-            *targets,
-            flags=("--enable-feature=native-histograms",),
+        native = Scraper(
+            tmp_path_factory.mktemp("native"), targets, ("--enable-feature=native-histograms",)
         )
         started.append(native)
-        text = Prometheus(tmp_path_factory.mktemp("text"), *targets)
+        text = Scraper(tmp_path_factory.mktemp("text"), targets)
         started.append(text)
         for deployment in deployments:
             deployment.server.wait_ready()
@@ -212,7 +252,17 @@ def test_cross_instance_percentiles_are_within_3_percent(scraped, q, capsys):
             exact,
             from_native,
             from_classic,
+            _counts_in_window(native, window, at),
         )
+
+
+def _counts_in_window(prometheus: Prometheus, window: str, at: float) -> dict[str, list[Any]]:
+    """Each target's samples in the window as ``(time, count)``: what rate() worked from."""
+    result = prometheus.api("query", query=f"{HISTOGRAM}[{window}]", time=f"{at:.3f}")["result"]
+    return {
+        series["metric"]["instance"]: [(t, h["count"]) for t, h in series.get("histograms", [])]
+        for series in result
+    }
 
 
 def test_the_text_server_still_scrapes_text(scraped):

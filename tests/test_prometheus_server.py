@@ -38,23 +38,18 @@ scrape_configs:
   - job_name: 'iswitch-crm'
     metrics_path: '/metrics'
     static_configs:
-      - targets: [{targets}]
+      - targets: ['{target}']
 """
 
 
 class Prometheus:
-    """A real Prometheus server on 127.0.0.1 with its own config and storage, stopped by pid.
+    """A real Prometheus server on 127.0.0.1 with its own config and storage, stopped by pid."""
 
-    It scrapes ``targets`` (``host:port``) with the guide's scrape config; ``flags`` are
-    extra command-line flags (``--enable-feature=native-histograms``).
-    """
-
-    def __init__(self, workdir: Path, *targets: str, flags: tuple[str, ...] = ()) -> None:
+    def __init__(self, workdir: Path, target: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"
-        listed = ", ".join(f"'{target}'" for target in targets)
-        config.write_text(SCRAPE_CONFIG.format(targets=listed), encoding="utf-8")
+        config.write_text(SCRAPE_CONFIG.format(target=target), encoding="utf-8")
         self.logfile = workdir / "prometheus.log"
         self.log = open(self.logfile, "wb")  # a file, not a pipe; closed in stop()
         try:
@@ -64,7 +59,6 @@ class Prometheus:
                     f"--config.file={config}",
                     f"--storage.tsdb.path={workdir / 'data'}",
                     f"--web.listen-address=127.0.0.1:{self.port}",
-                    *flags,
                 ],
                 stdout=self.log,
                 stderr=self.log,
