@@ -41,8 +41,9 @@ def _expected(hist: dict[int, int]) -> tuple[int, dict[int, int]]:
         if index <= 0:
             zero += count
             continue
-        native = native_index(highest_equivalent(min(index, COUNTS_LEN - 1)) / 1e6)
-        buckets[native] = buckets.get(native, 0) + count
+        if count:
+            native = native_index(highest_equivalent(min(index, COUNTS_LEN - 1)) / 1e6)
+            buckets[native] = buckets.get(native, 0) + count
     return zero, buckets
 
 
@@ -127,6 +128,17 @@ def test_the_layout_depends_on_the_indexes_only():
     for scale in (1, 7, 1000):
         counts = [hist[i] * scale for i in indexes]
         assert layout.rebin(counts).buckets() == to_native(indexes, counts).buckets()
+
+
+def test_buckets_without_a_count_are_left_out():
+    """HDR buckets holding 0 make no native bucket (an empty bucket is never exposed)."""
+    indexes = [500, 900, 1000, 1200, 2000]
+    native = to_native(indexes, [3, 0, 0, 1, 0])
+    assert native.buckets() == _expected(dict(zip(indexes, [3, 0, 0, 1, 0])))[1]
+    assert 0 not in native.counts
+    low, high = (native_index(highest_equivalent(i) / 1e6) for i in (500, 1200))
+    assert native.spans() == ([low, high - low - 1], [1, 1])
+    assert to_native([700], [0]).counts == []
 
 
 def test_no_observations_give_no_buckets():

@@ -256,15 +256,6 @@ def test_cross_instance_percentiles_are_within_3_percent(scraped, q, capsys):
         )
 
 
-def _counts_in_window(prometheus: Prometheus, window: str, at: float) -> dict[str, list[Any]]:
-    """Each target's samples in the window as ``(time, count)``: what rate() worked from."""
-    result = prometheus.api("query", query=f"{HISTOGRAM}[{window}]", time=f"{at:.3f}")["result"]
-    return {
-        series["metric"]["instance"]: [(t, h["count"]) for t, h in series.get("histograms", [])]
-        for series in result
-    }
-
-
 def test_the_text_server_still_scrapes_text(scraped):
     """Without the flag the same targets are scraped through text: classic buckets, OpenMetrics."""
     text, at = scraped["text"], scraped["at"]
@@ -274,3 +265,22 @@ def test_the_text_server_still_scrapes_text(scraped):
     buckets = _query(text, f"sum by (le) ({HISTOGRAM}_bucket)", at)
     assert buckets["le=+Inf"] == scraped["total"]
     assert len(buckets) == 14
+
+
+def _counts_in_window(prometheus: Prometheus, window: str, at: float) -> dict[str, list[Any]]:
+    """Each target's samples in the window as ``(time, count, buckets that went down)``:
+    what rate() worked from (a bucket going down reads as a counter reset)."""
+    result = prometheus.api("query", query=f"{HISTOGRAM}[{window}]", time=f"{at:.3f}")["result"]
+    found = {}
+    for series in result:
+        samples = []
+        previous: dict[str, float] = {}
+        for moment, histogram in series.get("histograms", []):
+            buckets = {f"{b[1]}..{b[2]}": float(b[3]) for b in histogram.get("buckets", [])}
+            down = {
+                k: (v, buckets.get(k, 0.0)) for k, v in previous.items() if buckets.get(k, 0.0) < v
+            }
+            samples.append((moment, histogram["count"], down))
+            previous = buckets
+        found[series["metric"]["instance"]] = samples
+    return found

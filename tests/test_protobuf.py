@@ -210,7 +210,7 @@ def _rebinned(hist: dict[int, int]) -> tuple[int, dict[int, int]]:
     for index, count in hist.items():
         if index == 0:
             zero += count
-        else:
+        elif count:
             native = native_index(highest_equivalent(index) / 1e6)
             buckets[native] = buckets.get(native, 0) + count
     return zero, buckets
@@ -227,6 +227,7 @@ def test_histograms_carry_classic_and_native_buckets():
     hists["/far"] = _hist([1, 3_600_000_000])  # a gap of hundreds of native buckets
     hists["/dense"] = _hist(range(200, 3_000_000, 53))  # one span of hundreds of buckets
     hists["/big"] = _hist([4000] * 5000 + [4100] * 7)  # deltas of more than one varint byte
+    hists["/holes"] = {500: 3, 900: 0, 1000: 0, 1200: 1}  # HDR buckets without a count
     snapshot = _snapshot(hists)
     found = _histograms(snapshot)
     for name, hist in hists.items():

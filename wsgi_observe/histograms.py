@@ -47,6 +47,7 @@ __all__ = [
     "native_bound",
     "native_index",
     "native_layout",
+    "spans_of",
     "percentiles",
     "percentiles_sorted",
     "values_at",
@@ -220,7 +221,7 @@ class NativeBuckets:
     def spans(self) -> tuple[list[int], list[int]]:
         """``(offsets, lengths)``: runs of neighbouring buckets in use. The first offset is
         the index of the first bucket, every later one the gap since the previous span."""
-        return _spans(self.first, self.steps) if self.counts else ([], [])
+        return spans_of(self.first, self.steps) if self.counts else ([], [])
 
     def deltas(self) -> list[int]:
         """Each bucket's count minus the previous bucket's (the first minus 0)."""
@@ -232,7 +233,8 @@ class NativeBuckets:
         return dict(zip(self.indexes(), self.counts))
 
 
-def _spans(first: int, steps: Sequence[int]) -> tuple[list[int], list[int]]:
+def spans_of(first: int, steps: Sequence[int]) -> tuple[list[int], list[int]]:
+    """``(offsets, lengths)`` of the buckets in use from ``first`` on, ``steps`` apart."""
     offsets = [first]
     lengths = [1]
     for step in steps:
@@ -268,7 +270,7 @@ class NativeLayout:
 
     def spans(self) -> tuple[list[int], list[int]]:
         """As :meth:`NativeBuckets.spans`."""
-        return _spans(self.first, self.steps) if self.ends else ([], [])
+        return spans_of(self.first, self.steps) if self.ends else ([], [])
 
     def rebin(self, counts: Sequence[int]) -> NativeBuckets:
         """The native buckets of ``counts``, the counts of the HDR indexes of this layout."""
@@ -281,6 +283,17 @@ class NativeLayout:
         # each native bucket's running count is the one at its last HDR bucket
         cumulative = list(compress(accumulate(counts), self.ends))
         bucket_counts = [cumulative[0], *map(sub, islice(cumulative, 1, None), cumulative)]
+        if 0 in bucket_counts:  # HDR buckets with no count (not from a store): leave them out
+            used = [
+                (index, count)
+                for index, count in zip(accumulate(self.steps, initial=self.first), bucket_counts)
+                if count
+            ]
+            if not used:
+                return NativeBuckets(zero, 0, b"", [])
+            indexes = [index for index, _ in used]
+            steps = list(map(sub, islice(indexes, 1, None), indexes))
+            return NativeBuckets(zero, indexes[0], steps, [count for _, count in used])
         return NativeBuckets(zero, self.first, self.steps, bucket_counts)
 
 

@@ -39,7 +39,13 @@ from itertools import chain, islice, repeat
 from operator import lshift, rshift, sub, xor
 from typing import Any
 
-from ..histograms import NATIVE_SCHEMA, NATIVE_ZERO_THRESHOLD, NativeLayout, native_layout
+from ..histograms import (
+    NATIVE_SCHEMA,
+    NATIVE_ZERO_THRESHOLD,
+    NativeLayout,
+    native_layout,
+    spans_of,
+)
 from ..metrics import SeriesData, Snapshot
 from . import PROTOBUF_TYPE
 from .families import (
@@ -224,6 +230,8 @@ def _native(key: tuple[str, str], series: SeriesData) -> bytes:
     counts = native.counts
     if not counts:
         return _NATIVE_HEAD + _varint(native.zero_count)
+    if native.steps is not layout.steps:  # empty buckets were left out: other spans
+        spans = _spans(native.first, native.steps)
     try:  # every delta's zigzag varint is one byte: fill a template
         zigzags = bytes(map(_SMALL_ZIGZAG.__getitem__, map(sub, counts, chain((0,), counts))))
         encoded = bytearray(_DELTA_TEMPLATE[: 2 * len(zigzags)])
@@ -254,12 +262,12 @@ class _Layouts:
             shape = array("H", indexes)
         except (OverflowError, TypeError):  # not HDR indexes (0..3327): nothing to keep
             layout = native_layout(indexes)
-            return layout, _spans(layout)
+            return layout, _spans(layout.first, layout.steps) if layout.ends else b""
         known = self._known.get(key)
         if known is not None and known[0] == shape:
             return known[1], known[2]
         layout = native_layout(indexes)
-        spans = _spans(layout)
+        spans = _spans(layout.first, layout.steps) if layout.ends else b""
         if len(self._known) >= self.limit:
             self._known.clear()
         self._known[key] = (shape, layout, spans)
@@ -269,11 +277,9 @@ class _Layouts:
 _LAYOUTS = _Layouts()
 
 
-def _spans(layout: NativeLayout) -> bytes:
-    """The ``positive_span`` fields: each run of neighbouring buckets in use is a span."""
-    if not layout.ends:
-        return b""
-    steps = layout.steps
+def _spans(first: int, steps: Sequence[int]) -> bytes:
+    """The ``positive_span`` fields of the buckets in use from ``first`` on, ``steps`` apart:
+    each run of neighbouring buckets is a span."""
     if isinstance(steps, bytes):
         breaks = steps.translate(None, b"\x01")  # a step s > 1 starts a span s - 1 further
         try:  # each span's length less one
@@ -283,14 +289,14 @@ def _spans(layout: NativeLayout) -> bytes:
         lengths = short.translate(_SMALL_LENGTH)
         gaps = breaks.translate(_SMALL_GAP)
         if lengths.isascii() and gaps.isascii():  # every varint of the spans is one byte
-            out = _span(layout.first, lengths[0])
+            out = _span(first, lengths[0])
             if not breaks:
                 return out
             template = bytearray(_SMALL_SPAN * len(breaks))  # BucketSpan{offset, length}
             template[3::6] = gaps
             template[5::6] = lengths[1:]
             return out + template
-    offsets, lengths_list = layout.spans()
+    offsets, lengths_list = spans_of(first, steps)
     return b"".join(map(_span, offsets, lengths_list))
 
 
