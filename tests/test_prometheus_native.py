@@ -10,6 +10,7 @@ classic-bucket answer from the text scrape is reported beside it.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import time
@@ -173,10 +174,16 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         window_hdr = {
             i: c - warm_hdr.get(i, 0) for i, c in all_hdr.items() if c > warm_hdr.get(i, 0)
         }
-        at = time.time()
-        # The window opens after the warm-up was sent: its first sample of each target
-        # holds the warm-up only, its last one everything, so rate() sees the mixes.
-        window = f"{int((at - warm_sent) * 1000)}ms"
+        # The rate() window opens just after the warm-up was sent: its first sample of each
+        # target holds the warm-up only, its last one everything, so rate() sees the mixes.
+        # It lasts whole seconds, so each target (scraped every second) has as many samples
+        # in it as the other, and rate() extrapolates both by the same factor: otherwise
+        # the sum would weigh one deployment's mix more than the other's.
+        opens = math.ceil(warm_sent * 1000) / 1000  # Prometheus keeps milliseconds
+        seconds = math.ceil(time.time() - opens) + 1
+        at = opens + seconds
+        time.sleep(max(at + 0.2 - time.time(), 0.0))  # at most ~2 s: the window has ended
+        window = f"{seconds}s"
         yield {
             "native": native,
             "text": text,
