@@ -125,6 +125,7 @@ def build_endpoints(opts: dict[str, Any], names: list[str]) -> dict[str, Any]:
         "ready": ("/health/ready", ""),
         "metrics_json": ("/metrics", ""),
         "metrics_prom": ("/metrics", "format=prometheus"),
+        "metrics_proto": ("/metrics", "format=protobuf"),
     }
     for name, (path, query) in targets.items():
         try:

@@ -74,6 +74,7 @@ SUBJECTS: dict[str, tuple[str, str]] = {
     "ready": ("GET /health/ready (cached)", "endpoint"),
     "metrics_json": (f"GET /metrics JSON, {ENDPOINTS} endpoints", "endpoint"),
     "metrics_prom": (f"GET /metrics?format=prometheus, {ENDPOINTS} endpoints", "endpoint"),
+    "metrics_proto": (f"GET /metrics?format=protobuf, {ENDPOINTS} endpoints", "endpoint"),
     "merge": (
         f"{MERGE_WORKERS}-worker merge: collect_snapshot ({ENDPOINTS} endpoints each)",
         "endpoint",
@@ -98,7 +99,7 @@ GROUPS: dict[str, list[str]] = {
     "wo_context": ["wo_context"],
     "wo_default_pipe": ["wo_default_pipe"],
     "wo_worker_table": ["wo_worker_table"],
-    "endpoints": ["health", "live", "ready", "metrics_json", "metrics_prom"],
+    "endpoints": ["health", "live", "ready", "metrics_json", "metrics_prom", "metrics_proto"],
     "merge": ["merge", "merge_json"],
 }
 

@@ -309,6 +309,7 @@ def test_a_request_id_is_sent_back_when_the_app_sets_none() -> None:
 _OPENMETRICS = "application/openmetrics-text"
 _TEXT = "text/plain; version=0.0.4"
 _JSON = "application/json"
+_PROTOBUF = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily"
 
 
 @pytest.mark.parametrize(
@@ -338,7 +339,7 @@ _JSON = "application/json"
             "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;"
             "encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;q=0.5,"
             "text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
-            _OPENMETRICS,
+            _PROTOBUF,
             id="prometheus-native-histograms",
         ),
         pytest.param("text/plain", _TEXT, id="text-plain"),

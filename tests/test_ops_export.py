@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 
 from wsgi_observe.cli import main
-from wsgi_observe.exposition.prometheus import FAMILIES
+from wsgi_observe.exposition.families import FAMILIES
 from wsgi_observe.ops import _yaml
 from wsgi_observe.ops.alertmanager import alertmanager_config, render_alertmanager_config
 from wsgi_observe.ops.dashboard import ROWS, grafana_dashboard, render_grafana_dashboard

@@ -15,7 +15,7 @@ from wsgiref.validate import validator
 import pytest
 import wsgi_client
 
-from wsgi_observe.exposition import OPENMETRICS_TYPE, PROMETHEUS_TYPE, prometheus
+from wsgi_observe.exposition import OPENMETRICS_TYPE, PROMETHEUS_TYPE, families
 from wsgi_observe.exposition.prometheus import (
     BUCKET_BOUNDS,
     FAMILIES,
@@ -861,10 +861,10 @@ def test_sorting_and_binning_give_the_same_numbers():
     """Both ways of reading the HDR buckets (sort for few, bin for many) agree everywhere."""
     sizes = set()
     for hist in _random_hists():
-        sizes.add(len(hist) >= prometheus._SORT_BELOW)
+        sizes.add(len(hist) >= families._SORT_BELOW)
         keys = sorted(hist)
-        by_sorting = prometheus._sorted_distribution(keys, [hist[k] for k in keys])
-        assert by_sorting == prometheus._binned_distribution(hist)
+        by_sorting = families._sorted_distribution(keys, [hist[k] for k in keys])
+        assert by_sorting == families._binned_distribution(hist)
     assert sizes == {False, True}
 
 

@@ -22,6 +22,7 @@ from .exposition import (
     JSON_TYPE,
     OPENMETRICS_TYPE,
     PROMETHEUS_TYPE,
+    PROTOBUF_TYPE,
     json_document,
     negotiate,
     render_json,
@@ -213,4 +214,8 @@ class Routes:
         }
         if kind == "openmetrics":
             return render_openmetrics(snapshot, extras), OPENMETRICS_TYPE
+        if kind == "protobuf":
+            from .exposition.protobuf import render_protobuf
+
+            return render_protobuf(snapshot, extras), PROTOBUF_TYPE
         return render_prometheus(snapshot, extras), PROMETHEUS_TYPE

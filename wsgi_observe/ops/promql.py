@@ -1,7 +1,7 @@
 """PromQL pieces shared by the rules and the dashboard, named from the exposition's families.
 
 Every metric name used by ``wsgi-observe export`` comes from a
-:class:`wsgi_observe.exposition.prometheus.Family`, so a renamed series breaks these
+:class:`wsgi_observe.exposition.families.Family`, so a renamed series breaks these
 files' tests instead of silently leaving a dashboard empty.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ..exposition.prometheus import (
+from ..exposition.families import (
     CALL_DURATION,
     CALLS,
     CHECK_HEALTHY,
