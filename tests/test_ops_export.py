@@ -15,7 +15,7 @@ from wsgi_observe.exposition.families import FAMILIES
 from wsgi_observe.ops import _yaml
 from wsgi_observe.ops.alertmanager import alertmanager_config, render_alertmanager_config
 from wsgi_observe.ops.dashboard import ROWS, grafana_dashboard, render_grafana_dashboard
-from wsgi_observe.ops.promql import duration_seconds
+from wsgi_observe.ops.promql import HISTOGRAMS, duration_seconds
 from wsgi_observe.ops.rules import (
     ALERT_NAMES,
     DEFAULT_RUNBOOK_URL,
@@ -27,7 +27,11 @@ from wsgi_observe.ops.rules import (
 
 EXAMPLES = {
     "prometheus-rules.yml": lambda: render_prometheus_rules(),
+    "prometheus-rules-native.yml": lambda: render_prometheus_rules(
+        RuleOptions(histograms="native")
+    ),
     "grafana-dashboard.json": lambda: render_grafana_dashboard(),
+    "grafana-dashboard-native.json": lambda: render_grafana_dashboard(histograms="native"),
     "alertmanager.yml": lambda: render_alertmanager_config(),
 }
 _NAME = re.compile(r"(?<![\w:])(wsgi_observe_[a-z_]+|up)(?![\w:])")
@@ -62,19 +66,23 @@ def test_checked_in_examples_are_what_export_writes(name: str) -> None:
         pytest.fail(f"examples/{name} was stale and has been regenerated: commit it")
 
 
-def test_every_series_queried_is_one_metrics_serves() -> None:
+@pytest.mark.parametrize("histograms", HISTOGRAMS)
+def test_every_series_queried_is_one_metrics_serves(histograms: str) -> None:
     """Rules and panels name only series that the exposition's families produce."""
     served = _served_names()
-    rules = prometheus_rules(RuleOptions())
+    rules = prometheus_rules(RuleOptions(histograms=histograms))
+    dashboard = grafana_dashboard(histograms=histograms)
     queried = {name for expr in _exprs(rules) for name in _NAME.findall(expr)}
-    queried |= {name for expr in _panel_exprs(grafana_dashboard()) for name in _NAME.findall(expr)}
+    queried |= {name for expr in _panel_exprs(dashboard) for name in _NAME.findall(expr)}
     assert queried - served == set()
     assert len(queried) >= 20  # the check did look at the queries
 
 
-def test_recording_rules_feed_the_alerts_and_each_other() -> None:
+@pytest.mark.parametrize("histograms", HISTOGRAMS)
+def test_recording_rules_feed_the_alerts_and_each_other(histograms: str) -> None:
     """Every recorded series used by a rule is recorded earlier in the same file."""
-    rules = prometheus_rules(RuleOptions())
+    options = RuleOptions(histograms=histograms)
+    rules = prometheus_rules(options)
     recorded: list[str] = []
     for group in rules["groups"]:
         for rule in group["rules"]:
@@ -82,7 +90,104 @@ def test_recording_rules_feed_the_alerts_and_each_other() -> None:
             assert used <= set(recorded), rule
             if "record" in rule:
                 recorded.append(rule["record"])
-    assert set(recording_names(RuleOptions()).values()) == set(recorded)
+    assert set(recording_names(options).values()) == set(recorded)
+
+
+def _latency_rule(rule: dict[str, Any]) -> bool:
+    return "_bucket" in rule.get("record", "") or "quantile" in rule.get("labels", {})
+
+
+def test_native_rules_differ_only_in_the_quantiles_which_read_native_histograms() -> None:
+    """--histograms native: the same rules under the same names, but the p50/p95/p99 rules
+    come from sum(rate()) of the native series per job and per endpoint, without the
+    per-bucket rules; nothing reads a _bucket series."""
+    options = RuleOptions(job="crm", window="10m")
+    (classic,) = prometheus_rules(options)["groups"]
+    (native,) = prometheus_rules(RuleOptions(job="crm", window="10m", histograms="native"))[
+        "groups"
+    ]
+    assert native["name"] == classic["name"]
+    assert [r for r in native["rules"] if not _latency_rule(r)] == [
+        r for r in classic["rules"] if not _latency_rule(r)
+    ]
+    assert "_bucket" not in "\n".join(_exprs({"groups": [native]}))
+    quantiles = [
+        (r["record"], r["labels"]["quantile"], r["expr"])
+        for r in native["rules"]
+        if _latency_rule(r)
+    ]
+    series = 'wsgi_observe_request_duration_seconds{job="crm"}[10m]'
+    assert quantiles == [
+        (
+            f"{level}:wsgi_observe_request_duration_seconds:quantile_rate10m",
+            str(q),
+            f"histogram_quantile({q}, sum by ({by}) (rate({series})))",
+        )
+        for level, by in (("job", "job"), ("job_endpoint", "job, endpoint"))
+        for q in (0.5, 0.95, 0.99)
+    ]
+    assert [r["record"] for r in classic["rules"] if _latency_rule(r)] == [
+        "job_le:wsgi_observe_request_duration_seconds_bucket:rate10m",
+        *[quantiles[0][0]] * 3,
+        "job_endpoint_le:wsgi_observe_request_duration_seconds_bucket:rate10m",
+        *[quantiles[3][0]] * 3,
+    ]
+
+
+def test_native_dashboard_differs_only_in_the_latency_panels() -> None:
+    """--histograms native: the same panels, but the quantiles come from sum(rate()) of the
+    native series and the heatmap draws the native histogram itself (format time_series)."""
+    classic = grafana_dashboard("crm")
+    native = grafana_dashboard("crm", histograms="native")
+    latency = {"p50 / p95 / p99", "p95 by endpoint", "Latency heatmap", "p95 by function"}
+
+    def others(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+        return [p for p in dashboard["panels"] if p["title"] not in latency]
+
+    assert others(native) == others(classic)
+    assert native["templating"] == classic["templating"]
+    assert [p["gridPos"] for p in native["panels"]] == [p["gridPos"] for p in classic["panels"]]
+    assert "_bucket" not in "\n".join(_panel_exprs(native))
+    panels = {p["title"]: p for p in native["panels"]}
+    selector = 'job="$job", instance=~"$instance"'
+    series = f"wsgi_observe_request_duration_seconds{{{selector}}}[$__rate_interval]"
+    assert [t["expr"] for t in panels["p50 / p95 / p99"]["targets"]] == [
+        f"histogram_quantile({q}, sum(rate({series})))" for q in (0.5, 0.95, 0.99)
+    ]
+    (by_endpoint,) = panels["p95 by endpoint"]["targets"]
+    assert by_endpoint["expr"].startswith("histogram_quantile(0.95, sum by (endpoint) (rate(")
+    (by_function,) = panels["p95 by function"]["targets"]
+    assert by_function["expr"] == (
+        "histogram_quantile(0.95, sum by (function) "
+        f"(rate(wsgi_observe_function_duration_seconds{{{selector}}}[$__rate_interval])))"
+    )
+    heatmap = panels["Latency heatmap"]
+    assert heatmap["type"] == "heatmap" and heatmap["options"]["calculate"] is False
+    (target,) = heatmap["targets"]
+    assert target["format"] == "time_series"
+    assert target["expr"] == (
+        f"sum(increase(wsgi_observe_request_duration_seconds{{{selector}, "
+        'endpoint=~"$endpoint"}[$__rate_interval]))'
+    )
+
+
+@pytest.mark.parametrize("target", ["prometheus-rules", "grafana-dashboard"])
+def test_histograms_option_exports_the_native_form(
+    target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--histograms native prints the native examples; --histograms classic the default."""
+    suffix = ".yml" if target == "prometheus-rules" else ".json"
+    for form, name in (("native", f"{target}-native{suffix}"), ("classic", target + suffix)):
+        assert main(["export", target, "--histograms", form]) == 0
+        assert capsys.readouterr().out == EXAMPLES[name]()
+
+
+def test_a_bad_histograms_value_raises_naming_it() -> None:
+    """Anything but classic or native is refused by the functions as by the command."""
+    with pytest.raises(ValueError, match=r"^histograms='Native': 'Native' is neither"):
+        RuleOptions(histograms="Native")
+    with pytest.raises(ValueError, match=r"^'' is neither classic nor native$"):
+        grafana_dashboard(histograms="")
 
 
 def test_alerts_have_severity_summary_description_and_a_runbook_in_the_readme() -> None:
@@ -259,6 +364,21 @@ def test_alertmanager_routes_critical_to_pagerduty_and_the_rest_to_the_named_rec
             ["export", "grafana-dashboard", "--latency-p95", "-1"],
             "--latency-p95=-1.0: expected a number above 0",
             id="dashboard-threshold",
+        ),
+        pytest.param(
+            ["export", "prometheus-rules", "--histograms", "sparse"],
+            "argument --histograms: 'sparse' is neither classic nor native",
+            id="histograms-rules",
+        ),
+        pytest.param(
+            ["export", "grafana-dashboard", "--histograms", ""],
+            "argument --histograms: '' is neither classic nor native",
+            id="histograms-dashboard",
+        ),
+        pytest.param(
+            ["export", "alertmanager", "--histograms", "native"],
+            "unrecognized arguments: --histograms native",
+            id="histograms-alertmanager",
         ),
         pytest.param(
             ["export", "alertmanager", "--receiver", "pagerduty"],

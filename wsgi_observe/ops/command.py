@@ -1,8 +1,10 @@
 """``wsgi-observe export prometheus-rules|grafana-dashboard|alertmanager [-o FILE] ...``
 
-Prints the file (or writes it with ``-o FILE``). Bad input (an unknown target, an option
-that is not a number or a duration, a path that cannot be written) gets one line on
-stderr and exit code 2.
+Prints the file (or writes it with ``-o FILE``). ``--histograms native`` makes the rules'
+and the dashboard's latency queries read native histograms instead of the classic
+``_bucket`` series. Bad input (an unknown target, an option that is not a number, a
+duration or a histogram form, a path that cannot be written) gets one line on stderr and
+exit code 2.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, NoReturn, Optional
 
 from .alertmanager import AlertmanagerOptions, render_alertmanager_config
 from .dashboard import render_grafana_dashboard
-from .promql import check_duration
+from .promql import check_duration, check_histograms
 from .rules import DEFAULT_JOB, RuleOptions, render_prometheus_rules
 
 __all__ = ["TARGETS", "main"]
@@ -59,8 +61,26 @@ def _duration(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _histograms(text: str) -> str:
+    try:
+        return check_histograms(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+
+def _histograms_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--histograms",
+        type=_histograms,
+        default="classic",
+        metavar="classic|native",
+        help="latency from the _bucket series (classic, the default) or from native "
+        "histograms (Prometheus with --enable-feature=native-histograms)",
+    )
 
 
 def _rule_options(parser: argparse.ArgumentParser) -> None:
@@ -87,10 +107,12 @@ def _parser() -> _Parser:
     rules = targets.add_parser("prometheus-rules", help="recording and alerting rules (YAML)")
     rules.add_argument("--job", default=DEFAULT_JOB, help=f"scrape job ({DEFAULT_JOB})")
     _common(rules)
+    _histograms_option(rules)
     _rule_options(rules)
     dashboard = targets.add_parser("grafana-dashboard", help="the Grafana dashboard (JSON)")
     dashboard.add_argument("--job", default=DEFAULT_JOB, help=f"default job ({DEFAULT_JOB})")
     _common(dashboard)
+    _histograms_option(dashboard)
     dashboard.add_argument("--error-ratio", type=_number, default=0.05, help="line at (0.05)")
     dashboard.add_argument("--latency-p95", type=_number, default=2.0, help="line at, s (2)")
     manager = targets.add_parser("alertmanager", help="routes critical alerts to PagerDuty (YAML)")
@@ -130,6 +152,7 @@ def _render(args: argparse.Namespace) -> str:
                 not_ready_for=args.not_ready_for,
                 evaluation_interval=args.evaluation_interval or "",
                 runbook_url=args.runbook_url,
+                histograms=args.histograms,
             )
         )
     if args.target == "grafana-dashboard":
@@ -138,7 +161,10 @@ def _render(args: argparse.Namespace) -> str:
             RuleOptions, job=args.job, error_ratio=args.error_ratio, latency_p95_s=args.latency_p95
         )
         return render_grafana_dashboard(
-            args.job, error_ratio=args.error_ratio, latency_p95_s=args.latency_p95
+            args.job,
+            error_ratio=args.error_ratio,
+            latency_p95_s=args.latency_p95,
+            histograms=args.histograms,
         )
     return render_alertmanager_config(
         _build(

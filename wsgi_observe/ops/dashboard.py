@@ -5,6 +5,12 @@ The Prometheus data source is a variable (``$datasource``), and so are ``$job``,
 ``$__rate_interval``. Rows: traffic, latency, errors, readiness, processes, system and
 timed functions. The queries use the raw series (not the recording rules), so the
 dashboard works without the rules loaded.
+
+The latency panels read the classic ``_bucket`` series (``histograms="classic"``) or the
+native histograms (``histograms="native"``, for a Prometheus scraping with
+``--enable-feature=native-histograms``): ``histogram_quantile`` over ``sum(rate())`` of
+the native series, and a heatmap of the native histogram itself, which Grafana draws
+from its own buckets (Grafana 10.3 and later; older ones leave that one panel empty).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any, Optional
 
 from .promql import (
     BUCKETS,
-    CALL_BUCKETS,
+    CALL_HISTOGRAM,
     CALLS_TOTAL,
     CHECK_HEALTHY_SERIES,
     CHECK_LATENCY_SERIES,
@@ -23,6 +29,7 @@ from .promql import (
     DISK_TOTAL_SERIES,
     DISK_USED_SERIES,
     ERRORS_TOTAL,
+    HISTOGRAM,
     IN_FLIGHT_SERIES,
     INFO_SERIES,
     MEM_AVAILABLE_SERIES,
@@ -36,6 +43,7 @@ from .promql import (
     READY_AT_SERIES,
     READY_SERIES,
     REQUESTS_TOTAL,
+    check_histograms,
 )
 from .rules import DEFAULT_JOB
 
@@ -57,7 +65,9 @@ class Panel:
     """One panel: its title, what it shows, its queries (``(expr, legend)``), unit and kind.
 
     ``has_data``: whether the demo under load gives it data (the real-Prometheus test
-    checks exactly that; failed timed calls, for one, do not happen there).
+    checks exactly that; failed timed calls, for one, do not happen there). ``format``:
+    the targets' result format (default: ``heatmap`` for a heatmap, which turns classic
+    cumulative buckets into cells; a native histogram is drawn as ``time_series``).
     """
 
     title: str
@@ -68,13 +78,46 @@ class Panel:
     has_data: bool = True
     threshold: Optional[float] = None
     options: dict[str, Any] = field(default_factory=dict)
+    format: str = ""
 
 
-def _quantile(q: float, by: str, buckets: str, selector: str) -> str:
-    return f"histogram_quantile({q}, sum by ({by}) (rate({buckets}{{{selector}}}{_RATE})))"
+def _quantile(q: float, by: str, histogram: str, selector: str, native: bool) -> str:
+    """``histogram_quantile`` over the instances' sum: of the classic ``histogram_bucket``
+    series (by ``le``), or of the native ``histogram`` (``sum`` adds them bucket by bucket)."""
+    if native:
+        total = f"sum by ({by}) " if by else "sum"
+        series = histogram
+    else:
+        total = f"sum by ({by + ', ' if by else ''}le) "
+        series = histogram + "_bucket"
+    return f"histogram_quantile({q}, {total}(rate({series}{{{selector}}}{_RATE})))"
 
 
-def _rows(error_ratio: float, latency_p95_s: float) -> list[tuple[str, list[Panel]]]:
+def _heatmap(native: bool) -> Panel:
+    if native:
+        return Panel(
+            "Latency heatmap",
+            "Requests per native histogram bucket (seconds) over time; Grafana 10.3 or "
+            "later draws native histograms.",
+            ((f"sum(increase({HISTOGRAM}{{{_E}}}{_RATE}))", "requests"),),
+            "s",
+            kind="heatmap",
+            format="time_series",
+        )
+    return Panel(
+        "Latency heatmap",
+        "Requests per histogram bucket (le, seconds) over time.",
+        ((f"sum by (le) (increase({BUCKETS}{{{_E}}}{_RATE}))", "{{le}}"),),
+        "s",
+        kind="heatmap",
+    )
+
+
+def _rows(
+    error_ratio: float, latency_p95_s: float, histograms: str = "classic"
+) -> list[tuple[str, list[Panel]]]:
+    native = histograms == "native"
+    source = "native histograms" if native else "histogram buckets"
     return [
         (
             "Traffic",
@@ -114,9 +157,10 @@ def _rows(error_ratio: float, latency_p95_s: float) -> list[tuple[str, list[Pane
             [
                 Panel(
                     "p50 / p95 / p99",
-                    "Request duration quantiles from the histogram buckets, all endpoints.",
+                    f"Request duration quantiles from the {source}, all endpoints.",
                     tuple(
-                        (_quantile(q, "le", BUCKETS, _S), f"p{round(q * 100)}") for q in QUANTILES
+                        (_quantile(q, "", HISTOGRAM, _S, native), f"p{round(q * 100)}")
+                        for q in QUANTILES
                     ),
                     "s",
                     threshold=latency_p95_s,
@@ -124,17 +168,11 @@ def _rows(error_ratio: float, latency_p95_s: float) -> list[tuple[str, list[Pane
                 Panel(
                     "p95 by endpoint",
                     "95th percentile of the request duration, per endpoint.",
-                    ((_quantile(0.95, "endpoint, le", BUCKETS, _E), "{{endpoint}}"),),
+                    ((_quantile(0.95, "endpoint", HISTOGRAM, _E, native), "{{endpoint}}"),),
                     "s",
                     threshold=latency_p95_s,
                 ),
-                Panel(
-                    "Latency heatmap",
-                    "Requests per histogram bucket (le, seconds) over time.",
-                    ((f"sum by (le) (increase({BUCKETS}{{{_E}}}{_RATE}))", "{{le}}"),),
-                    "s",
-                    kind="heatmap",
-                ),
+                _heatmap(native),
             ],
         ),
         (
@@ -303,7 +341,7 @@ def _rows(error_ratio: float, latency_p95_s: float) -> list[tuple[str, list[Pane
                 Panel(
                     "p95 by function",
                     "95th percentile of the duration of each timed function.",
-                    ((_quantile(0.95, "function, le", CALL_BUCKETS, _S), "{{function}}"),),
+                    ((_quantile(0.95, "function", CALL_HISTOGRAM, _S, native), "{{function}}"),),
                     "s",
                 ),
                 Panel(
@@ -338,8 +376,9 @@ def _panel_json(panel: Panel, panel_id: int, x: int, y: int, width: int) -> dict
             "range": True,
             "refId": chr(ord("A") + index),
         }
-        if panel.kind == "heatmap":
-            target["format"] = "heatmap"
+        target_format = panel.format or ("heatmap" if panel.kind == "heatmap" else "")
+        if target_format:
+            target["format"] = target_format
         targets.append(target)
     defaults: dict[str, Any] = {"unit": panel.unit}
     if panel.threshold is not None:
@@ -387,14 +426,26 @@ def _variable(name: str, label: str, query: str, **extra: Any) -> dict[str, Any]
 
 
 def grafana_dashboard(
-    job: str = DEFAULT_JOB, *, error_ratio: float = 0.05, latency_p95_s: float = 2.0
+    job: str = DEFAULT_JOB,
+    *,
+    error_ratio: float = 0.05,
+    latency_p95_s: float = 2.0,
+    histograms: str = "classic",
 ) -> dict[str, Any]:
-    """The dashboard's JSON model; ``job`` is the ``$job`` variable's default, and the
-    thresholds draw lines on the error and latency panels."""
+    """The dashboard's JSON model; ``job`` is the ``$job`` variable's default, the
+    thresholds draw lines on the error and latency panels, and ``histograms``
+    (``classic`` or ``native``) is the form of the latency histograms the panels read."""
+    check_histograms(histograms)
+    description = (
+        "Traffic, latency, errors, readiness, processes, system and timed functions of WSGI "
+        "apps wrapped by wsgi_observe (wsgi-observe export grafana-dashboard"
+    )
+    if histograms == "native":
+        description += " --histograms native: latency from native histograms"
     panels: list[dict[str, Any]] = []
     panel_id = 1
     y = 0
-    for title, row in _rows(error_ratio, latency_p95_s):
+    for title, row in _rows(error_ratio, latency_p95_s, histograms):
         panels.append(
             {
                 "id": panel_id,
@@ -424,9 +475,7 @@ def grafana_dashboard(
         ],
         "uid": DASHBOARD_UID,
         "title": "wsgi_observe",
-        "description": "Traffic, latency, errors, readiness, processes, system and timed "
-        "functions of WSGI apps wrapped by wsgi_observe (wsgi-observe export "
-        "grafana-dashboard).",
+        "description": description + ").",
         "tags": ["wsgi_observe", "python", "wsgi"],
         "editable": True,
         "graphTooltip": 1,
@@ -481,14 +530,21 @@ def grafana_dashboard(
     }
 
 
-def panels_with_data() -> dict[str, bool]:
+def panels_with_data(histograms: str = "classic") -> dict[str, bool]:
     """Each panel's title and whether the demo under load gives it data (for the tests)."""
-    return {panel.title: panel.has_data for _, row in _rows(0.05, 2.0) for panel in row}
+    rows = _rows(0.05, 2.0, histograms)
+    return {panel.title: panel.has_data for _, row in rows for panel in row}
 
 
 def render_grafana_dashboard(
-    job: str = DEFAULT_JOB, *, error_ratio: float = 0.05, latency_p95_s: float = 2.0
+    job: str = DEFAULT_JOB,
+    *,
+    error_ratio: float = 0.05,
+    latency_p95_s: float = 2.0,
+    histograms: str = "classic",
 ) -> str:
     """The dashboard as JSON text (what ``wsgi-observe export grafana-dashboard`` prints)."""
-    model = grafana_dashboard(job, error_ratio=error_ratio, latency_p95_s=latency_p95_s)
+    model = grafana_dashboard(
+        job, error_ratio=error_ratio, latency_p95_s=latency_p95_s, histograms=histograms
+    )
     return json.dumps(model, indent=2, ensure_ascii=False) + "\n"

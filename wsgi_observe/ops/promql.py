@@ -38,20 +38,31 @@ from ..exposition.families import (
 __all__ = [
     "BUCKETS",
     "CALL_BUCKETS",
+    "CALL_HISTOGRAM",
+    "HISTOGRAM",
+    "HISTOGRAMS",
     "QUANTILES",
     "check_duration",
+    "check_histograms",
     "duration_seconds",
     "matchers",
     "metric",
     "string",
 ]
 
+#: Which form of the latency histograms the files query: ``classic`` (the ``_bucket``
+#: series every Prometheus stores) or ``native`` (the native histograms a Prometheus with
+#: ``--enable-feature=native-histograms`` stores under the histogram's own name).
+HISTOGRAMS = ("classic", "native")
+
 #: Sample names as Prometheus stores them (a counter's carry ``_total``).
 REQUESTS_TOTAL = REQUESTS.sample
 ERRORS_TOTAL = ERRORS.sample
 BUCKETS = DURATION.name + "_bucket"
+HISTOGRAM = DURATION.name  # the native series: one sample holds every bucket
 CALLS_TOTAL = CALLS.sample
 CALL_BUCKETS = CALL_DURATION.name + "_bucket"
+CALL_HISTOGRAM = CALL_DURATION.name
 INFO_SERIES = INFO.sample
 IN_FLIGHT_SERIES = IN_FLIGHT.name
 READY_SERIES = READY.name
@@ -91,6 +102,13 @@ def check_duration(text: str, *, zero: bool = False) -> str:
     """``text`` if it is a Prometheus duration (above 0 unless ``zero``), else ValueError."""
     if duration_seconds(text) <= 0 and not zero:
         raise ValueError(f"{text!r} must be longer than 0")
+    return text
+
+
+def check_histograms(text: str) -> str:
+    """``text`` if it is one of :data:`HISTOGRAMS`, else ValueError."""
+    if text not in HISTOGRAMS:
+        raise ValueError(f"{text!r} is neither classic nor native")
     return text
 
 

@@ -1,9 +1,21 @@
 """Prometheus recording and alerting rules for a wsgi_observe scrape job (pure functions).
 
 Recording rules (``level:metric:operation``) give the request rate, the error ratio and
-p50/p95/p99 from the histogram buckets, per job and per job and endpoint, over one window
+p50/p95/p99 from the latency histogram, per job and per job and endpoint, over one window
 (default 5m). They share one group with the alerts, evaluated in order, so each alert reads
-what was recorded in the same evaluation. The alerting rules are the monitoring guide's:
+what was recorded in the same evaluation.
+
+The quantiles come from the classic ``_bucket`` series (``histograms="classic"``, the
+default: every Prometheus has them), or from the native histograms
+(``histograms="native"``), which a Prometheus scraping with
+``--enable-feature=native-histograms`` stores instead (2.40 to 2.44 store only those;
+2.45 and later also the classic ones with ``scrape_classic_histograms: true``). The
+native form adds instances together without the classic buckets' guesswork; it records
+the quantiles straight from ``rate()`` of the native series (no per-bucket rule, so no
+histogram is ever recorded and the file works from Prometheus 2.40). Everything else is
+the same in both forms, and so are the recorded names the alerts and runbooks read.
+
+The alerting rules are the monitoring guide's:
 
 - ``WsgiObserveErrorRateHigh`` (critical): errors (5xx answers and exceptions) above 5 %
   of requests over the window, once the window holds ``min_requests`` requests;
@@ -33,9 +45,11 @@ from .promql import (
     BUCKETS,
     CHECK_STATUS_SERIES,
     ERRORS_TOTAL,
+    HISTOGRAM,
     QUANTILES,
     REQUESTS_TOTAL,
     check_duration,
+    check_histograms,
     duration_seconds,
     matchers,
 )
@@ -81,7 +95,9 @@ class RuleOptions:
     history), ``pending`` (``for`` of the error, latency and spike alerts),
     ``scrape_interval`` (``for`` of the instance-down alert: two failed scrapes),
     ``not_ready_for``, ``evaluation_interval`` (of the group; empty: Prometheus's
-    global one) and ``runbook_url``. A bad value raises ``ValueError`` naming the field.
+    global one), ``runbook_url`` and ``histograms`` (``classic`` or ``native``: which
+    form of the latency histogram the quantiles come from). A bad value raises
+    ``ValueError`` naming the field.
     """
 
     job: str = DEFAULT_JOB
@@ -97,10 +113,12 @@ class RuleOptions:
     not_ready_for: str = "2m"
     evaluation_interval: str = ""
     runbook_url: str = DEFAULT_RUNBOOK_URL
+    histograms: str = "classic"
 
     def __post_init__(self) -> None:
         if not self.job or not self.job.isprintable():
             raise ValueError(f"job={self.job!r}: expected a non-empty name")
+        _field("histograms", check_histograms, self.histograms)
         for name in ("window", "spike_offset", "spike_fallback", "scrape_interval"):
             _field(name, lambda value: check_duration(value), getattr(self, name))
         for name in ("pending", "not_ready_for"):
@@ -138,8 +156,9 @@ def _number(value: float) -> str:
 
 
 def recording_names(options: RuleOptions) -> dict[str, str]:
-    """The recorded series, by role: ``rate``, ``errors``, ``ratio``, ``buckets``,
-    ``quantiles``, each per job, and the same with an ``endpoint_`` prefix per endpoint."""
+    """The recorded series, by role: ``rate``, ``errors``, ``ratio``, ``buckets`` (classic
+    histograms only), ``quantiles``, each per job, and the same with an ``endpoint_``
+    prefix per endpoint. The names do not depend on the histograms' form."""
     rate = f"rate{options.window}"
     names = {
         "rate": f"job:{REQUESTS_TOTAL.removesuffix('_total')}:{rate}",
@@ -153,7 +172,10 @@ def recording_names(options: RuleOptions) -> dict[str, str]:
         level, rest = name.split(":", 1)
         level = "job_endpoint_le" if level == "job_le" else "job_endpoint"
         per_endpoint[f"endpoint_{role}"] = f"{level}:{rest}"
-    return {**names, **per_endpoint}
+    names = {**names, **per_endpoint}
+    if options.histograms == "native":
+        del names["buckets"], names["endpoint_buckets"]
+    return names
 
 
 def _recording(options: RuleOptions) -> list[dict[str, Any]]:
@@ -175,16 +197,22 @@ def _recording(options: RuleOptions) -> list[dict[str, Any]]:
                 "record": names[prefix + "ratio"],
                 "expr": f"{names[prefix + 'errors']}{job}\n/\n{names[prefix + 'rate']}{job}",
             },
-            {
-                "record": names[prefix + "buckets"],
-                "expr": f"sum by ({by}, le) (rate({BUCKETS}{job}[{window}]))",
-            },
         ]
+        if options.histograms == "classic":
+            rules.append(
+                {
+                    "record": names[prefix + "buckets"],
+                    "expr": f"sum by ({by}, le) (rate({BUCKETS}{job}[{window}]))",
+                }
+            )
+            source = f"{names[prefix + 'buckets']}{job}"
+        else:  # sum() adds the instances' native histograms bucket by bucket
+            source = f"sum by ({by}) (rate({HISTOGRAM}{job}[{window}]))"
         for quantile in QUANTILES:
             rules.append(
                 {
                     "record": names[prefix + "quantiles"],
-                    "expr": f"histogram_quantile({quantile}, {names[prefix + 'buckets']}{job})",
+                    "expr": f"histogram_quantile({quantile}, {source})",
                     "labels": {"quantile": str(quantile)},
                 }
             )
@@ -333,4 +361,10 @@ def render_prometheus_rules(options: RuleOptions = RuleOptions()) -> str:
         "Load: add this file to rule_files in prometheus.yml; check it with\n"
         "promtool check rules <file>."
     )
+    if options.histograms == "native":
+        header += (
+            "\nLatency quantiles from native histograms: for a Prometheus (2.40 or newer)\n"
+            "started with --enable-feature=native-histograms (3.8 and later:\n"
+            "scrape_native_histograms: true)."
+        )
     return _yaml.dump(prometheus_rules(options), header=header)
