@@ -1,6 +1,15 @@
 """The exported files with real parts: Prometheus scraping the demo under gunicorn (2
 workers) answers every recording rule, alert expression and dashboard query; Alertmanager
-with the generated config delivers a firing alert, then its end, to a PagerDuty stand-in."""
+with the generated config delivers a firing alert, then its end, to a PagerDuty stand-in.
+
+Both forms of the rules and the dashboard are checked, each against the Prometheus it is
+for, scraping the same demo at the same time: ``classic`` against a Prometheus scraping
+text, ``native`` (``--histograms native``) against Prometheus 2.42 started with
+``--enable-feature=native-histograms``, which scrapes the protobuf format and stores the
+latency histograms only in their native form (no ``_bucket`` series). promtool 2.42's
+rule unit tests cannot take native histograms as input series (their notation came in
+later releases), so this is where the native latency rules are proven.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +31,7 @@ from test_prometheus_server import Prometheus
 
 from wsgi_observe.ops.alertmanager import AlertmanagerOptions, render_alertmanager_config
 from wsgi_observe.ops.dashboard import grafana_dashboard, panels_with_data
+from wsgi_observe.ops.promql import HISTOGRAMS
 from wsgi_observe.ops.rules import (
     ALERT_NAMES,
     RuleOptions,
@@ -60,6 +70,8 @@ alerting:
     - static_configs:
         - targets: ['127.0.0.1:{port}']
 """
+# Prometheus's flags for each form of the exported files.
+FLAGS = {"classic": (), "native": ("--enable-feature=native-histograms",)}
 
 
 def _send(server: Gunicorn, batch: dict[str, int]) -> None:
@@ -121,30 +133,78 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
         server.stop()
 
 
+class FlaggedPrometheus(Prometheus):
+    """test_prometheus_server's Prometheus (config, storage, stop by pid) with extra flags."""
+
+    def __init__(
+        self, workdir: Path, target: str, config_text: str, flags: tuple[str, ...]
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = workdir / "prometheus.yml"
+        config.write_text(config_text.format(target=target), encoding="utf-8")
+        self.logfile = workdir / "prometheus.log"
+        self.log = open(self.logfile, "wb")  # a file, not a pipe; closed in stop()
+        try:
+            self.process = subprocess.Popen(
+                [
+                    PROMETHEUS,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    *flags,
+                ],
+                stdout=self.log,
+                stderr=self.log,
+                cwd=workdir,
+            )
+        except BaseException:
+            self.log.close()
+            raise
+
+
 @pytest.fixture(scope="module")
-def scraped(demo: Gunicorn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    """Prometheus with the default rules, after the demo's traffic and readiness probes."""
-    workdir = tmp_path_factory.mktemp("prometheus")
-    (workdir / "rules.yml").write_text(render_prometheus_rules(), encoding="utf-8")
-    prometheus = Prometheus(workdir, f"127.0.0.1:{demo.port}", CONFIG)
+def scraped(
+    demo: Gunicorn, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Prometheus]]:
+    """One Prometheus per form of the files (``classic``: text and the default rules;
+    ``native``: the feature flag and the rules exported with --histograms native), both
+    scraping the demo, after its traffic and readiness probes."""
+    started: list[Prometheus] = []
     try:
-        prometheus.wait_ready()
+        for form in HISTOGRAMS:
+            workdir = tmp_path_factory.mktemp(f"prometheus-{form}")
+            rules = render_prometheus_rules(RuleOptions(histograms=form))
+            (workdir / "rules.yml").write_text(rules, encoding="utf-8")
+            started.append(
+                FlaggedPrometheus(workdir, f"127.0.0.1:{demo.port}", CONFIG, FLAGS[form])
+            )
+        for prometheus in started:
+            prometheus.wait_ready()
         # One request per endpoint first, seen by two scrapes: rate() counts only what a
         # series gained, so each series must exist before the traffic that is measured.
         _send(demo, dict.fromkeys(TRAFFIC, 1))
         boom = 'wsgi_observe_request_errors_total{endpoint="/api/boom"}'
-        wait_until(lambda: prometheus.query(f"count_over_time({boom}[1m]) >= 2"), DEADLINE_S)
+        for prometheus in started:
+            wait_until(
+                lambda p=prometheus: p.query(f"count_over_time({boom}[1m]) >= 2"), DEADLINE_S
+            )
         _send(demo, TRAFFIC)
         _probe_every_worker(demo)
-        # Until the rules have seen the traffic and the readiness series.
-        wait_until(
-            lambda: prometheus.query("job:wsgi_observe_request_error_ratio:rate5m > 0"), DEADLINE_S
-        )
-        wait_until(lambda: prometheus.query("wsgi_observe_readiness_check_status"), DEADLINE_S)
-        wait_until(lambda: _rules_evaluated(prometheus), DEADLINE_S)
-        yield prometheus
+        for prometheus in started:
+            # Until the rules have seen the traffic and the readiness series.
+            wait_until(
+                lambda p=prometheus: p.query("job:wsgi_observe_request_error_ratio:rate5m > 0"),
+                DEADLINE_S,
+            )
+            wait_until(
+                lambda p=prometheus: p.query("wsgi_observe_readiness_check_status"), DEADLINE_S
+            )
+            wait_until(lambda p=prometheus: _rules_evaluated(p), DEADLINE_S)
+        yield dict(zip(HISTOGRAMS, started))
     finally:
-        prometheus.stop()
+        for prometheus in reversed(started):
+            prometheus.stop()
 
 
 def _rules_evaluated(prometheus: Prometheus) -> bool:
@@ -167,43 +227,79 @@ def _query(prometheus: Prometheus, promql: str) -> list[dict[str, Any]]:
     return list(document["data"]["result"])
 
 
-def test_every_rule_evaluates_without_error(scraped: Prometheus) -> None:
-    """Prometheus loaded all 19 rules and evaluates each one without an error."""
-    (group,) = scraped.api("rules")["groups"]
-    assert len(group["rules"]) == 19
+@pytest.mark.parametrize("form", HISTOGRAMS)
+def test_every_rule_evaluates_without_error(scraped: dict[str, Prometheus], form: str) -> None:
+    """Prometheus loaded all the rules (19; 17 in the native form, without the per-bucket
+    ones) and evaluates each one without an error."""
+    (group,) = scraped[form].api("rules")["groups"]
+    exported = prometheus_rules(RuleOptions(histograms=form))["groups"][0]["rules"]
+    assert len(group["rules"]) == len(exported) == {"classic": 19, "native": 17}[form]
     assert [
         (r["name"], r["health"], r["lastError"]) for r in group["rules"] if r["health"] != "ok"
     ] == []
 
 
-def test_every_recording_rule_has_data(scraped: Prometheus) -> None:
+@pytest.mark.parametrize("form", HISTOGRAMS)
+def test_every_recording_rule_has_data(scraped: dict[str, Prometheus], form: str) -> None:
     """Each recorded series exists, per job and per endpoint; the quantiles are numbers."""
-    records = [r["record"] for r in prometheus_rules()["groups"][0]["rules"] if "record" in r]
-    assert len(records) == 14
+    prometheus = scraped[form]
+    rules = prometheus_rules(RuleOptions(histograms=form))["groups"][0]["rules"]
+    records = [r["record"] for r in rules if "record" in r]
+    assert len(records) == {"classic": 14, "native": 12}[form]
     for record in set(records):
-        result = _query(scraped, record)
+        result = _query(prometheus, record)
         assert result, record
         assert {r["metric"]["job"] for r in result} == {"wsgi_observe"}
         if record.startswith("job_endpoint"):
             assert "/api/boom" in {r["metric"]["endpoint"] for r in result}
-    quantiles = _query(scraped, "job:wsgi_observe_request_duration_seconds:quantile_rate5m")
-    values = {r["metric"]["quantile"]: float(r["value"][1]) for r in quantiles}
-    assert set(values) == {"0.5", "0.95", "0.99"}
-    assert all(math.isfinite(v) and v > 0 for v in values.values())
-    assert values["0.5"] <= values["0.95"] <= values["0.99"]
-    (ratio,) = _query(scraped, "job:wsgi_observe_request_error_ratio:rate5m")
+    # p50 <= p95 <= p99, numbers, for the job and for each endpoint the traffic went to.
+    sent = (set(TRAFFIC) - {"/api/leads/3"}) | {"/api/leads/<int:lead_id>"}
+    for level in ("job", "job_endpoint"):
+        name = f"{level}:wsgi_observe_request_duration_seconds:quantile_rate5m"
+        found: dict[str, dict[str, float]] = {}
+        for r in _query(prometheus, name):
+            endpoint = r["metric"].get("endpoint", "")
+            if level == "job" or endpoint in sent:
+                found.setdefault(endpoint, {})[r["metric"]["quantile"]] = float(r["value"][1])
+        assert len(found) == (1 if level == "job" else len(sent)), found
+        for values in found.values():
+            assert set(values) == {"0.5", "0.95", "0.99"}
+            assert all(math.isfinite(v) and v > 0 for v in values.values())
+            assert values["0.5"] <= values["0.95"] <= values["0.99"]
+    (ratio,) = _query(prometheus, "job:wsgi_observe_request_error_ratio:rate5m")
     assert float(ratio["value"][1]) == pytest.approx(10 / 64, rel=0.25)
 
 
-def test_every_alert_expression_answers_and_the_right_ones_have_data(scraped: Prometheus) -> None:
+def test_each_form_needs_its_prometheus(scraped: dict[str, Prometheus]) -> None:
+    """With the feature flag, Prometheus 2.42 stores the latency histograms only in native
+    form: the classic quantile rules find nothing there, the native ones a number; without
+    the flag it is the other way round."""
+    quantile = "histogram_quantile(0.95, {})"
+    classic = "sum by (le) (rate(wsgi_observe_request_duration_seconds_bucket[5m]))"
+    native = "sum(rate(wsgi_observe_request_duration_seconds[5m]))"
+    on_native, on_classic = scraped["native"], scraped["classic"]
+    assert _query(on_native, "wsgi_observe_request_duration_seconds_bucket") == []
+    series = _query(on_native, "wsgi_observe_request_duration_seconds")
+    assert series and all("histogram" in r and "value" not in r for r in series)
+    assert _query(on_native, quantile.format(classic)) == []
+    (p95,) = _query(on_native, quantile.format(native))
+    assert math.isfinite(float(p95["value"][1]))
+    assert _query(on_classic, quantile.format(native)) == []
+    (p95,) = _query(on_classic, quantile.format(classic))
+    assert math.isfinite(float(p95["value"][1]))
+
+
+@pytest.mark.parametrize("form", HISTOGRAMS)
+def test_every_alert_expression_answers_and_the_right_ones_have_data(
+    scraped: dict[str, Prometheus], form: str
+) -> None:
     """Every alert expression is a valid query; the demo's traffic (16 % errors) and its
     degraded external services give the error-rate and not-ready expressions data, the
     others none."""
-    alerts = {
-        r["alert"]: r["expr"] for r in prometheus_rules()["groups"][0]["rules"] if "alert" in r
-    }
+    rules = prometheus_rules(RuleOptions(histograms=form))["groups"][0]["rules"]
+    alerts = {r["alert"]: r["expr"] for r in rules if "alert" in r}
     assert tuple(alerts) == ALERT_NAMES
-    found = {name: _query(scraped, expr) for name, expr in alerts.items()}
+    found = {name: _query(scraped[form], expr) for name, expr in alerts.items()}
     assert {name for name, result in found.items() if result} == {
         "WsgiObserveErrorRateHigh",
         "WsgiObserveNotReady",
@@ -216,6 +312,10 @@ def test_every_alert_expression_answers_and_the_right_ones_have_data(scraped: Pr
         ("sendgrid", "external_services", "degraded"),
         ("twilio", "external_services", "degraded"),
     }
+    # The latency alert's condition without its threshold: the demo's p95 is a number.
+    latency = alerts["WsgiObserveLatencyP95High"].replace(" > 2\n", " >= 0\n")
+    (p95,) = _query(scraped[form], latency)
+    assert p95["metric"]["quantile"] == "0.95" and float(p95["value"][1]) > 0
 
 
 def _substitute(expr: str, job: str = "wsgi_observe") -> str:
@@ -228,24 +328,32 @@ def _substitute(expr: str, job: str = "wsgi_observe") -> str:
     )
 
 
-def test_every_dashboard_query_answers_and_panels_have_data(scraped: Prometheus) -> None:
+@pytest.mark.parametrize("form", HISTOGRAMS)
+def test_every_dashboard_query_answers_and_panels_have_data(
+    scraped: dict[str, Prometheus], form: str
+) -> None:
     """Each panel's queries are valid, and every panel that should show the demo's data
-    has some; the variables' queries find the job, the instance and the endpoints."""
-    dashboard = grafana_dashboard()
-    expected = panels_with_data()
+    has some (the native heatmap: native histograms); the variables' queries find the
+    job, the instance and the endpoints."""
+    prometheus = scraped[form]
+    dashboard = grafana_dashboard(histograms=form)
+    expected = panels_with_data(form)
     panels = [p for p in dashboard["panels"] if p["type"] != "row"]
     assert [p["title"] for p in panels] == list(expected)
     empty = []
     for panel in panels:
-        results = [_query(scraped, _substitute(t["expr"])) for t in panel["targets"]]
+        results = [_query(prometheus, _substitute(t["expr"])) for t in panel["targets"]]
         if expected[panel["title"]] and not all(results):
             empty.append(panel["title"])
         if not expected[panel["title"]]:
             assert not any(results), panel["title"]
+        if panel["type"] == "heatmap":
+            kind = "histogram" if form == "native" else "value"
+            assert all(kind in r for r in results[0]), results
     assert empty == []
-    jobs = scraped.api("label/job/values", **{"match[]": "wsgi_observe_info"})
+    jobs = prometheus.api("label/job/values", **{"match[]": "wsgi_observe_info"})
     assert jobs == ["wsgi_observe"]
-    endpoints = scraped.api(
+    endpoints = prometheus.api(
         "label/endpoint/values", **{"match[]": 'wsgi_observe_requests_total{job="wsgi_observe"}'}
     )
     assert set(TRAFFIC) - {"/api/leads/3"} < set(endpoints)
