@@ -10,7 +10,8 @@ The latency panels read the classic ``_bucket`` series (``histograms="classic"``
 native histograms (``histograms="native"``, for a Prometheus scraping with
 ``--enable-feature=native-histograms``): ``histogram_quantile`` over ``sum(rate())`` of
 the native series, and a heatmap of the native histogram itself, which Grafana draws
-from its own buckets (Grafana 10.3 and later; older ones leave that one panel empty).
+from its own buckets (shown working in Grafana 10.3 and 11; an older Grafana may leave
+that one panel empty).
 """
 
 from __future__ import annotations
