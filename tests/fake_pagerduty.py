@@ -247,6 +247,10 @@ class FakePagerDuty:
         retry_after: Optional[str],
     ) -> None:
         data = json.dumps(answer).encode("utf-8")
+        # Recorded before the answer leaves: a client that has its answer must find it here.
+        with self._changed:
+            record.status = status
+            self._changed.notify_all()
         try:
             handler.send_response(status)
             handler.send_header("Content-Type", "application/json")
@@ -257,6 +261,3 @@ class FakePagerDuty:
             handler.wfile.write(data)
         except OSError:
             pass  # the client gave up (a hung request): nothing to answer
-        with self._changed:
-            record.status = status
-            self._changed.notify_all()
