@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Optional
 
-from . import multiprocess, reporting
+from . import multiprocess, reporting, tracing
 from ._guard import guarded
 from ._wsgi import Exchange
 from .config import Config, ConfigError
@@ -61,6 +61,7 @@ _ID_KEY = _context.ID_KEY
 _new_id = _context.new_request_id
 _pop_id = _context.pop_request_id
 _is_sane_id = _context.is_sane_id
+_begin_trace = tracing.begin
 #: A finish step: ``step(exchange, endpoint, duration_ns)``, after each observed request.
 FinishStep = Callable[[Exchange, str, int], None]
 
@@ -170,7 +171,11 @@ class ObservabilityMiddleware:
         exchange.status = None
         exchange.failed = False
         exchange.reporter = None
-        if self._context or _log_setup.active is not None:
+        reporter = reporting.current
+        # A trace when a traceparent came in or a tracer (a reporter) is on; else this
+        # costs one lookup.
+        traced = reporter is not None or environ.get("HTTP_TRACEPARENT") is not None
+        if self._context or traced or _log_setup.active is not None:
             # enter_request(), inlined.
             request_id = environ.get("HTTP_X_REQUEST_ID")
             if request_id is None or _is_sane_id(request_id) is None:
@@ -179,6 +184,8 @@ class ObservabilityMiddleware:
                 except IndexError:
                     request_id = _new_id()
             environ[_ID_KEY] = request_id
+            if traced:
+                _begin_trace(environ)
             _enter_request(environ)
             exchange.request_id = request_id
         else:
@@ -186,7 +193,6 @@ class ObservabilityMiddleware:
         store = self.store
         store.values[store.inflight_slot] += 1
         exchange.started = perf_counter_ns()
-        reporter = reporting.current
         try:
             if reporter is None:
                 body = self.app(environ, exchange.start_response)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..tracing import TRACE_KEY
 from . import files
 from . import setup as _setup
 from .context import ID_KEY, logged_path, user_agent
@@ -196,6 +197,11 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
         "remote_addr": environ.get("REMOTE_ADDR"),
         "user_agent": agent,
     }
+    trace = environ.get(TRACE_KEY)
+    if trace is not None:
+        fields["trace_id"] = trace.trace_id
+        fields["span_id"] = trace.span_id
+        fields["trace_flags"] = trace.flags
     try:
         line = _dumps(fields, None, _OPTIONS)
     except Exception:  # a server put something odd in the environ
