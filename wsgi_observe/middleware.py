@@ -149,6 +149,10 @@ class ObservabilityMiddleware:
                 # The application started Sentry itself: report through its client.
                 sentry = importlib.import_module(".integrations.sentry", __package__)
                 sentry.adopt_active_client()
+            if config.is_otel_on:
+                # OTEL_EXPORTER_OTLP_ENDPOINT (or otel=True): the "traces" reporter slot.
+                otel = importlib.import_module(".integrations.otel", __package__)
+                otel.start_from_config(config)
         except ConfigError as error:
             _stop_server_worker(error)
             raise
