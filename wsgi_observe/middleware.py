@@ -6,9 +6,10 @@ app, nor the metrics. Paths under ``exclude_paths`` go straight to the app, unob
 Every other request runs through one pipeline, composed when the middleware is built, in
 a fixed order:
 
-1. the request context: a request id (``X-Request-ID`` in and out) and the logging
-   context, so every line logged during the request carries them;
-2. the error and trace reporter (Sentry's, once :func:`wsgi_observe.init_sentry` ran);
+1. the request context: a request id (``X-Request-ID`` in and out), the logging context
+   and the trace context (a W3C ``traceparent``, or a new trace when a tracer is on; see
+   :mod:`wsgi_observe.tracing`), so every line logged during the request carries them;
+2. the reporters (:mod:`wsgi_observe.reporting`): OpenTelemetry's span, then Sentry's scope;
 3. the app;
 
 and, when the server closes the response (streaming included), the finish steps:
