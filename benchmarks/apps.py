@@ -21,7 +21,9 @@ __all__ = [
     "default",
     "hello_app",
     "observe",
+    "observe_otel",
     "opentelemetry",
+    "opentelemetry_ratio",
     "prometheus_style",
     "sentry_wsgi",
     "status_app",
@@ -172,3 +174,63 @@ def default(app: Callable[..., Any]) -> Any:
     from wsgi_observe.middleware import ObservabilityMiddleware
 
     return ObservabilityMiddleware(app)
+
+
+# Tracing at a 0.1 sample ratio (issue 13) ---------------------------------------------------
+
+#: The sample ratio of both OpenTelemetry-at-0.1 configurations.
+OTEL_RATIO = 0.1
+
+
+def _discarding_exporter() -> Any:
+    export = need("opentelemetry.sdk.trace.export", "opentelemetry-sdk")
+
+    class DiscardExporter(export.SpanExporter):  # type: ignore[misc,name-defined]
+        """Accepts every span and sends it nowhere: nothing leaves the machine."""
+
+        def __init__(self) -> None:
+            self.spans = 0
+
+        def export(self, spans: Any) -> Any:
+            self.spans += len(spans)
+            return export.SpanExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            return None
+
+    return DiscardExporter()
+
+
+def opentelemetry_ratio(app: Callable[..., Any]) -> tuple[Any, Callable[[], None], Any]:
+    """OpenTelemetryMiddleware with ParentBased(TraceIdRatioBased(0.1)) and the SDK's
+    BatchSpanProcessor into a discarding exporter: (app, drain, exporter)."""
+    wsgi = need("opentelemetry.instrumentation.wsgi", "opentelemetry-instrumentation-wsgi")
+    sdk_trace = need("opentelemetry.sdk.trace", "opentelemetry-sdk")
+    sampling = need("opentelemetry.sdk.trace.sampling", "opentelemetry-sdk")
+    export = need("opentelemetry.sdk.trace.export", "opentelemetry-sdk")
+    exporter = _discarding_exporter()
+    provider = sdk_trace.TracerProvider(
+        sampler=sampling.ParentBased(sampling.TraceIdRatioBased(OTEL_RATIO))
+    )
+    provider.add_span_processor(export.BatchSpanProcessor(exporter))
+    wrapped = wsgi.OpenTelemetryMiddleware(app, tracer_provider=provider)
+    return wrapped, lambda: provider.force_flush(), exporter
+
+
+def observe_otel(app: Callable[..., Any]) -> tuple[Any, Callable[[], None], Any]:
+    """Metrics only plus wsgi_observe's OpenTelemetry at 0.1, its own provider and batch
+    queue, the OTLP exporter swapped for a discarding one: (app, drain, exporter)."""
+    need("opentelemetry.sdk.trace", "opentelemetry-sdk")
+    from wsgi_observe.integrations import otel
+
+    wrapped = observe(
+        app,
+        otel=True,
+        otel_exporter_otlp_endpoint="http://127.0.0.1:9/",  # never used: swapped below
+        otel_traces_sampler_arg=OTEL_RATIO,
+        environment="production",
+    )
+    provider = otel._state["provider"]
+    processor = provider._active_span_processor._span_processors[0]
+    exporter = processor.exporter = _discarding_exporter()
+    return wrapped, lambda: provider.force_flush(), exporter

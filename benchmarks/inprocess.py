@@ -69,6 +69,15 @@ SUBJECTS: dict[str, tuple[str, str]] = {
         "request",
     ),
     "wo_worker_table": ("stage: metrics only, gunicorn state table (WorkerTable)", "request"),
+    "otel_01": (
+        "OpenTelemetry OpenTelemetryMiddleware, ParentBased(TraceIdRatioBased(0.1)), batch",
+        "request",
+    ),
+    "wo_otel": ("wsgi_observe metrics only + OpenTelemetry at 0.1 (its batch queue)", "request"),
+    "wo_traceparent": (
+        "stage: metrics only, a traceparent comes in, tracing off (W3C continuation only)",
+        "request",
+    ),
     "health": ("GET /health", "endpoint"),
     "live": ("GET /health/live", "endpoint"),
     "ready": ("GET /health/ready (cached)", "endpoint"),
@@ -84,7 +93,7 @@ SUBJECTS: dict[str, tuple[str, str]] = {
 
 #: The peers: every other subject is a wsgi_observe configuration, which must be built (a
 #: failure to build one fails the run; only a peer may be "n/a").
-PEERS = frozenset({"bare", "prometheus", "otel", "sentry_sdk"})
+PEERS = frozenset({"bare", "prometheus", "otel", "sentry_sdk", "otel_01"})
 
 #: worker process -> the subjects it hosts (one process each where global state differs).
 GROUPS: dict[str, list[str]] = {
@@ -99,6 +108,9 @@ GROUPS: dict[str, list[str]] = {
     "wo_context": ["wo_context"],
     "wo_default_pipe": ["wo_default_pipe"],
     "wo_worker_table": ["wo_worker_table"],
+    "otel_01": ["otel_01"],
+    "wo_otel": ["wo_otel"],
+    "wo_traceparent": ["wo_traceparent"],
     "endpoints": ["health", "live", "ready", "metrics_json", "metrics_prom", "metrics_proto"],
     "merge": ["merge", "merge_json"],
 }
@@ -265,7 +277,45 @@ def build(name: str, opts: dict[str, Any]) -> Subject:
             raise RuntimeError("init_sentry(dsn=...) left no active Sentry client")
         app = apps.observe(apps.hello_app, sentry_dsn=dsn, traces_sample_rate=0.1)
         return _request_subject(app, _sentry_drain(sentry_sdk), uses_sink=True)
+    if name in ("otel_01", "wo_otel"):
+        return _otel_subject(name)
+    if name == "wo_traceparent":
+        subject = _request_subject(apps.observe(apps.hello_app))
+        subject.environ["HTTP_TRACEPARENT"] = TRACEPARENT
+        check(subject)
+        return subject
     raise KeyError(name)
+
+
+#: The caller's trace of the "wo_traceparent" stage (sampled).
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def _otel_subject(name: str) -> Subject:
+    """OpenTelemetry at 0.1, ours or OpenTelemetryMiddleware: spans sampled per batch are
+    counted (``spans_per_request``), so both are seen to do the same work."""
+    build_app = apps.opentelemetry_ratio if name == "otel_01" else apps.observe_otel
+    app, drain, exporter = build_app(apps.hello_app)
+    counted = {"requests": 0, "spans": 0, "start": 0}
+
+    def before() -> None:
+        drain()
+        counted["start"] = exporter.spans
+
+    def after(n: int) -> None:
+        drain()
+        counted["requests"] += n
+        counted["spans"] += exporter.spans - counted["start"]
+
+    def describe(info: dict[str, Any]) -> None:
+        requests = counted["requests"]
+        info["spans_per_request"] = counted["spans"] / requests if requests else None
+
+    subject = _request_subject(app, drain, exporter="batch processor, discarding exporter")
+    subject.before = before
+    subject.after = after
+    subject.on_info = describe
+    return subject
 
 
 def build_group(group: str, opts: dict[str, Any]) -> dict[str, Any]:

@@ -261,7 +261,7 @@ def close_sentry() -> None:
         client.close(timeout=5)
     from wsgi_observe import reporting
 
-    reporting.uninstall()
+    reporting.uninstall(kind="errors")
     sentry_sdk.get_global_scope().set_client(None)
     sentry_sdk.get_isolation_scope().set_client(None)
     sentry_sdk.get_current_scope().set_client(None)

@@ -4,9 +4,9 @@ Importing the package is cheap: it never imports sentry_sdk, gunicorn, opentelem
 framework, and the names below are loaded on first use.
 
 The layout: a flat core (``config``, ``middleware``, ``_wsgi``, ``endpoints``, ``health``,
-``checks``, ``histograms``, ``metrics``, ``redact``, ``system``, ``tracking``), and the
-layers in subpackages: ``logs/``, ``exposition/``, ``multiprocess/``, ``integrations/``
-(Sentry) and ``uptimerobot/``.
+``checks``, ``histograms``, ``metrics``, ``redact``, ``system``, ``tracking``,
+``tracing``, ``reporting``), and the layers in subpackages: ``logs/``, ``exposition/``,
+``multiprocess/``, ``integrations/`` (Sentry, OpenTelemetry) and ``uptimerobot/``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         log_business_event,
         log_database_query,
         log_external_service_call,
+        trace_headers,
     )
     from .middleware import ObservabilityMiddleware, wrap
     from .tracking import performance_tracking
@@ -50,6 +51,7 @@ __all__ = [
     "log_database_query",
     "log_external_service_call",
     "performance_tracking",
+    "trace_headers",
     "wrap",
 ]
 
@@ -69,6 +71,7 @@ _WHERE = {
     "log_database_query": "logs",
     "log_external_service_call": "logs",
     "performance_tracking": "tracking",
+    "trace_headers": "logs",
     "wrap": "middleware",
 }
 

@@ -34,7 +34,16 @@ UPTIMEROBOT_API_VERSIONS = (2, 3)
 DEFAULT_PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-LOG_FORMATS = ("json", "console")
+LOG_FORMATS = ("json", "console", "ecs")
+#: OTEL_TRACES_SAMPLER values (the OpenTelemetry SDK's own names).
+OTEL_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _DSN_RE = re.compile(r"^(https?)://[^@/\s]+@[^/\s]+/.*?\d+$")
@@ -123,7 +132,7 @@ def _fmt(name: str, raw: Any) -> Optional[str]:
         return None
     value = str(raw).strip().lower()
     if value not in LOG_FORMATS:
-        raise ConfigError(f"{name}={raw!r}: expected json or console")
+        raise ConfigError(f"{name}={raw!r}: expected json, console or ecs")
     return value
 
 
@@ -218,6 +227,78 @@ def _routing_key(name: str, raw: Any) -> Optional[str]:
     return value
 
 
+def _opt_bool(name: str, raw: Any) -> Optional[bool]:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return _bool(name, raw)
+
+
+def _otlp_url(name: str, raw: Any) -> Optional[str]:
+    """An OTLP/HTTP endpoint: an http(s):// URL with a host, a valid port, no credentials
+    (they would be sent in clear in the URL: use OTEL_EXPORTER_OTLP_HEADERS)."""
+    value = _opt_text(name, raw)
+    if value is None:
+        return None
+    parts = _split(value)
+    if parts is None or " " in value:
+        raise ConfigError(f"{name}: not a valid URL")
+    if "@" in parts.netloc:
+        raise ConfigError(f"{name}: must not contain credentials; use OTEL_EXPORTER_OTLP_HEADERS")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: not a valid URL (bad port)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}={raw!r}: expected an http(s):// URL")
+    return value
+
+
+def _key_values(name: str, raw: Any, *, secret: bool = False) -> tuple[tuple[str, str], ...]:
+    """``key1=value1,key2=value2`` (W3C Baggage style, values percent-decoded), as the
+    OpenTelemetry variables write headers and resource attributes; or pairs already."""
+    from urllib.parse import unquote
+
+    shown = f"{name}: " if secret else f"{name}={raw!r}: "
+    if isinstance(raw, Mapping):
+        items: list[Any] = list(raw.items())
+    elif isinstance(raw, str):
+        items = [item.split("=", 1) for item in raw.split(",") if item.strip()]
+    else:
+        try:
+            items = [tuple(item) for item in raw]
+        except TypeError:
+            raise ConfigError(f"{shown}expected key=value pairs separated by commas") from None
+    pairs = []
+    for item in items:
+        if len(item) != 2 or not all(isinstance(part, str) for part in item):
+            raise ConfigError(f"{shown}expected key=value pairs separated by commas")
+        key, value = unquote(item[0].strip()), unquote(item[1].strip())
+        if not key or any(ch in key for ch in "\r\n\x00") or any(ch in value for ch in "\r\n\x00"):
+            raise ConfigError(f"{shown}expected key=value pairs separated by commas")
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+def _headers(name: str, raw: Any) -> tuple[tuple[str, str], ...]:
+    return _key_values(name, raw, secret=True)  # headers carry API keys: never echoed
+
+
+def _sampler(name: str, raw: Any) -> Optional[str]:
+    value = _opt_text(name, raw)
+    if value is None:
+        return None
+    value = value.lower()
+    if value not in OTEL_SAMPLERS:
+        raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(OTEL_SAMPLERS)}")
+    return value
+
+
+def _timeout_ms(name: str, raw: Any) -> Optional[float]:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return _positive(name, raw)
+
+
 def _bool(name: str, raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -265,7 +346,7 @@ ENV_VARS: Mapping[str, _Var] = {
     ),
     "log_level": _Var("LOG_LEVEL", _level, "DEBUG, INFO, WARNING, ERROR or CRITICAL"),
     "log_dir": _Var("LOG_DIR", _opt_text, "Directory for application.log and errors.log"),
-    "log_format": _Var("LOG_FORMAT", _fmt, "json or console (default: auto)"),
+    "log_format": _Var("LOG_FORMAT", _fmt, "json, console or ecs (default: auto)"),
     "access_log": _Var("WSGI_OBSERVE_ACCESS_LOG", _bool, "One INFO line per request"),
     "log_handlers": _Var(
         "WSGI_OBSERVE_LOG_HANDLERS",
@@ -333,6 +414,34 @@ ENV_VARS: Mapping[str, _Var] = {
         "PagerDuty Events API v2 integration key: the in-process alerts page",
     ),
     "pagerduty_events_url": _Var("PAGERDUTY_EVENTS_URL", _url, "PagerDuty Events API v2 endpoint"),
+    "otel": _Var(
+        "WSGI_OBSERVE_OTEL",
+        _opt_bool,
+        "Trace with OpenTelemetry (default: on when an OTLP endpoint is set)",
+    ),
+    "otel_sdk_disabled": _Var("OTEL_SDK_DISABLED", _bool, "true turns OpenTelemetry off"),
+    "otel_exporter_otlp_endpoint": _Var(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", _otlp_url, "OTLP/HTTP base URL (spans to /v1/traces)"
+    ),
+    "otel_exporter_otlp_traces_endpoint": _Var(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", _otlp_url, "OTLP/HTTP URL for spans, used as is"
+    ),
+    "otel_exporter_otlp_headers": _Var(
+        "OTEL_EXPORTER_OTLP_HEADERS", _headers, "key=value,... sent with every export"
+    ),
+    "otel_exporter_otlp_timeout": _Var(
+        "OTEL_EXPORTER_OTLP_TIMEOUT", _timeout_ms, "Milliseconds one export may take"
+    ),
+    "otel_service_name": _Var("OTEL_SERVICE_NAME", _opt_text, "service.name of the spans"),
+    "otel_resource_attributes": _Var(
+        "OTEL_RESOURCE_ATTRIBUTES", _key_values, "key=value,... added to the spans' resource"
+    ),
+    "otel_traces_sampler": _Var(
+        "OTEL_TRACES_SAMPLER", _sampler, "parentbased_traceidratio (default), always_on, ..."
+    ),
+    "otel_traces_sampler_arg": _Var(
+        "OTEL_TRACES_SAMPLER_ARG", _rate, "The ratio of the *traceidratio samplers"
+    ),
 }
 
 #: Fields whose values are secrets (or personal data): never shown by ``repr``.
@@ -344,6 +453,7 @@ _HIDDEN = frozenset(
         "uptimerobot_alert_sms",
         "uptimerobot_alert_webhook",
         "pagerduty_routing_key",
+        "otel_exporter_otlp_headers",
     )
 )
 
@@ -365,6 +475,9 @@ _REQUIRED = frozenset(
         "uptimerobot_api_version",
         "uptimerobot_timeout",
         "pagerduty_events_url",
+        "otel_sdk_disabled",
+        "otel_exporter_otlp_headers",
+        "otel_resource_attributes",
     )
 )
 
@@ -413,6 +526,16 @@ class Config:
     uptimerobot_timeout: float = 60.0
     pagerduty_routing_key: Optional[str] = field(default=None, repr=False)
     pagerduty_events_url: str = DEFAULT_PAGERDUTY_EVENTS_URL
+    otel: Optional[bool] = None
+    otel_sdk_disabled: bool = False
+    otel_exporter_otlp_endpoint: Optional[str] = None
+    otel_exporter_otlp_traces_endpoint: Optional[str] = None
+    otel_exporter_otlp_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    otel_exporter_otlp_timeout: Optional[float] = None
+    otel_service_name: Optional[str] = None
+    otel_resource_attributes: tuple[tuple[str, str], ...] = ()
+    otel_traces_sampler: Optional[str] = None
+    otel_traces_sampler_arg: Optional[float] = None
 
     def __post_init__(self) -> None:
         # Validate values given directly to the constructor the same way as env values.
@@ -473,6 +596,25 @@ class Config:
     @property
     def is_production(self) -> bool:
         return self.environment in ("production", "prod")
+
+    @property
+    def is_otel_on(self) -> bool:
+        """Whether wrapping starts OpenTelemetry tracing: ``otel`` when set, else whether
+        an OTLP endpoint is configured; never with ``OTEL_SDK_DISABLED=true``."""
+        if self.otel_sdk_disabled:
+            return False
+        if self.otel is not None:
+            return self.otel
+        return bool(self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint)
+
+    @property
+    def otlp_traces_url(self) -> str:
+        """Where spans go: the traces endpoint as is, else ``<endpoint>/v1/traces``, else
+        the OpenTelemetry default ``http://localhost:4318/v1/traces``."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        base = self.otel_exporter_otlp_endpoint or "http://localhost:4318"
+        return f"{base.rstrip('/')}/v1/traces"
 
     @property
     def effective_traces_sample_rate(self) -> float:

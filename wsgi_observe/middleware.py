@@ -6,9 +6,10 @@ app, nor the metrics. Paths under ``exclude_paths`` go straight to the app, unob
 Every other request runs through one pipeline, composed when the middleware is built, in
 a fixed order:
 
-1. the request context: a request id (``X-Request-ID`` in and out) and the logging
-   context, so every line logged during the request carries them;
-2. the error and trace reporter (Sentry's, once :func:`wsgi_observe.init_sentry` ran);
+1. the request context: a request id (``X-Request-ID`` in and out), the logging context
+   and the trace context (a W3C ``traceparent``, or a new trace when a tracer is on; see
+   :mod:`wsgi_observe.tracing`), so every line logged during the request carries them;
+2. the reporters (:mod:`wsgi_observe.reporting`): OpenTelemetry's span, then Sentry's scope;
 3. the app;
 
 and, when the server closes the response (streaming included), the finish steps:
@@ -37,7 +38,7 @@ from collections.abc import Callable, Iterable
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Optional
 
-from . import multiprocess, reporting
+from . import multiprocess, reporting, tracing
 from ._guard import guarded
 from ._wsgi import Exchange
 from .config import Config, ConfigError
@@ -61,6 +62,7 @@ _ID_KEY = _context.ID_KEY
 _new_id = _context.new_request_id
 _pop_id = _context.pop_request_id
 _is_sane_id = _context.is_sane_id
+_begin_trace = tracing.begin
 #: A finish step: ``step(exchange, endpoint, duration_ns)``, after each observed request.
 FinishStep = Callable[[Exchange, str, int], None]
 
@@ -148,6 +150,10 @@ class ObservabilityMiddleware:
                 # The application started Sentry itself: report through its client.
                 sentry = importlib.import_module(".integrations.sentry", __package__)
                 sentry.adopt_active_client()
+            if config.is_otel_on:
+                # OTEL_EXPORTER_OTLP_ENDPOINT (or otel=True): the "traces" reporter slot.
+                otel = importlib.import_module(".integrations.otel", __package__)
+                otel.start_from_config(config)
         except ConfigError as error:
             _stop_server_worker(error)
             raise
@@ -170,7 +176,11 @@ class ObservabilityMiddleware:
         exchange.status = None
         exchange.failed = False
         exchange.reporter = None
-        if self._context or _log_setup.active is not None:
+        reporter = reporting.current
+        # A trace when a traceparent came in or a tracer (a reporter) is on; else this
+        # costs one lookup.
+        traced = reporter is not None or environ.get("HTTP_TRACEPARENT") is not None
+        if self._context or traced or _log_setup.active is not None:
             # enter_request(), inlined.
             request_id = environ.get("HTTP_X_REQUEST_ID")
             if request_id is None or _is_sane_id(request_id) is None:
@@ -179,6 +189,8 @@ class ObservabilityMiddleware:
                 except IndexError:
                     request_id = _new_id()
             environ[_ID_KEY] = request_id
+            if traced:
+                _begin_trace(environ)
             _enter_request(environ)
             exchange.request_id = request_id
         else:
@@ -186,7 +198,6 @@ class ObservabilityMiddleware:
         store = self.store
         store.values[store.inflight_slot] += 1
         exchange.started = perf_counter_ns()
-        reporter = reporting.current
         try:
             if reporter is None:
                 body = self.app(environ, exchange.start_response)

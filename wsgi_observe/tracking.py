@@ -3,7 +3,9 @@
 Calls are counted and recorded into an HDR histogram per function name in the process-wide
 metrics store, so they show up under ``functions`` in ``/metrics`` (and as
 ``wsgi_observe_function_duration_seconds`` in Prometheus). A call slower than the threshold
-logs a WARNING like the guide's slow-request line.
+logs a WARNING like the guide's slow-request line. With a tracer on (OpenTelemetry), a call
+made while a sampled request is served is a child span of that request's span, named like
+the function (see :mod:`wsgi_observe.tracing`).
 """
 
 from __future__ import annotations
@@ -15,12 +17,34 @@ from collections.abc import Callable
 from time import perf_counter_ns
 from typing import Any, Optional, TypeVar, Union, overload
 
+from . import tracing
+from ._guard import guarded
 from .metrics import MetricsStore, process_store
 
 __all__ = ["performance_tracking"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _log = logging.getLogger("wsgi_observe.performance")
+
+
+def _open_span(name: str) -> Optional[tuple[tracing.ChildSpans, Any]]:
+    """A child span for one call, when a tracer is on and records the current span."""
+    spans = tracing.child_spans
+    if spans is None:
+        return None
+    try:
+        handle = spans.start(name)
+    except Exception as error:  # a tracer's problem never fails the call
+        guarded("child span start", error)
+        return None
+    return None if handle is None else (spans, handle)
+
+
+def _close_span(span: tuple[tracing.ChildSpans, Any], error: Optional[BaseException]) -> None:
+    try:
+        span[0].end(span[1], error)
+    except Exception as failure:
+        guarded("child span end", failure)
 
 
 def _wrap(fn: F, name: str, slow_ns: int, store: Optional[MetricsStore]) -> F:
@@ -42,12 +66,19 @@ def _wrap(fn: F, name: str, slow_ns: int, store: Optional[MetricsStore]) -> F:
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             started = perf_counter_ns()
+            span = _open_span(name) if tracing.child_spans is not None else None
             failed = True
+            error: Optional[BaseException] = None
             try:
                 result = await fn(*args, **kwargs)
                 failed = False
                 return result
+            except BaseException as raised:
+                error = raised
+                raise
             finally:
+                if span is not None:
+                    _close_span(span, error)
                 finish(started, failed)
 
         return async_wrapper  # type: ignore[return-value]
@@ -55,12 +86,19 @@ def _wrap(fn: F, name: str, slow_ns: int, store: Optional[MetricsStore]) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         started = perf_counter_ns()
+        span = _open_span(name) if tracing.child_spans is not None else None
         failed = True
+        error: Optional[BaseException] = None
         try:
             result = fn(*args, **kwargs)
             failed = False
             return result
+        except BaseException as raised:
+            error = raised
+            raise
         finally:
+            if span is not None:
+                _close_span(span, error)
             finish(started, failed)
 
     return wrapper  # type: ignore[return-value]

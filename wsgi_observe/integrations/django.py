@@ -184,7 +184,7 @@ def _report_exception(sender: Any = None, request: Any = None, **kwargs: Any) ->
     """Send the exception Django is turning into a 500 page to Sentry, when our Sentry
     reporter is on and sentry-sdk's DjangoIntegration (which reports it itself) is not."""
     sentry_sdk = sys.modules.get("sentry_sdk")
-    if sentry_sdk is None or reporting.current is None:
+    if sentry_sdk is None or reporting.installed("errors") is None:
         return
     try:
         client = sentry_sdk.get_client()

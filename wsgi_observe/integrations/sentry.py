@@ -177,8 +177,8 @@ def _install_reporter() -> None:
     # Our internal-error lines must never become events (their processing may fail again).
     ignore_logger(INTERNAL_LOGGER)
     _install_dedupe()
-    if not isinstance(reporting.current, SentryReporter):
-        reporting.install(SentryReporter())
+    if not isinstance(reporting.installed("errors"), SentryReporter):
+        reporting.install(SentryReporter(), "errors")
 
 
 def make_traces_sampler(

@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import quote
 
 from .._guard import guarded
+from ..tracing import TRACE_KEY
 from .sentry import _capture, _install_dedupe
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
     from .._types import WSGIApplication, WSGIEnvironment
     from .._wsgi import Exchange
     from ..endpoints import EndpointNames
+    from ..tracing import TraceContext
 
 __all__ = ["SentryReporter"]
 
@@ -348,6 +350,31 @@ def _wsgi_middleware_flag() -> Optional[contextvars.ContextVar[Any]]:
     return flag if isinstance(flag, contextvars.ContextVar) else None
 
 
+def _incoming(environ: WSGIEnvironment, trace: Optional[TraceContext]) -> Optional[dict[str, str]]:
+    """What the caller sent to continue its trace: its ``sentry-trace`` (and ``baggage``),
+    else the W3C ``traceparent`` the request's trace came from, as a ``sentry-trace``. A
+    ``sentry-trace`` of another trace than the ``traceparent`` loses: one id everywhere."""
+    header = environ.get("HTTP_SENTRY_TRACE")
+    if trace is not None and trace.parent_id is not None:
+        if not header or not header.strip().startswith(trace.trace_id):
+            flag = "1" if trace.sampled else "0"
+            header = f"{trace.trace_id}-{trace.parent_id}-{flag}"
+    if not header:
+        return None
+    incoming = {"sentry-trace": header}
+    baggage = environ.get("HTTP_BAGGAGE")
+    if baggage:
+        incoming["baggage"] = baggage
+    return incoming
+
+
+def _share_ids(context: Any, trace: TraceContext) -> None:
+    """Give Sentry's propagation context the request's trace and span ids (the ones its
+    log lines and its OpenTelemetry span carry), so events and headers name them too."""
+    context.trace_id = trace.trace_id
+    context.span_id = trace.span_id
+
+
 def _valid_rate(rate: Any) -> Optional[float]:
     if isinstance(rate, bool):
         return 1.0 if rate else 0.0
@@ -361,7 +388,7 @@ class SentryReporter:
     request, errors captured and re-raised unchanged, sampled requests traced. See the
     module docstring. Example::
 
-        reporting.install(SentryReporter())   # what init_sentry() does
+        reporting.install(SentryReporter(), "errors")   # what init_sentry() does
 
     Reads: nothing from the environment (sentry-sdk's client options).
     """
@@ -423,23 +450,23 @@ class SentryReporter:
         client = sdk.get_client()
         options = client.options
         sampler = options.get("traces_sampler")
-        header = environ.get("HTTP_SENTRY_TRACE")
-        incoming: Optional[dict[str, str]] = None
-        if header:
-            incoming = {"sentry-trace": header}
-            baggage = environ.get("HTTP_BAGGAGE")
-            if baggage:
-                incoming["baggage"] = baggage
+        trace: Optional[TraceContext] = environ.get(TRACE_KEY)
+        incoming = _incoming(environ, trace)
         if (
             options.get("enable_tracing") is False
             or (sampler is None and options.get("traces_sample_rate") is None)
             or environ.get("REQUEST_METHOD") in _UNTRACED_METHODS
         ):
-            # Errors only: continue the caller's trace, or start a new one.
+            # Errors only: continue the caller's trace, or start a new one; either way the
+            # request's trace (its ids are in the logs) when it has one.
             if incoming is not None:
                 scope.generate_propagation_context(incoming)
             else:
                 scope.set_new_propagation_context()
+            if trace is not None:
+                _share_ids(scope.get_active_propagation_context(), trace)
+                if trace.sampled is None:
+                    trace.sampled = False  # nobody traces this request
             return request
 
         if incoming is None:
@@ -452,9 +479,9 @@ class SentryReporter:
                     rate /= 2**monitor.downsample_factor  # the SDK's backpressure
                 rand = int(random() * 1_000_000) / 1_000_000
                 if not rand < rate:
-                    self._not_sampled(scope, rand, rate)
+                    self._not_sampled(scope, rand, rate, trace)
                     return request
-                transaction, baggage = self._head_transaction(scope, rand)
+                transaction, baggage = self._head_transaction(scope, rand, trace)
                 transaction = sdk.start_transaction(
                     transaction, custom_sampling_context={"wsgi_environ": environ}
                 )
@@ -468,15 +495,23 @@ class SentryReporter:
         ):
             # The caller did not sample this trace, and our sampler follows the caller.
             scope.generate_propagation_context(incoming)
+            if trace is not None:
+                _share_ids(scope.get_active_propagation_context(), trace)
             return request
 
         # A continued trace (or a sampler we cannot second-guess): the SDK decides.
         transaction = sdk.continue_trace(
             incoming or {}, op=_OP, name=_PLACEHOLDER_NAME, source="route", origin=_ORIGIN
         )
+        if trace is not None:
+            # The ids of the request's logs (also after a trace Sentry refused to continue).
+            transaction.trace_id = trace.trace_id
+            transaction.span_id = trace.span_id
         transaction = sdk.start_transaction(
             transaction, custom_sampling_context={"wsgi_environ": environ}
         )
+        if trace is not None and trace.sampled is None:
+            trace.sampled = bool(transaction.sampled)
         if transaction.sampled:
             self._traced(request, transaction, environ)
         else:
@@ -484,20 +519,29 @@ class SentryReporter:
             sdk.get_current_scope().span = transaction
         return request
 
-    def _head_transaction(self, scope: Any, rand: float) -> tuple[Any, Any]:
+    def _head_transaction(
+        self, scope: Any, rand: float, trace: Optional[TraceContext] = None
+    ) -> tuple[Any, Any]:
         """A new trace's transaction, decided "sampled" already, and its baggage, which
-        carries our random number as ``sample_rand`` (the SDK reads it from there)."""
+        carries our random number as ``sample_rand`` (the SDK reads it from there). It
+        has the request's trace and span ids, when the request has a trace."""
         from sentry_sdk.tracing import Transaction
         from sentry_sdk.tracing_utils import Baggage
 
         scope.set_new_propagation_context()
+        context = scope.get_active_propagation_context()
+        if trace is not None:
+            _share_ids(context, trace)
+            if trace.sampled is None:
+                trace.sampled = True
         baggage = Baggage({"sample_rand": f"{rand:.6f}"}, mutable=True)
         transaction = Transaction(
             op=_OP,
             name=_PLACEHOLDER_NAME,
             source="route",
             origin=_ORIGIN,
-            trace_id=scope.get_active_propagation_context().trace_id,
+            trace_id=context.trace_id,
+            span_id=trace.span_id if trace is not None else None,
             same_process_as_parent=False,
             sampled=True,
             baggage=baggage,
@@ -537,7 +581,9 @@ class SentryReporter:
             return None  # the SDK will call it again, and log why it fails
         return _valid_rate(rate)
 
-    def _not_sampled(self, scope: Any, rand: float, rate: float) -> None:
+    def _not_sampled(
+        self, scope: Any, rand: float, rate: float, trace: Optional[TraceContext] = None
+    ) -> None:
         try:
             context = _unsampled_context_class()()
             context._wo_rand = rand
@@ -545,6 +591,11 @@ class SentryReporter:
             scope._propagation_context = context
         except Exception:  # pragma: no cover - SDK internals moved: a plain new trace
             scope.set_new_propagation_context()
+            context = scope.get_active_propagation_context()
+        if trace is not None:
+            _share_ids(context, trace)
+            if trace.sampled is None:
+                trace.sampled = False
 
     def _nested(
         self,

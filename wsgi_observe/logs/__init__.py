@@ -11,7 +11,7 @@ The modules: ``context`` (request ids, the current request, ``LogContext``), ``f
 
 from __future__ import annotations
 
-from .context import LogContext, current_request_id, new_request_id
+from .context import LogContext, current_request_id, current_trace, new_request_id, trace_headers
 from .files import BACKUP_COUNT, BUFFER_BYTES, FLUSH_INTERVAL_S, MAX_BYTES, flush
 from .formats import ConsoleFormatter, JsonFormatter
 from .helpers import (
@@ -35,6 +35,7 @@ __all__ = [
     "LogContext",
     "configure_logging",
     "current_request_id",
+    "current_trace",
     "flush",
     "get_logger",
     "log_api_call",
@@ -43,4 +44,5 @@ __all__ = [
     "log_external_service_call",
     "new_request_id",
     "reset_logging",
+    "trace_headers",
 ]

@@ -3,8 +3,9 @@
 While our handlers are installed (:mod:`wsgi_observe.logs.setup`) and nobody customised the
 ``wsgi_observe.access`` logger, the line is built here as a dict, serialised once with orjson
 and appended to those handlers' sinks (the same buffers, files and rotation as every other
-line): no LogRecord, no formatter. Otherwise it goes through ``logging`` like any other line,
-so handlers of the application's own receive it.
+line): no LogRecord, no formatter. With ``LOG_FORMAT=ecs`` the dict is the ECS one
+(:func:`wsgi_observe.logs.ecs.access_event`). Otherwise it goes through ``logging`` like
+any other line, so handlers of the application's own receive it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..tracing import TRACE_KEY
 from . import files
 from . import setup as _setup
 from .context import ID_KEY, logged_path, user_agent
+from .ecs import access_event
 from .formats import dumps_line
 
 if TYPE_CHECKING:
@@ -139,6 +142,43 @@ def _text_record(
             handler.handle(record)
 
 
+def _append(setup: _setup.Setup, line: bytes) -> None:
+    """``line`` into the sinks that take INFO lines (Sink.write() without its checks)."""
+    size = len(line)
+    for sink in setup.info_sinks:
+        sink.lines.append(line)
+        pending = sink.pending = sink.pending + size
+        if pending >= sink.limit or sink.closed:
+            sink.flush()
+        elif pending == size and not files.is_flusher_running():
+            files.start_flusher()
+
+
+def _write_ecs(exchange: Exchange, name: str, duration_ns: int, setup: _setup.Setup) -> None:
+    """The access line as an ECS line (``LOG_FORMAT=ecs``), written directly like JSON."""
+    environ = exchange.environ
+    status = exchange.status
+    try:
+        code, shown = _shown[status]
+    except (KeyError, TypeError):
+        code, shown = _shown_status(status)
+    millis = (exchange.started + duration_ns + _clock_offset_ns) // 1_000_000
+    stamp = _stamp
+    ecs = setup.ecs
+    assert ecs is not None
+    line = access_event(
+        exchange,
+        name,
+        duration_ns,
+        stamp[1] if stamp[0] == millis else _stamp_text(millis),
+        code,
+        f"{environ.get('REQUEST_METHOD', 'GET')} {logged_path(environ)} {shown}",
+        exchange.body_bytes(),
+        ecs.service,
+    )
+    _append(setup, line)
+
+
 def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
     """Write the access line of a finished request (never raises into the request)."""
     if not _access_log.isEnabledFor(_INFO):
@@ -158,6 +198,9 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
         or parent.filters
     ):
         _through_logging(exchange, name, duration_ns)
+        return
+    if setup.ecs is not None:
+        _write_ecs(exchange, name, duration_ns, setup)
         return
     # _fields(), _message() and Sink.write(), inlined: this runs once per request.
     environ = exchange.environ
@@ -196,6 +239,11 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
         "remote_addr": environ.get("REMOTE_ADDR"),
         "user_agent": agent,
     }
+    trace = environ.get(TRACE_KEY)
+    if trace is not None:
+        fields["trace_id"] = trace.trace_id
+        fields["span_id"] = trace.span_id
+        fields["trace_flags"] = trace.flags
     try:
         line = _dumps(fields, None, _OPTIONS)
     except Exception:  # a server put something odd in the environ

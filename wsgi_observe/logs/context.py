@@ -21,6 +21,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..redact import redact_query
+from ..tracing import TRACE_KEY, TraceContext, current_child
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -30,10 +31,12 @@ __all__ = [
     "LogContext",
     "current_request",
     "current_request_id",
+    "current_trace",
     "enter_request",
     "leave_request",
     "new_request_id",
     "request_block",
+    "trace_headers",
     "wsgi_text",
 ]
 
@@ -127,6 +130,33 @@ def current_request_id() -> Optional[str]:
         return None
     value = environ.get(ID_KEY)
     return value if isinstance(value, str) else None
+
+
+def current_trace() -> Optional[TraceContext]:
+    """The trace of the request this thread or task is serving (a W3C ``traceparent``
+    came in, or a tracer is on), or None."""
+    environ = _request.get()
+    if environ is None:
+        return None
+    trace = environ.get(TRACE_KEY)
+    return trace if isinstance(trace, TraceContext) else None
+
+
+def trace_headers() -> dict[str, str]:
+    """``{"traceparent": ..., "tracestate": ...}`` to send with a call to another service
+    made while serving a request that has a trace (``{}`` otherwise): the callee continues
+    this trace, as a child of this request's span (or of the span of the function timed
+    by ``performance_tracking`` that makes the call). Example::
+
+        response = http.request("GET", billing_url, headers=trace_headers())
+    """
+    trace = current_trace()
+    if trace is None:
+        return {}
+    out = {"traceparent": trace.traceparent(current_child())}
+    if trace.tracestate:
+        out["tracestate"] = trace.tracestate
+    return out
 
 
 def wsgi_text(text: str) -> str:

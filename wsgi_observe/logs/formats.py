@@ -3,7 +3,8 @@
 Both formatters never raise: a value JSON can't hold becomes a string, a message whose
 arguments don't format is written with a note, and secrets are redacted in every field.
 During a request (see :mod:`wsgi_observe.logs.context`) a line carries the request's
-``request`` block and ``request_id``; ``LogContext`` fields and ``extra=`` fields are added.
+``request`` block and ``request_id`` (and its ``trace_id``, ``span_id`` and
+``trace_flags`` when it has a trace); ``LogContext`` fields and ``extra=`` fields are added.
 
 The console text escapes control characters in every field (a path holding ``\\n`` cannot
 forge a second line, and ANSI escape codes never reach the terminal raw).
@@ -24,6 +25,7 @@ import orjson
 from .._text import escape_control
 from .._time import iso_utc
 from ..redact import REDACTED, is_secret_key, redact_text, redact_value
+from ..tracing import TRACE_KEY, current_child
 from .context import ID_KEY, current_fields, current_request, request_block
 
 __all__ = ["ConsoleFormatter", "JsonFormatter", "dumps_line", "safe_str"]
@@ -176,8 +178,10 @@ class JsonFormatter(logging.Formatter):
 
     Fields: ``timestamp`` (UTC, ms, ``Z``), ``level``, ``logger``, ``message``, ``module``,
     ``function``, ``line``; during a request ``request`` (method, path, remote_addr,
-    user_agent) and ``request_id``; the ``LogContext`` fields; every ``extra=`` field; and
-    ``exception`` (type, message, traceback) when there is one. Secrets are redacted.
+    user_agent) and ``request_id``, and ``trace_id``, ``span_id`` and ``trace_flags`` when
+    it has a trace (see :mod:`wsgi_observe.tracing`); the ``LogContext`` fields; every
+    ``extra=`` field; and ``exception`` (type, message, traceback) when there is one.
+    Secrets are redacted.
     Example::
 
         handler = logging.StreamHandler()
@@ -231,6 +235,12 @@ class JsonFormatter(logging.Formatter):
             request_id = environ.get(ID_KEY)
             if request_id is not None:
                 event["request_id"] = request_id
+            trace = environ.get(TRACE_KEY)
+            if trace is not None:
+                # OpenTelemetry's log data model, as JSON logs write it.
+                event["trace_id"] = trace.trace_id
+                event["span_id"] = current_child() or trace.span_id
+                event["trace_flags"] = trace.flags
         context = current_fields()
         if context:
             _merge(event, context)

@@ -3,7 +3,8 @@
 It sends every line to:
 
 - the console (``stream``, default ``sys.stderr``): the guide's coloured text in development
-  on a TTY, JSON lines otherwise and in production (``LOG_FORMAT`` overrides);
+  on a TTY, JSON lines otherwise and in production (``LOG_FORMAT`` overrides; ``ecs`` makes
+  every line, console and files, an Elastic Common Schema line);
 - ``LOG_DIR/application.log`` (every level) and ``LOG_DIR/errors.log`` (ERROR and above),
   JSON lines, rotated at 10 MB with 10 backups (see :mod:`wsgi_observe.logs.files`).
 
@@ -26,6 +27,7 @@ import threading
 from typing import Any, Optional, Union
 
 from ..config import Config, ConfigError
+from .ecs import EcsFormatter
 from .files import (
     BACKUP_COUNT,
     BUFFER_BYTES,
@@ -112,6 +114,15 @@ class Setup:
             if isinstance(handler, JsonHandler) and handler.level <= _INFO
         )
         self.text = tuple(handler for handler in handlers if not isinstance(handler, JsonHandler))
+        # With LOG_FORMAT=ecs, the formatter whose service fields the access line uses.
+        self.ecs: Optional[EcsFormatter] = next(
+            (
+                handler.formatter
+                for handler in handlers
+                if isinstance(handler, JsonHandler) and isinstance(handler.formatter, EcsFormatter)
+            ),
+            None,
+        )
 
 
 #: What is installed now (read per request by the middleware and the access line).
@@ -155,7 +166,7 @@ def _build(
     if chosen is None:
         development = config.environment in _DEVELOPMENT and not config.is_production
         chosen = "console" if tty and development else "json"
-    formatter = JsonFormatter()
+    formatter = EcsFormatter(config) if chosen == "ecs" else JsonFormatter()
     handlers: list[logging.Handler] = []
     targets: list[Target] = []
     try:
@@ -232,7 +243,7 @@ def configure_logging(
 ) -> logging.Logger:
     """Set up the root logger: console, ``LOG_DIR/application.log`` and ``LOG_DIR/errors.log``.
 
-    Parameters: ``level``, ``log_dir`` and ``fmt`` (``"json"``/``"console"``) override
+    Parameters: ``level``, ``log_dir`` and ``fmt`` (``"json"``/``"console"``/``"ecs"``) override
     ``LOG_LEVEL``, ``LOG_DIR`` and ``LOG_FORMAT`` (via :meth:`Config.from_env`, or over
     ``config`` when given); ``log_dir=""`` turns the files off. ``stream`` is the console
     (default ``sys.stderr``). Files rotate at ``max_bytes`` keeping ``backup_count``
