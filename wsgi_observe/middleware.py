@@ -177,10 +177,7 @@ class ObservabilityMiddleware:
         exchange.failed = False
         exchange.reporter = None
         reporter = reporting.current
-        # A trace when a traceparent came in or a tracer (a reporter) is on; else this
-        # costs one lookup.
-        traced = reporter is not None or environ.get("HTTP_TRACEPARENT") is not None
-        if self._context or traced or _log_setup.active is not None:
+        if self._context or reporter is not None or _log_setup.active is not None:
             # enter_request(), inlined.
             request_id = environ.get("HTTP_X_REQUEST_ID")
             if request_id is None or _is_sane_id(request_id) is None:
@@ -189,7 +186,9 @@ class ObservabilityMiddleware:
                 except IndexError:
                     request_id = _new_id()
             environ[_ID_KEY] = request_id
-            if traced:
+            # A trace when a traceparent came in or a tracer (a reporter) is on. (Without
+            # logs or a reporter nothing would carry a trace: metrics only never looks.)
+            if reporter is not None or "HTTP_TRACEPARENT" in environ:
                 _begin_trace(environ)
             _enter_request(environ)
             exchange.request_id = request_id
