@@ -230,7 +230,7 @@ def test_sampling_at_a_tenth_follows_the_ratio_and_the_caller(
     otlp_receiver: OtlpReceiver,
 ) -> None:
     """New traces at 0.1 are sampled about one in ten (bounded: 2000 requests); a caller's
-    sampled flag is followed either way; unsampled requests still propagate the trace."""
+    sampled flag is followed either way."""
     app = traced(hello, otlp_receiver, otel_traces_sampler_arg=0.1)
     for _ in range(2000):
         run(app, environ_for("/ratio"), validate=False)
@@ -248,6 +248,12 @@ def test_sampling_at_a_tenth_follows_the_ratio_and_the_caller(
     caller = [span for span in spans if span.name == "GET /caller"]
     assert 120 <= len(ratio) <= 290  # 200 expected; far outside would be a broken sampler
     assert len(caller) == 50 and all(span.trace_id == TRACE_ID for span in caller)
+
+
+def test_unsampled_requests_still_propagate_the_trace(otlp_receiver: OtlpReceiver) -> None:
+    """At ratio 0 the request is not sampled, and its headers and current span still carry
+    its trace. (Its own test: tracing is set up once per process, so a second middleware in
+    the test above would have shared the first one's 0.1 sampler.)"""
     seen: dict[str, Any] = {}
 
     def peek(environ: dict[str, Any], start_response: Any) -> list[bytes]:
