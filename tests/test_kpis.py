@@ -290,7 +290,7 @@ def test_json_document_has_a_kpis_block(store):
     assert found["leads_created"]["series"][1] == {"labels": {"source": "website"}, "value": 3}
     assert found["open_customers"] == {
         "type": "gauge",
-        "help": "Customers with a deal.",
+        "help": "Customers with an open deal.",
         "multiprocess_mode": "mostrecent",
         "labels": [],
         "series": [{"labels": {}, "value": 20.5}],
