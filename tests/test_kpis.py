@@ -553,3 +553,11 @@ def test_a_kpi_series_without_its_definition_is_left_out():
 def test_kpi_series_plain_data():
     """KpiSeries.count adds up the HDR buckets."""
     assert KpiSeries(hist={1: 2, 300: 3}).count == 5
+
+
+def test_label_values_of_any_type_are_their_text(store):
+    """Values are str() of what is given, unhashable ones too; names in any order."""
+    hits = kpis.counter("hits", "Hits.", labels=("a", "b"), store=store)
+    hits.labels(a=1, b=["x"]).inc()
+    hits.labels(b="['x']", a="1").inc()
+    assert _values(_kpis(store)["hits"]) == {("1", "['x']"): 2}

@@ -397,7 +397,8 @@ class _Family(Generic[S]):
         self.quantile_name = quantile_name
         self.definition = ("k", "d", name, self.kind, unit, description, label_names, mode, buckets)
         self.sample_names = _sample_names(self.kind, name, quantile_name)
-        self._children: dict[tuple[Any, ...], S] = {}
+        self._children: dict[tuple[str, ...], S] = {}
+        self._cache: dict[tuple[tuple[str, Any], ...], S] = {}
         self._overflow: Optional[S] = None
         self._lock = threading.Lock()
 
@@ -409,21 +410,22 @@ class _Family(Generic[S]):
 
     def labels(self, **values: Any) -> S:
         """The series with these label values (exactly the declared label names)."""
-        names = self.label_names
+        # Cached by the (name, value) pairs as given: one tuple and one dict lookup.
         try:
-            key = tuple([values[name] for name in names])
-        except KeyError:
-            key = None
-        if key is None or len(values) != len(names) or not names:
+            child = self._cache.get(tuple(values.items()))
+        except TypeError:  # an unhashable value: str() of it, the slow way
+            child = None
+        if child is None:
+            child = self._lookup(values)
+        return child
+
+    def _lookup(self, values: dict[str, Any]) -> S:
+        names = self.label_names
+        if set(values) != set(names) or not names:
             raise ValueError(
                 f"KPI {self.name}: labels() takes exactly {names!r}, got {tuple(values)!r}"
             )
-        child = self._children.get(key)
-        if child is None:
-            child = self._admit(key)
-        return child
-
-    def _admit(self, raw: tuple[Any, ...]) -> S:
+        raw = tuple([values[name] for name in names])
         texts = tuple(value if type(value) is str else str(value) for value in raw)
         with self._lock:
             child = self._children.get(texts)
@@ -433,9 +435,9 @@ class _Family(Generic[S]):
             if child is None:
                 if self._overflow is None:
                     self._overflow = self._new((OVERFLOW,) * len(texts))
-                return self._overflow
-            if raw != texts and len(self._children) < 2 * self.max_series:
-                self._children[raw] = child  # cache the raw key too (ints, ...), bounded
+                return self._overflow  # not cached: the cache holds admitted series only
+            if raw == texts and len(self._cache) < 4 * self.max_series:
+                self._cache[tuple(values.items())] = child
             return child
 
     def _new(self, labels: tuple[str, ...]) -> S:
