@@ -6,6 +6,8 @@ import json
 import random
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -111,3 +113,45 @@ def test_kpis_are_exact_across_recycled_workers(gunicorn, worker_args):
             check=False,
         )
         assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+
+
+def _post(server, path: str, payload: dict) -> int:
+    request = urllib.request.Request(
+        server.url + path,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10.0) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        with error:
+            return int(error.code)
+
+
+def test_the_demo_defines_and_records_its_kpis(gunicorn, tmp_path):
+    """The demo counts leads by source, their scores and its customers, in every format."""
+    server = gunicorn(
+        "wsgi_observe.demo:app", "-w", "2", env={"DEMO_DB": str(tmp_path / "demo.sqlite3")}
+    )
+    sent = [("website", 80), ("website", 40), ("referral", 95), ("<b>x</b>", 10)]
+    for source, score in sent:
+        assert _post(server, "/api/leads", {"name": "L", "source": source, "score": score}) == 201
+    assert _post(server, "/api/leads", {"score": -3}) == 400
+    assert _post(server, "/api/leads", {"score": "high"}) == 400
+    assert server.get("/api/customers")[0] == 200
+    found = wait_until(
+        lambda: (lambda k: k if _leads_total(k) == len(sent) else None)(_kpis(server)), 20
+    )
+    by_source = {s["labels"]["source"]: s["value"] for s in found["leads_created"]["series"]}
+    assert by_source == {"website": 2, "referral": 1, "<b>x</b>": 1}
+    score = found["lead_score_points"]["series"][0]
+    assert (score["count"], score["sum"], score["p50"], score["max"]) == (4, 225, 40, 95)
+    assert found["open_customers"]["series"][0]["value"] == 20
+    events = {s["labels"]["event"]: s["value"] for s in found["business_events"]["series"]}
+    assert events["lead_created"] == len(sent)
+    _, _, text = server.get("/metrics?format=openmetrics")
+    assert b'leads_created_total{source="website"} 2\n' in text
+    assert b"# UNIT lead_score_points points\n" in text
+    assert b"open_customers 20\n" in text
