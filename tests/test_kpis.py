@@ -402,14 +402,16 @@ def test_the_middleware_shows_process_kpis(monkeypatch):
         pytest.param(["k", "m", "leads", [], ""], id="empty-id"),
         pytest.param(["k", "t", "leads", [], "x" * 33], id="long-id"),
         pytest.param(["k", "z", "leads", []], id="unknown-kind"),
-        pytest.param(["k", "d", "leads", "counter", "", "", [], ""], id="definition-short"),
-        pytest.param(["k", "d", "leads", "summary", "", "", [], "", []], id="definition-kind"),
-        pytest.param(["k", "d", "leads", "gauge", "", "", [], "max", []], id="definition-mode"),
-        pytest.param(["k", "d", "leads", "counter", "", "", ["le-x"], "", []], id="def-label"),
+        pytest.param(["k", "d", "leads", "counter", "", "", [], "", []], id="definition-short"),
+        pytest.param(["k", "d", "leads", "summary", "", "", [], "", [], 9], id="definition-kind"),
+        pytest.param(["k", "d", "leads", "gauge", "", "", [], "max", [], 9], id="definition-mode"),
+        pytest.param(["k", "d", "leads", "counter", "", "", ["le-x"], "", [], 9], id="def-label"),
         pytest.param(
-            ["k", "d", "s", "distribution", "", "", [], "", [5, 1]], id="definition-buckets"
+            ["k", "d", "s", "distribution", "", "", [], "", [5, 1], 9], id="definition-buckets"
         ),
-        pytest.param(["k", "d", "s", "counter", "", "h" * 2000, [], "", []], id="definition-help"),
+        pytest.param(["k", "d", "s", "counter", "", "h" * 2000, [], "", [], 9], id="def-help"),
+        pytest.param(["k", "d", "s", "counter", "", "", [], "", [], 0], id="def-max-series"),
+        pytest.param(["k", "d", "s", "counter", "", "", [], "", [], "9"], id="def-max-text"),
     ],
 )
 def test_malformed_kpi_keys_are_rejected(item):
@@ -544,7 +546,7 @@ def test_a_kpi_series_without_its_definition_is_left_out():
 
     layout = KpiLayout()
     layout.add(("k", "c", "ghost", ("a",)), 0)
-    layout.add(("k", "d", "known", "counter", "", "", ("x",), "", ()), 1)
+    layout.add(("k", "d", "known", "counter", "", "", ("x",), "", (), 9), 1)
     layout.add(("k", "c", "known", ("a", "b")), 2)  # two values for one label name
     layout.add(("k", "h", "known", ("a",), 3), 3)  # a bucket for a counter
     assert {n: f.series for n, f in layout.build([5, 0, 7, 1]).items()} == {"known": {}}
@@ -561,3 +563,30 @@ def test_label_values_of_any_type_are_their_text(store):
     hits.labels(a=1, b=["x"]).inc()
     hits.labels(b="['x']", a="1").inc()
     assert _values(_kpis(store)["hits"]) == {("1", "['x']"): 2}
+
+
+def test_the_label_cap_holds_across_processes_and_in_the_archive(tmp_path):
+    """Each process admits its own max_series label sets; the merged view and the archive
+    keep max_series too (the rest add into ``<overflow>``), and the total stays exact."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    tables = [_table(state) for _ in range(3)]
+    try:
+        for number, (_, store) in enumerate(tables):
+            pages = kpis.counter("pages", "Pages.", ("page",), max_series=2, store=store)
+            for page in range(5):
+                pages.labels(page=f"/p{number}-{page}").inc(page + 1)  # 15 per process
+        found = merge.collect_snapshot(str(state)).kpis["pages"]
+        assert len(found.series) == 3
+        assert ("<overflow>",) in found.series
+        assert sum(s.value for s in found.series.values()) == 45
+        for table, _ in tables:
+            table.close()
+        assert sweep(str(state)) == 3
+        archived = {k[3] for k, _ in read_archive(str(state)).pairs if k[:2] == ("k", "c")}
+        assert len(archived) == 3 and ("<overflow>",) in archived
+        found = merge.collect_snapshot(str(state)).kpis["pages"]
+        assert sum(s.value for s in found.series.values()) == 45
+    finally:
+        for table, _ in tables:
+            table.close()

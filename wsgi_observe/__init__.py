@@ -5,8 +5,9 @@ framework, and the names below are loaded on first use.
 
 The layout: a flat core (``config``, ``middleware``, ``_wsgi``, ``endpoints``, ``health``,
 ``checks``, ``histograms``, ``metrics``, ``kpis``, ``kpidata``, ``redact``, ``system``,
-``tracking``, ``tracing``, ``reporting``), and the layers in subpackages: ``logs/``, ``exposition/``,
-``multiprocess/``, ``integrations/`` (Sentry, OpenTelemetry) and ``uptimerobot/``.
+``tracking``, ``tracing``, ``reporting``), and the layers in subpackages: ``logs/``,
+``exposition/``, ``multiprocess/``, ``integrations/`` (Sentry, OpenTelemetry) and
+``uptimerobot/``.
 """
 
 from __future__ import annotations

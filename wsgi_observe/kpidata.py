@@ -6,8 +6,8 @@ reads them back (:class:`KpiLayout`) and gives the plain structures a :class:`Sn
 <wsgi_observe.metrics.Snapshot>` carries in ``kpis``. Keys (``labels`` is the tuple of
 label values, in the order the KPI declared its label names):
 
-- ``("k", "d", name, kind, unit, help, label_names, mode, buckets)``: the definition, so
-  any process can show a KPI another one recorded (its slot stays 0);
+- ``("k", "d", name, kind, unit, help, label_names, mode, buckets, max_series)``: the
+  definition, so any process can show a KPI another one recorded (its slot stays 0);
 - ``("k", "c", name, labels)``: a counter;
 - ``("k", "h", name, labels, bucket)`` and ``("k", "s", name, labels)``: a distribution's
   HDR bucket count and its sum in thousandths of the unit;
@@ -63,6 +63,7 @@ MAX_HELP = 1024
 MAX_LABELS = 16
 MAX_VALUE = 128
 MAX_BUCKETS = 64
+MAX_SERIES = 100_000
 _MAX_ID = 32
 _SERIES_KINDS = frozenset("chsglmt")
 
@@ -86,9 +87,11 @@ def _labels(value: Any) -> Optional[tuple[str, ...]]:
 
 
 def _definition(item: Sequence[Any]) -> Optional[tuple[Any, ...]]:
-    if len(item) != 9:
+    if len(item) != 10:
         return None
-    _, _, name, kind, unit, help_text, names, mode, buckets = item
+    _, _, name, kind, unit, help_text, names, mode, buckets, max_series = item
+    if type(max_series) is not int or not 1 <= max_series <= MAX_SERIES:
+        return None
     if not _is_name(name) or kind not in _KINDS:
         return None
     if type(unit) is not str or len(unit) > MAX_NAME or UNIT.match(unit) is None:
@@ -109,7 +112,7 @@ def _definition(item: Sequence[Any]) -> Optional[tuple[Any, ...]]:
         bounds.append(bound)
     if bounds != sorted(set(bounds)):
         return None
-    return ("k", "d", name, kind, unit, help_text, label_names, mode, tuple(bounds))
+    return ("k", "d", name, kind, unit, help_text, label_names, mode, tuple(bounds), max_series)
 
 
 def parse_kpi_key(item: Sequence[Any]) -> Optional[tuple[Any, ...]]:
@@ -173,6 +176,80 @@ def latest_only(totals: dict[tuple[Any, ...], int]) -> dict[tuple[Any, ...], int
     return out
 
 
+def _weight(letter: str, value: int) -> int:
+    return abs(value) if letter in ("c", "h", "g", "l") else 0
+
+
+def cap_series(
+    totals: dict[tuple[Any, ...], int], keep_first: set[tuple[str, tuple[str, ...]]]
+) -> dict[tuple[Any, ...], int]:
+    """``totals`` with at most ``max_series`` label sets per KPI besides ``<overflow>``: those
+    in ``keep_first`` stay, then the busiest; the others are added into ``<overflow>`` (the
+    last set values of ``mostrecent`` gauges among them are dropped). This keeps the archive
+    bounded however many workers, each with its own cap, come and go."""
+    limits: dict[str, int] = {}
+    weights: dict[str, dict[tuple[str, ...], int]] = {}
+    for key, value in totals.items():
+        if key[0] != "k":
+            continue
+        if key[1] == "d":
+            limits[key[2]] = key[9]
+            continue
+        per_name = weights.setdefault(key[2], {})
+        per_name[key[3]] = per_name.get(key[3], 0) + _weight(key[1], value)
+    dropped: dict[str, set[tuple[str, ...]]] = {}
+    for name, per_labels in weights.items():
+        limit = limits.get(name)
+        if limit is None or len(per_labels) <= limit:
+            continue
+        ranked = sorted(
+            (labels for labels in per_labels if OVERFLOW not in labels),
+            key=lambda labels: ((name, labels) not in keep_first, -per_labels[labels], labels),
+        )
+        dropped[name] = set(ranked[limit:])
+    if not dropped:
+        return totals
+    out: dict[tuple[Any, ...], int] = {}
+    for key, value in totals.items():
+        if key[0] == "k" and key[1] != "d" and key[3] in dropped.get(key[2], ()):
+            if key[1] in ("m", "t"):
+                continue
+            key = (*key[:3], (OVERFLOW,) * len(key[3]), *key[4:])
+        out[key] = out.get(key, 0) + value
+    return out
+
+
+def _capped(family: KpiFamily) -> dict[tuple[str, ...], KpiSeries]:
+    """``family.series`` folded to ``family.max_series`` label sets (see :func:`cap_series`)."""
+    series = family.series
+    named = [labels for labels in series if OVERFLOW not in labels]
+    if len(named) <= family.max_series:
+        return series
+
+    def weight(labels: tuple[str, ...]) -> float:
+        one = series[labels]
+        return one.count if one.hist else abs(one.value)
+
+    ranked = sorted(named, key=lambda labels: (-weight(labels), labels))
+    kept = {labels: series[labels] for labels in ranked[: family.max_series]}
+    overflow = (OVERFLOW,) * len(family.labels)
+    spill = [series[labels] for labels in ranked[family.max_series :]]
+    if overflow in series:
+        spill.append(series[overflow])
+    if family.mode == "mostrecent":
+        if overflow in series:
+            kept[overflow] = series[overflow]
+        return kept
+    total = KpiSeries()
+    for part in spill:
+        total.value += part.value
+        total.sum += part.sum
+        for index, count in part.hist.items():
+            total.hist[index] = total.hist.get(index, 0) + count
+    kept[overflow] = total
+    return kept
+
+
 # What a snapshot holds ----------------------------------------------------------------------
 
 
@@ -207,6 +284,8 @@ class KpiFamily:
     mode: str = ""
     buckets: tuple[float, ...] = ()
     series: dict[tuple[str, ...], KpiSeries] = field(default_factory=dict)
+    #: label sets shown at most (the others are added into the ``<overflow>`` one)
+    max_series: int = MAX_SERIES
 
 
 def _number(milli: int) -> Union[int, float]:
@@ -252,10 +331,11 @@ class KpiLayout:
         """Every defined KPI's series; series that do not fit their definition (another
         kind, another number of labels) or have no definition are left out."""
         families: dict[str, KpiFamily] = {}
-        for name, (_, _, _, kind, unit, help_text, names, mode, buckets) in sorted(
-            self.definitions.items()
-        ):
-            families[name] = KpiFamily(name, kind, help_text, unit, names, mode, buckets)
+        for name, definition in sorted(self.definitions.items()):
+            _, _, _, kind, unit, help_text, names, mode, buckets, limit = definition
+            families[name] = KpiFamily(
+                name, kind, help_text, unit, names, mode, buckets, max_series=limit
+            )
         size = len(values)
         for (kind, name, labels), spot in self.where.items():
             family = families.get(name)
@@ -288,7 +368,7 @@ class KpiLayout:
             else:
                 series.value = _number(sum(values[p] for p in spot.slots if p < size))
         for family in families.values():
-            family.series = dict(sorted(family.series.items()))
+            family.series = dict(sorted(_capped(family).items()))
         return families
 
 
@@ -325,5 +405,6 @@ def kpis_delta(
             family.mode,
             family.buckets,
             series,
+            family.max_series,
         )
     return out

@@ -395,7 +395,10 @@ class _Family(Generic[S]):
         self.max_series = max_series
         self.store = store
         self.quantile_name = quantile_name
-        self.definition = ("k", "d", name, self.kind, unit, description, label_names, mode, buckets)
+        self.definition = (
+            *("k", "d", name, self.kind, unit, description, label_names, mode, buckets),
+            max_series,
+        )
         self.sample_names = _sample_names(self.kind, name, quantile_name)
         self._children: dict[tuple[str, ...], S] = {}
         self._cache: dict[tuple[tuple[str, Any], ...], S] = {}

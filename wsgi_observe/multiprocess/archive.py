@@ -24,7 +24,7 @@ from typing import Any, Optional
 import orjson
 
 from ..endpoints import OVERFLOW
-from ..kpidata import is_archived, is_signed, latest_only
+from ..kpidata import cap_series, is_archived, is_signed, latest_only
 from .reader import Reader, is_dead, is_worker_id, parse_key, worker_ids
 from .statedir import locked, read_regular, write_atomic
 
@@ -213,6 +213,8 @@ def sweep(
         if limit:
             totals = _cap_endpoints(totals, names, limit)
         totals = latest_only(totals)
+        shown = {(key[2], key[3]) for key, _ in archive.pairs if key[0] == "k" and key[1] != "d"}
+        totals = cap_series(totals, shown)
         document = {
             "merged": list(merged)[-_MERGED_KEEP:],
             "max_endpoints": limit,
