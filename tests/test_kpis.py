@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf.internal.encoder import _VarintBytes
 from hdrh.histogram import HdrHistogram
 
 from tests.client_model import metrics_pb2
@@ -358,7 +359,10 @@ def test_openmetrics_with_kpis_is_read_by_prometheus(store, tmp_path):
 def test_protobuf_carries_the_same_kpi_samples(store):
     """The protobuf answer decodes (official runtime) to the text format's KPI samples."""
     snapshot = _filled(store).snapshot()
-    found = {f.name: f for f in decode(render_protobuf(snapshot, {}))}
+    data = render_protobuf(snapshot, {})
+    again = b"".join(_VarintBytes(m.ByteSize()) + m.SerializeToString() for m in decode(data))
+    assert again == data  # canonical: the official runtime writes the same bytes
+    found = {f.name: f for f in decode(data)}
     assert found["leads_created_total"].type == metrics_pb2.COUNTER
     assert found["lead_score_points"].type == metrics_pb2.HISTOGRAM
     assert found["lead_score_points"].unit == "points"
