@@ -181,8 +181,8 @@ class Routes:
             return not_allowed(environ, start_response)
         if not self.is_authorized(environ):
             return self.unauthorized(environ, start_response)
-        query = parse_qs(environ.get("QUERY_STRING", ""))
-        wanted = query.get("format", [None])[-1]
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        wanted = query.get("format", [None])[-1] or None
         kind = negotiate(wanted, environ.get("HTTP_ACCEPT", ""))
         if kind is None:
             body = orjson.dumps({"error": f"unknown format {wanted!r}", "formats": list(FORMATS)})

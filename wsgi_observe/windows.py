@@ -90,7 +90,7 @@ _log = logging.getLogger("wsgi_observe.windows")
 
 #: Entries of the ring in the state directory: ``window-<milliseconds of the clock>``.
 ENTRY_PREFIX = "window-"
-_ENTRY_RE = re.compile(r"^window-(\d{1,16})$")
+_ENTRY_RE = re.compile(r"^window-([0-9]{1,16})$")
 LOCK_FILE = "window.lock"
 #: The Snapshot fields holding cumulative series (name -> SeriesData) that the ring keeps.
 _SPACES = ("endpoints", "functions")
@@ -103,7 +103,7 @@ _MAX_SERIES = 100_000
 _MAX_NAME = 1024
 _MAX_LABEL = 64
 _MAX_INT = 2**63 - 1
-_WINDOW_RE = re.compile(r"^(\d{1,9}(?:\.\d{1,6})?)([smh]?)$")
+_WINDOW_RE = re.compile(r"^([0-9]{1,9}(?:\.[0-9]{1,6})?)([smh]?)$")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -490,6 +490,13 @@ class Windows:
             origin = self._origin = (at, time.time())
         return origin[0] + (now.started_at - origin[1])
 
+    def _zero(self, now: Snapshot, at: float, times: list[float]) -> float:
+        """When every counter was zero: the server's start, or the oldest entry if that is
+        older (the first process to tick made it when the server started; a process that
+        joined later may place the start a bit later on an injected clock)."""
+        start = self._start_in_clock(now, at)
+        return min(start, times[0]) if times else start
+
     # Taking snapshots --------------------------------------------------------------------
 
     def tick(self, snapshot: Optional[Snapshot] = None) -> bool:
@@ -567,12 +574,12 @@ class Windows:
         ``loaded`` caches the entries read so far."""
         slack = self.interval_s / 2
         for t in reversed(times):
-            if start - slack <= t <= target + slack:
+            if t <= target + slack:
                 if t not in loaded:
                     loaded[t] = ring.load(t)
                 if loaded[t] is not None:
                     return t, loaded[t]
-        return min(start, times[0]) if times else start, None
+        return start, None
 
     def window_snapshot_for(self, seconds: float, now: Optional[Snapshot] = None) -> Snapshot:
         """What happened in the last ``seconds`` (about: ``window_s`` says exactly), as a
@@ -583,8 +590,8 @@ class Windows:
         with self._lock:
             ring = self._ring()
             at = self.clock()
-            start = self._start_in_clock(now, at)
             times = ring.times()
+            start = self._zero(now, at, times)
             t, before = self._baseline(ring, times, at - seconds, start, {})
         return window_snapshot(now, before, window_s=max(at - t, 0.0))
 
@@ -607,8 +614,8 @@ class Windows:
         with self._lock:
             ring = self._ring()
             at = self.clock()
-            start = self._start_in_clock(now, at)
             times = ring.times()
+            start = self._zero(now, at, times)
             steps = int(span_s / step_s + 1e-9)
             points: list[tuple[float, Optional[Snapshot]]] = [(at, now)]
             loaded: dict[float, Optional[Snapshot]] = {}
