@@ -270,8 +270,9 @@ def test_a_window_the_ring_cannot_give_raises_window_error(seconds: float, says:
 
 def test_series_gives_what_happened_in_each_step() -> None:
     """series(60, 300): one Snapshot per minute of the last five, oldest first, each with
-    that minute's requests; the timestamps are the ends of the steps."""
+    that minute's requests; the timestamps are the ends of the steps (whole minutes)."""
     clock, source = Clock(), Source()
+    clock.now = 1_800_000_000.0  # a whole minute
     ring = Windows(source.snapshot, clock=clock)
     source.started_at = clock.now - 1
     ring.tick()
@@ -289,6 +290,7 @@ def test_series_gives_what_happened_in_each_step() -> None:
 def test_series_of_a_young_server_leaves_out_the_steps_before_it_started() -> None:
     """Two minutes after start, a 15-minute series has two steps, not fifteen."""
     clock, source = Clock(), Source()
+    clock.now = 1_800_000_000.0
     ring = Windows(source.snapshot, clock=clock)
     source.started_at = clock.now
     ring.tick()
@@ -298,6 +300,38 @@ def test_series_of_a_young_server_leaves_out_the_steps_before_it_started() -> No
         ring.tick()
     points = ring.series()
     assert [step.endpoints["/a"].count for _, step in points] == [6, 6]
+    clock.now += 25  # the newest step runs from the last whole minute to now
+    source.add("/a", fast=2)
+    points = ring.series()
+    assert [step.endpoints["/a"].count for _, step in points] == [6, 6, 2]
+    assert points[-1][1].window_s == 25
+
+
+def test_series_reuses_the_steps_that_are_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step between two ring entries is computed once: the next call (a dashboard
+    refreshing) only computes the step that is still running."""
+    clock, source = Clock(), Source()
+    clock.now = 1_800_000_000.0
+    ring = Windows(source.snapshot, clock=clock)
+    source.started_at = clock.now - 1
+    for _ in range(91):
+        source.add("/a", fast=1)
+        ring.tick()
+        clock.now += 10
+    first = ring.series()
+    computed: list[Optional[Snapshot]] = []
+    original = windows_module.window_snapshot
+
+    def counting(
+        now: Snapshot, before: Optional[Snapshot], window_s: Optional[float] = None
+    ) -> Snapshot:
+        computed.append(before)
+        return original(now, before, window_s)
+
+    monkeypatch.setattr(windows_module, "window_snapshot", counting)
+    again = ring.series()
+    assert len(computed) == 1  # only the running step
+    assert [(t, s.endpoints) for t, s in again] == [(t, s.endpoints) for t, s in first]
 
 
 # The ring: bounded, evicting, shared -------------------------------------------------------
@@ -612,8 +646,10 @@ def test_alerts_use_the_middlewares_ring() -> None:
     assert monitor.windows is middleware.windows
     send(middleware, "/api/fail", 25)
     assert [alert.value for alert in monitor.check()] == [1.0]
-    assert middleware.windows._ring().times() == [clock.now]
-    clock.now += 400
+    assert middleware.windows._ring().times()[-1] == clock.now
+    for _ in range(40):  # 400 s of snapshots
+        clock.now += 10
+        middleware.windows.tick()
     send(middleware, "/api/ok", 100)
     assert monitor.check() == []  # the failures are older than the 5-minute window
     assert not monitor.firing

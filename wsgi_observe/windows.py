@@ -68,8 +68,10 @@ import threading
 import time
 import weakref
 import zlib
-from collections import deque
-from collections.abc import Callable
+from array import array
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from operator import itemgetter, sub
 from typing import Any, Optional
 
 import orjson
@@ -135,32 +137,58 @@ def _describe(seconds: float) -> str:
 # Differences ------------------------------------------------------------------------------
 
 
+# One dense row of HDR counts per thread, zero between uses (subtraction aligns buckets in C).
+_dense = threading.local()
+
+
+def _hist_minus(
+    now: tuple[list[int], Sequence[int]], before: tuple[list[int], Sequence[int]]
+) -> Optional[tuple[list[int], list[int]]]:
+    """``now - before`` of two histograms in index order, the empty buckets left out; None
+    when ``before`` has a bucket ``now`` lacks or a count went down (a reset)."""
+    now_idx, now_counts = now
+    old_idx, old_counts = before
+    if not old_idx:
+        return list(now_idx), list(now_counts)
+    if now_idx == old_idx:
+        aligned: Sequence[int] = old_counts
+    else:
+        row = getattr(_dense, "row", None)
+        if row is None:
+            row = _dense.row = [0] * COUNTS_LEN
+        deque(map(row.__setitem__, old_idx, old_counts), maxlen=0)
+        aligned = [row[i] for i in now_idx] if len(now_idx) < 2 else itemgetter(*now_idx)(row)
+        deque(map(row.__setitem__, old_idx, itertools.repeat(0)), maxlen=0)
+        if sum(aligned) != sum(old_counts):
+            return None  # a bucket of before is not in now
+    diffs = list(map(sub, now_counts, aligned))
+    if diffs and min(diffs) < 0:
+        return None
+    return list(itertools.compress(now_idx, diffs)), [d for d in diffs if d]
+
+
 def _minus(now: SeriesData, before: Optional[SeriesData]) -> SeriesData:
     """``now - before`` for one series; ``now`` itself when a counter went down (the series
     was reset: counted from zero again)."""
     if before is None:
         return now
-    old_hist = before.hist
-    hist = {k: v - old_hist.get(k, 0) for k, v in now.hist.items()}
-    delta = SeriesData(
-        count=now.count - before.count,
-        errors=now.errors - before.errors,
-        sum_ns=now.sum_ns - before.sum_ns,
-        hist=hist,
-        by={k: v - before.by.get(k, 0) for k, v in now.by.items()},
-    )
+    hist = _hist_minus(now.sorted_hist(), before.sorted_hist())
+    old_by = before.by
+    by = {k: v - old_by.get(k, 0) for k, v in now.by.items()}
+    count, errors = now.count - before.count, now.errors - before.errors
+    sum_ns = now.sum_ns - before.sum_ns
     if (
-        delta.count < 0
-        or delta.errors < 0
-        or delta.sum_ns < 0
-        or any(v < 0 for v in hist.values())
-        or any(v < 0 for v in delta.by.values())
-        or any(k not in now.hist for k in old_hist)
+        hist is None
+        or count < 0
+        or errors < 0
+        or sum_ns < 0
+        or any(v < 0 for v in by.values())
+        or any(k not in now.by for k in old_by)
     ):
         return now
-    delta.hist = {k: v for k, v in hist.items() if v}
-    delta.by = {k: v for k, v in delta.by.items() if v}
-    return delta
+    return SeriesData(
+        count, errors, sum_ns, by={k: v for k, v in by.items() if v}, sorted_hist=hist
+    )
 
 
 def subtract_space(
@@ -237,32 +265,40 @@ def _text(value: Any, limit: int) -> str:
     return value
 
 
+def _ints(values: Any, what: str) -> array[int]:
+    """``values`` (a JSON list) as signed 64-bit integers, checked in C; ValueError if not."""
+    if type(values) is not list:
+        raise ValueError(f"{what} is not a list")
+    try:
+        return array("q", values)
+    except (TypeError, OverflowError):
+        raise ValueError(f"{what} are not 64-bit integers") from None
+
+
 def _series(item: Any) -> SeriesData:
     if type(item) is not list or len(item) != 6:
         raise ValueError("a series is not a list of six")
     count, errors, sum_ns = _count(item[0]), _count(item[1]), _count(item[2])
-    labels, gaps, counts = item[3], item[4], item[5]
-    if type(labels) is not list or type(gaps) is not list or type(counts) is not list:
-        raise ValueError("a series has no lists of labels and buckets")
-    if len(gaps) != len(counts) or len(gaps) > COUNTS_LEN or len(labels) > 1000:
-        raise ValueError("a series has too many buckets or labels")
+    labels = item[3]
+    if type(labels) is not list or len(labels) > 1000:
+        raise ValueError("a series has no sane list of labels")
+    gaps, counts = _ints(item[4], "bucket indexes"), _ints(item[5], "bucket counts")
+    if len(gaps) != len(counts) or len(gaps) > COUNTS_LEN:
+        raise ValueError("a series has too many buckets")
     by: dict[tuple[str, str], int] = {}
     for label in labels:
         if type(label) is not list or len(label) != 3:
             raise ValueError("a label is not [name, name, count]")
         by[(_text(label[0], _MAX_LABEL), _text(label[1], _MAX_LABEL))] = _count(label[2])
-    indexes = []
-    index = 0
-    for position, gap in enumerate(gaps):
-        if type(gap) is not int or gap < (0 if position == 0 else 1):
-            raise ValueError("bucket indexes are not ascending")
-        index += gap
-        indexes.append(index)
-    if indexes and indexes[-1] >= COUNTS_LEN:
-        raise ValueError("a bucket index is out of range")
-    for value in counts:
-        _count(value)
-    return SeriesData(count, errors, sum_ns, by=by, sorted_hist=(indexes, counts))
+    indexes: list[int] = []
+    if gaps:
+        # Ascending (every gap but the first at least 1), in range, counts not negative.
+        if gaps[0] < 0 or (len(gaps) > 1 and min(gaps[1:]) < 1) or min(counts) < 0:
+            raise ValueError("bucket indexes are not ascending or counts are negative")
+        indexes = list(itertools.accumulate(gaps))
+        if indexes[-1] >= COUNTS_LEN:
+            raise ValueError("a bucket index is out of range")
+    return SeriesData(count, errors, sum_ns, by=by, sorted_hist=(indexes, item[5]))
 
 
 def decode(data: bytes) -> tuple[float, Snapshot]:
@@ -307,6 +343,27 @@ def decode(data: bytes) -> tuple[float, Snapshot]:
 # Where the ring is kept --------------------------------------------------------------------
 
 
+class _Decoded:
+    """The last few entries decoded (the baselines of the 1, 5 and 15-minute windows a
+    dashboard asks for again and again), so each is read and checked once."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self.items: OrderedDict[Any, Snapshot] = OrderedDict()
+
+    def get(self, key: Any) -> Optional[Snapshot]:
+        found = self.items.get(key)
+        if found is not None:
+            self.items.move_to_end(key)
+        return found
+
+    def put(self, key: Any, snapshot: Snapshot) -> Snapshot:
+        self.items[key] = snapshot
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return snapshot
+
+
 class _MemoryRing:
     """Entries in this process's memory: a single process, or numbers not shared."""
 
@@ -316,10 +373,14 @@ class _MemoryRing:
     def times(self) -> list[float]:
         return [t for t, _ in self.entries]
 
-    def load(self, t: float) -> Optional[Snapshot]:
+    def load(self, t: float, cache: _Decoded) -> Optional[Snapshot]:
+        key = ("memory", t)
+        found = cache.get(key)
+        if found is not None:
+            return found
         for when, data in self.entries:
             if when == t:
-                return decode(data)[1]
+                return cache.put(key, decode(data)[1])
         return None
 
     @contextlib.contextmanager
@@ -357,15 +418,18 @@ class _FileRing:
     def times(self) -> list[float]:
         return sorted(self._names())
 
-    def load(self, t: float) -> Optional[Snapshot]:
+    def load(self, t: float, cache: _Decoded) -> Optional[Snapshot]:
         from .multiprocess.statedir import read_regular
 
-        name = self._names().get(t)
-        if name is None:
-            return None
+        name = f"{ENTRY_PREFIX}{round(t * 1000)}"
+        path = os.path.join(self.directory, name)
         try:
-            data = read_regular(os.path.join(self.directory, name), _MAX_FILE_BYTES)
-            when, snapshot = decode(data)
+            st = os.lstat(path)
+            key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+            found = cache.get(key)
+            if found is not None:
+                return found
+            when, snapshot = decode(read_regular(path, _MAX_FILE_BYTES))
         except FileNotFoundError:
             return None  # dropped meanwhile
         except (OSError, ValueError) as error:
@@ -374,7 +438,7 @@ class _FileRing:
         if round(when * 1000) != round(t * 1000):
             _log.warning("wsgi_observe: ignoring the ring entry %s: its time is not its name", name)
             return None
-        return snapshot
+        return cache.put(key, snapshot)
 
     @contextlib.contextmanager
     def writing(self) -> Any:
@@ -465,6 +529,8 @@ class Windows:
         # into this clock's time, so an injected clock that jumps keeps the start in place.
         self._origin: Optional[tuple[float, float]] = None
         self.due_at = 0.0  # (monotonic) when the ticker offers the next snapshot
+        self._decoded = _Decoded()
+        self._steps: dict[tuple[str, float, float], Snapshot] = {}  # series' finished steps
 
     @property
     def enabled(self) -> bool:
@@ -576,7 +642,7 @@ class Windows:
         for t in reversed(times):
             if t <= target + slack:
                 if t not in loaded:
-                    loaded[t] = ring.load(t)
+                    loaded[t] = ring.load(t, self._decoded)
                 if loaded[t] is not None:
                     return t, loaded[t]
         return start, None
@@ -598,9 +664,11 @@ class Windows:
     def series(
         self, step_s: float = 60.0, span_s: float = 900.0, now: Optional[Snapshot] = None
     ) -> list[tuple[float, Snapshot]]:
-        """``(end, snapshot of that step)`` for the steps of ``step_s`` over the last
-        ``span_s`` seconds, oldest first, the last one ending now (sparklines). Steps the
-        ring does not reach back to are left out."""
+        """``(end, snapshot of that step)`` over the last ``span_s`` seconds, oldest first
+        (sparklines). Steps end on multiples of ``step_s`` (clock time), so a step, once
+        over, is computed once and reused; the newest one runs from the last multiple to now
+        and is shorter. Each step's ``window_s`` is its exact length: divide by it for a
+        rate. Steps the ring does not reach back to are left out."""
         if not step_s > 0 or not span_s >= step_s:
             raise WindowError("series needs step_s > 0 and span_s at least step_s")
         self.check(span_s)
@@ -616,23 +684,43 @@ class Windows:
             at = self.clock()
             times = ring.times()
             start = self._zero(now, at, times)
-            steps = int(span_s / step_s + 1e-9)
-            points: list[tuple[float, Optional[Snapshot]]] = [(at, now)]
-            loaded: dict[float, Optional[Snapshot]] = {}
-            for k in range(1, steps + 1):
-                target = at - k * step_s
-                if target < start - step_s / 2:
-                    break  # before the server started: nothing to show
-                t, snap = self._baseline(ring, times, target, start, loaded)
-                points.append((t, snap))
-                if snap is None:
+            slack = self.interval_s / 2
+            aligned = math.floor(at / step_s) * step_s
+            # The entries nearest the step ends, from the last multiple of step_s back to
+            # span_s ago (None: the server's start); the newest step runs on to now.
+            picked: list[Optional[float]] = []
+            for k in range(int(span_s / step_s) + 1):
+                end = aligned - k * step_s
+                if end < at - span_s - 1e-6 or end < start - step_s / 2:
+                    break  # older than asked, or before the server started
+                t = next((t for t in reversed(times) if t <= end + slack), None)
+                picked.append(t)
+                if t is None:
                     break  # the server's start: nothing older
-        out: list[tuple[float, Snapshot]] = []
-        points.reverse()
-        for (t0, older), (t1, newer) in itertools.pairwise(points):
-            if newer is None or t1 <= t0:
-                continue
-            out.append((t1, window_snapshot(newer, older, window_s=t1 - t0)))
+            where = getattr(ring, "directory", "memory")
+            cached, self._steps = self._steps, {}
+            out: list[tuple[float, Snapshot]] = []
+            newer_t: float = at
+            newer: Optional[Snapshot] = now
+            steps: list[tuple[float, Snapshot]] = []
+            for older_t in picked:
+                t0 = start if older_t is None else older_t
+                if t0 >= newer_t:
+                    continue  # the same entry again (a gap in the ring): no step
+                key = (where, t0, newer_t)
+                step = cached.get(key) if newer is not now else None
+                if step is None:
+                    older = None if older_t is None else ring.load(older_t, self._decoded)
+                    if newer is None:
+                        newer = ring.load(newer_t, self._decoded)
+                    if newer is None or (older_t is not None and older is None):
+                        break  # an unreadable entry (logged): nothing older is shown
+                    step = window_snapshot(newer, older, window_s=newer_t - t0)
+                if newer is not now:
+                    self._steps[key] = step  # both ends are ring entries: it never changes
+                steps.append((newer_t, step))
+                newer_t, newer = t0, None
+            out = steps[::-1]
         return out
 
     def size_bytes(self) -> int:
