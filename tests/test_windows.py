@@ -10,6 +10,7 @@ import threading
 import time
 import weakref
 import zlib
+from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
@@ -409,44 +410,61 @@ def test_entries_round_trip() -> None:
     assert back.started_at == snapshot.started_at
 
 
-def _entry(document: Any) -> bytes:
-    return zlib.compress(orjson.dumps(document))
+def _entry(header: Any, gaps: tuple[int, ...] = (), counts: tuple[int, ...] = ()) -> bytes:
+    """An entry as encode() lays it out, with whatever header and buckets a test plants."""
+    head = orjson.dumps(header)
+    body = b"WOR1" + len(head).to_bytes(4, "little") + head
+    body += array("H", gaps).tobytes() + array("q", counts).tobytes()
+    return zlib.compress(body)
 
 
-_GOOD = {"v": 1, "t": 0, "started_at": 0, "endpoints": {}, "functions": {}}
+_GOOD = {"v": 1, "t": 0, "started_at": 0, "endpoints": [], "functions": []}
+
+
+def _one(
+    t: float, row: list[Any], gaps: tuple[int, ...] = (), counts: tuple[int, ...] = ()
+) -> bytes:
+    return _entry({**_GOOD, "t": t, "endpoints": [row]}, gaps, counts)
 
 
 @pytest.mark.parametrize(
     "plant",
     [
         pytest.param(lambda path, t: path.write_bytes(b"garbage"), id="not-compressed"),
-        pytest.param(lambda path, t: path.write_bytes(_entry([1, 2])), id="not-an-object"),
+        pytest.param(lambda path, t: path.write_bytes(zlib.compress(b"[1, 2]")), id="not-an-entry"),
+        pytest.param(lambda path, t: path.write_bytes(_entry([1, 2])), id="header-not-an-object"),
         pytest.param(
             lambda path, t: path.write_bytes(_entry({**_GOOD, "t": t, "v": 2})), id="other-version"
         ),
         pytest.param(
-            lambda path, t: path.write_bytes(
-                _entry({**_GOOD, "t": t, "endpoints": {"/a": [-5, 0, 0, [], [], []]}})
-            ),
-            id="negative-count",
+            lambda path, t: path.write_bytes(_one(t, ["/a", -5, 0, 0, [], 0])), id="negative-count"
         ),
         pytest.param(
-            lambda path, t: path.write_bytes(
-                _entry({**_GOOD, "t": t, "endpoints": {"/a": [1, 0, 0, [], [99999], [1]]}})
-            ),
+            lambda path, t: path.write_bytes(_one(t, ["/a", 1, 0, 0, [], 1], (3400,), (1,))),
             id="bucket-out-of-range",
         ),
         pytest.param(
-            lambda path, t: path.write_bytes(
-                _entry({**_GOOD, "t": t, "endpoints": {"/a": [1, 0, 0, [], [5, 0], [1, 1]]}})
-            ),
+            lambda path, t: path.write_bytes(_one(t, ["/a", 2, 0, 0, [], 2], (5, 0), (1, 1))),
             id="buckets-not-ascending",
         ),
         pytest.param(
-            lambda path, t: path.write_bytes(
-                _entry({**_GOOD, "t": t, "endpoints": {"/a": [1, 0, 0, [["GET", 7, 1]], [], []]}})
-            ),
+            lambda path, t: path.write_bytes(_one(t, ["/a", 1, 0, 0, [], 1], (5,), (-1,))),
+            id="negative-bucket",
+        ),
+        pytest.param(
+            lambda path, t: path.write_bytes(_one(t, ["/a", 3, 0, 0, [], 3], (5,), (3,))),
+            id="fewer-buckets-than-said",
+        ),
+        pytest.param(
+            lambda path, t: path.write_bytes(_one(t, ["/a", 3, 0, 0, [], 1], (5, 6), (3, 1))),
+            id="more-buckets-than-said",
+        ),
+        pytest.param(
+            lambda path, t: path.write_bytes(_one(t, ["/a", 1, 0, 0, [["GET", 7, 1]], 0])),
             id="label-not-text",
+        ),
+        pytest.param(
+            lambda path, t: path.write_bytes(_one(t, [7, 1, 0, 0, [], 0])), id="name-not-text"
         ),
         pytest.param(
             lambda path, t: path.write_bytes(_entry({**_GOOD, "t": t + 5})), id="time-not-name"

@@ -64,6 +64,7 @@ import logging
 import math
 import os
 import re
+import sys
 import threading
 import time
 import weakref
@@ -237,20 +238,41 @@ def window_snapshot(
 # Entries: a cumulative snapshot as compact bytes, and back (checked like client input) ----
 
 
+_MAGIC = b"WOR1"
+_LITTLE = sys.byteorder == "little"
+
+
+def _pack(header: dict[str, Any], gaps: array[int], counts: array[int]) -> bytes:
+    """``WOR1``, the header's length (4 bytes), the header (JSON), every bucket's index gap
+    (2 bytes each) and count (8 bytes each), little-endian; compressed."""
+    if not _LITTLE:
+        gaps, counts = array("H", gaps), array("q", counts)
+        gaps.byteswap()
+        counts.byteswap()
+    head = orjson.dumps(header)
+    body = b"".join(
+        (_MAGIC, len(head).to_bytes(4, "little"), head, gaps.tobytes(), counts.tobytes())
+    )
+    return zlib.compress(body, 1)
+
+
 def encode(snapshot: Snapshot, t: float) -> bytes:
-    """``snapshot`` taken at clock time ``t`` as compressed JSON: per series ``[count,
-    errors, sum_ns, [[label, label, n], ...], [bucket gaps], [bucket counts]]``."""
-    spaces: dict[str, Any] = {}
+    """``snapshot`` taken at clock time ``t`` as compact bytes: a JSON header with, per
+    series, ``[name, count, errors, sum_ns, [[label, label, n], ...], buckets]``, then the
+    buckets of every series as binary arrays (decoding them is C work, not JSON's)."""
+    header: dict[str, Any] = {"v": _FORMAT, "t": t, "started_at": snapshot.started_at}
+    gaps: array[int] = array("H")
+    counts: array[int] = array("q")
     for space in _SPACES:
-        out = {}
+        rows = []
         for name, series in getattr(snapshot, space).items():
-            indexes, counts = series.sorted_hist()
-            gaps = [b - a for a, b in zip([0, *indexes], indexes)]
+            indexes, hist = series.sorted_hist()
+            gaps.extend(map(sub, indexes, itertools.chain((0,), indexes)))
+            counts.extend(hist)
             labels = [[a, b, n] for (a, b), n in series.by.items()]
-            out[name] = [series.count, series.errors, series.sum_ns, labels, gaps, list(counts)]
-        spaces[space] = out
-    document = {"v": _FORMAT, "t": t, "started_at": snapshot.started_at, **spaces}
-    return zlib.compress(orjson.dumps(document), 1)
+            rows.append([name, series.count, series.errors, series.sum_ns, labels, len(indexes)])
+        header[space] = rows
+    return _pack(header, gaps, counts)
 
 
 def _count(value: Any) -> int:
@@ -265,40 +287,41 @@ def _text(value: Any, limit: int) -> str:
     return value
 
 
-def _ints(values: Any, what: str) -> array[int]:
-    """``values`` (a JSON list) as signed 64-bit integers, checked in C; ValueError if not."""
-    if type(values) is not list:
-        raise ValueError(f"{what} is not a list")
-    try:
-        return array("q", values)
-    except (TypeError, OverflowError):
-        raise ValueError(f"{what} are not 64-bit integers") from None
-
-
-def _series(item: Any) -> SeriesData:
+def _series(
+    item: Any, gaps: array[int], counts: array[int], start: int
+) -> tuple[str, SeriesData, int]:
+    """``(name, series, where the next series' buckets start)`` of one header row."""
     if type(item) is not list or len(item) != 6:
         raise ValueError("a series is not a list of six")
-    count, errors, sum_ns = _count(item[0]), _count(item[1]), _count(item[2])
-    labels = item[3]
+    name = _text(item[0], _MAX_NAME)
+    count, errors, sum_ns = _count(item[1]), _count(item[2]), _count(item[3])
+    labels, buckets = item[4], item[5]
     if type(labels) is not list or len(labels) > 1000:
         raise ValueError("a series has no sane list of labels")
-    gaps, counts = _ints(item[4], "bucket indexes"), _ints(item[5], "bucket counts")
-    if len(gaps) != len(counts) or len(gaps) > COUNTS_LEN:
-        raise ValueError("a series has too many buckets")
+    if type(buckets) is not int or not 0 <= buckets <= COUNTS_LEN:
+        raise ValueError("a series has no sane number of buckets")
     by: dict[tuple[str, str], int] = {}
     for label in labels:
         if type(label) is not list or len(label) != 3:
             raise ValueError("a label is not [name, name, count]")
         by[(_text(label[0], _MAX_LABEL), _text(label[1], _MAX_LABEL))] = _count(label[2])
+    end = start + buckets
+    if end > len(gaps):
+        raise ValueError("fewer buckets than the header says")
     indexes: list[int] = []
-    if gaps:
-        # Ascending (every gap but the first at least 1), in range, counts not negative.
-        if gaps[0] < 0 or (len(gaps) > 1 and min(gaps[1:]) < 1) or min(counts) < 0:
-            raise ValueError("bucket indexes are not ascending or counts are negative")
-        indexes = list(itertools.accumulate(gaps))
+    if buckets:
+        own = gaps[start:end]
+        # Ascending: every gap after the first at least 1; in range.
+        if buckets > 1 and min(own[1:]) < 1:
+            raise ValueError("bucket indexes are not ascending")
+        indexes = list(itertools.accumulate(own))
         if indexes[-1] >= COUNTS_LEN:
             raise ValueError("a bucket index is out of range")
-    return SeriesData(count, errors, sum_ns, by=by, sorted_hist=(indexes, item[5]))
+    return (
+        name,
+        SeriesData(count, errors, sum_ns, by=by, sorted_hist=(indexes, counts[start:end].tolist())),
+        end,
+    )
 
 
 def decode(data: bytes) -> tuple[float, Snapshot]:
@@ -311,28 +334,46 @@ def decode(data: bytes) -> tuple[float, Snapshot]:
         raise ValueError(f"not compressed data ({error})") from None
     if inflater.unconsumed_tail or not inflater.eof:
         raise ValueError("too large or truncated")
-    document = orjson.loads(raw)
-    if type(document) is not dict or document.get("v") != _FORMAT:
+    if raw[:4] != _MAGIC or len(raw) < 8:
         raise ValueError("not a ring entry")
-    t: Any = document.get("t")
-    started_at: Any = document.get("started_at")
+    size = int.from_bytes(raw[4:8], "little")
+    header = orjson.loads(raw[8 : 8 + size])
+    if type(header) is not dict or header.get("v") != _FORMAT:
+        raise ValueError("not a ring entry of this version")
+    t: Any = header.get("t")
+    started_at: Any = header.get("started_at")
     if type(t) not in (int, float) or type(started_at) not in (int, float):
         raise ValueError("no time")
     if not (math.isfinite(t) and math.isfinite(started_at)):
         raise ValueError("no finite time")
-    spaces: dict[str, dict[str, SeriesData]] = {}
-    total = 0
-    for space in _SPACES:
-        items = document.get(space, {})
-        if type(items) is not dict:
-            raise ValueError(f"{space} is not an object")
-        total += len(items)
-        if total > _MAX_SERIES:
-            raise ValueError("too many series")
-        spaces[space] = {_text(k, _MAX_NAME): _series(v) for k, v in items.items()}
+    rows: list[Any] = [header.get(space) for space in _SPACES]
+    if any(type(row) is not list for row in rows) or sum(len(row) for row in rows) > _MAX_SERIES:
+        raise ValueError("no sane lists of series")
+    body = raw[8 + size :]
+    if len(body) % 10:
+        raise ValueError("the buckets are not whole")
+    total = len(body) // 10
+    gaps, counts = array("H"), array("q")
+    gaps.frombytes(body[: 2 * total])
+    counts.frombytes(body[2 * total :])
+    if not _LITTLE:
+        gaps.byteswap()
+        counts.byteswap()
+    if total and min(counts) < 0:
+        raise ValueError("a bucket count is negative")
+    spaces: list[dict[str, SeriesData]] = []
+    start = 0
+    for items in rows:
+        space: dict[str, SeriesData] = {}
+        for item in items:
+            name, series, start = _series(item, gaps, counts, start)
+            space[name] = series
+        spaces.append(space)
+    if start != total:
+        raise ValueError("more buckets than the header says")
     snapshot = Snapshot(
-        endpoints=spaces["endpoints"],
-        functions=spaces["functions"],
+        endpoints=spaces[0],
+        functions=spaces[1],
         inflight=0,
         started_at=float(started_at),
         taken_at=float(t),
