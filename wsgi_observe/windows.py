@@ -239,6 +239,7 @@ def window_snapshot(
 
 
 _MAGIC = b"WOR1"
+_INDEXES = tuple(range(COUNTS_LEN))
 _LITTLE = sys.byteorder == "little"
 
 
@@ -314,9 +315,12 @@ def _series(
         # Ascending: every gap after the first at least 1; in range.
         if buckets > 1 and min(own[1:]) < 1:
             raise ValueError("bucket indexes are not ascending")
-        indexes = list(itertools.accumulate(own))
-        if indexes[-1] >= COUNTS_LEN:
+        last = sum(own)
+        if last >= COUNTS_LEN:
             raise ValueError("a bucket index is out of range")
+        # The same int objects for every entry's indexes (most are above the small ints
+        # Python shares): a decoded entry takes half the memory.
+        indexes = list(map(_INDEXES.__getitem__, itertools.accumulate(own)))
     return (
         name,
         SeriesData(count, errors, sum_ns, by=by, sorted_hist=(indexes, counts[start:end].tolist())),
@@ -388,7 +392,7 @@ class _Decoded:
     """The last few entries decoded (the baselines of the 1, 5 and 15-minute windows a
     dashboard asks for again and again), so each is read and checked once."""
 
-    def __init__(self, size: int = 4) -> None:
+    def __init__(self, size: int = 3) -> None:
         self.size = size
         self.items: OrderedDict[Any, Snapshot] = OrderedDict()
 
