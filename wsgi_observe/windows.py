@@ -15,11 +15,12 @@ input: regular files only, size-capped, decompressed with a cap, every field che
 worker started a second ago, or the one that replaced a recycled worker, answers a window
 exactly like the others: the ring is the server's, not the worker's.
 
-When snapshots are taken. Never on the request path: a daemon thread per process (started
-by a middleware's first request) offers one every ``interval_s``, and each ``/metrics``
-scrape or alert check offers the snapshot it just took anyway; whichever comes first when
-one is due writes it. The oldest entries are dropped as new ones arrive, so the ring holds
-at most ``span_s / interval_s + 2`` entries.
+When snapshots are taken. Never on the request path: one daemon thread per process (started
+by a middleware's first request; it holds the rings weakly) offers one every ``interval_s``,
+and each ``/metrics`` scrape or alert check offers the snapshot it just took anyway;
+whichever comes first when one is due writes it. The oldest entries are dropped as new ones
+arrive, so the ring holds at most ``span_s / interval_s + 2`` entries. A process reading
+windows keeps the last 3 entries it decoded, and the finished steps of :meth:`series`.
 
 The baseline of a window of ``W`` seconds is the newest snapshot taken at or before
 ``now - W + interval_s / 2`` (so ``W`` within half an interval); before the oldest one, the
@@ -44,14 +45,17 @@ API (what ``/metrics?window=``, the alert monitor and the dashboard use)::
   :class:`WindowError` when ``seconds`` is longer than the ring keeps, shorter than one
   interval, or the ring is off.
 - :meth:`Windows.series` ``(step_s=60.0, span_s=900.0) -> list[tuple[float, Snapshot]]``:
-  ``(end of step, what happened during that step)``, oldest first, ending now; steps the ring
-  does not reach back to are left out (a young server has fewer).
+  ``(end of step, what happened during that step)``, oldest first. Steps end on multiples of
+  ``step_s`` (so a finished step is computed once and reused); the newest one runs on to now
+  and is shorter: divide by each step's ``window_s`` for a rate. Steps the ring does not
+  reach back to are left out (a young server has fewer).
 - :func:`window_snapshot` ``(now, before) -> Snapshot``: the difference of two cumulative
   snapshots (counters subtract, gauges keep ``now``'s value).
 
 Extending the Snapshot (KPIs): a space of cumulative series (``dict[str, SeriesData]``)
 subtracts with :func:`subtract_space` in :func:`window_snapshot`, and goes into the ring by
-adding its field name to ``_SPACES`` (encoded and checked like ``endpoints``).
+adding its field name to ``_SPACES`` (encoded and checked like ``endpoints``); a gauge
+keeps ``now``'s value in :func:`window_snapshot` and needs nothing in the ring.
 """
 
 from __future__ import annotations
@@ -77,7 +81,6 @@ from typing import Any, Optional
 
 import orjson
 
-from ._guard import guarded
 from .histograms import COUNTS_LEN
 from .metrics import SeriesData, Snapshot
 
@@ -575,6 +578,7 @@ class Windows:
         self._origin: Optional[tuple[float, float]] = None
         self.due_at = 0.0  # (monotonic) when the ticker offers the next snapshot
         self._decoded = _Decoded()
+        self.failed = False  # the ticker warned once about this ring
         self._steps: dict[tuple[str, float, float], Snapshot] = {}  # series' finished steps
 
     @property
@@ -815,7 +819,11 @@ class _Ticker:
                     try:
                         windows.tick()
                     except Exception as error:  # numbers, never a dead thread
-                        guarded("recent windows", error)
+                        # Logged, not guarded: this thread serves every ring of the process,
+                        # and an error here belongs to no request. Once per ring, then quiet.
+                        level = logging.DEBUG if windows.failed else logging.WARNING
+                        windows.failed = True
+                        _log.log(level, "wsgi_observe: recent windows: no snapshot: %r", error)
                 wait = min(wait, windows.due_at - time.monotonic())
             del rings, windows  # no strong reference while waiting
             wake.wait(max(wait, 0.01))
