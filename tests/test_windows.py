@@ -610,8 +610,9 @@ def test_snapshots_are_never_taken_on_the_request_path(monkeypatch: pytest.Monke
         wait_until(lambda: len(threads) > calls_before + 2)  # the ticker is running meanwhile
         in_requests = [t for t in threads if t == threading.get_ident()]
         assert in_requests == []  # none on this (the requests') thread
+        scraped = len(threads)
         metrics(middleware)
-        assert threads[-1] == threading.get_ident()  # a scrape offers one (off the app's path)
+        assert threading.get_ident() in threads[scraped:]  # a scrape offers one (no app here)
     finally:
         middleware.windows.stop()
 
