@@ -6,8 +6,8 @@
 (a full 15-minute ring holds 90 + 2), with more traffic on every endpoint between them, and
 prints one JSON line:
 
-- ``memory_ring_bytes``: what the in-memory ring (one process) holds, and the RSS growth
-  of the process while it filled (psutil, after ``gc.collect()``);
+- ``memory_ring_bytes``: what the in-memory ring (one process) holds; ``decoded_entry_mb``:
+  one entry decoded (tracemalloc), of which a process reading windows keeps the last 3;
 - ``disk_ring_bytes``: the same ring as files in a state directory (several processes);
 - medians of: taking one snapshot into each ring (encode + write), ``window_snapshot_for(300)``,
   the JSON document of that window, and ``series(60, 900)`` (the dashboard's sparklines).
@@ -41,13 +41,6 @@ class _Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def _rss() -> int:
-    import psutil
-
-    gc.collect()
-    return int(psutil.Process().memory_info().rss)
 
 
 def _timed(function: Any, repeat: int) -> float:
@@ -96,14 +89,12 @@ def measure(endpoints: int, snapshots: int, repeat: int) -> dict[str, Any]:
     state_dir = tempfile.mkdtemp(prefix="wsgi-observe-ring-")
     disk_ring = Windows(snapshot, clock=clock, directory=lambda: state_dir)
     try:
-        rss_before = _rss()
         for round_no in range(snapshots):
             clock.now += 10
             _more_traffic(middleware, endpoints, round_no)
             now = snapshot()
             memory_ring.tick(now)
             disk_ring.tick(now)
-        rss_after = _rss()
         entries = len(memory_ring._ring().times())
         memory_bytes = memory_ring.size_bytes()
         disk_bytes = disk_ring.size_bytes()
@@ -133,6 +124,19 @@ def measure(endpoints: int, snapshots: int, repeat: int) -> dict[str, Any]:
 
         tick_memory_us = _timed(tick_memory, repeat)
         tick_disk_us = _timed(tick_disk, repeat)
+        # One decoded entry, as a reading process keeps the last 3.
+        import tracemalloc
+
+        from wsgi_observe.windows import decode, encode
+
+        data = encode(last, clock.now)
+        gc.collect()
+        tracemalloc.start()
+        kept = decode(data)
+        gc.collect()
+        decoded_bytes = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        del kept
         buckets = sum(len(s.hist) for s in last.endpoints.values())
         return {
             "endpoints": len(last.endpoints),
@@ -142,7 +146,7 @@ def measure(endpoints: int, snapshots: int, repeat: int) -> dict[str, Any]:
             "window_requests": sum(s.count for s in recent.endpoints.values()),
             "memory_ring_bytes": memory_bytes,
             "memory_ring_mb": round(memory_bytes / _MB, 2),
-            "rss_growth_mb": round((rss_after - rss_before) / _MB, 2),
+            "decoded_entry_mb": round(decoded_bytes / _MB, 2),
             "disk_ring_bytes": disk_bytes,
             "disk_ring_mb": round(disk_bytes / _MB, 2),
             "entry_kb": round(disk_bytes / max(entries, 1) / 1024, 1),
