@@ -20,6 +20,7 @@ import pytest
 from conftest import wait_until
 from wsgi_client import call
 
+from wsgi_observe import kpis
 from wsgi_observe import windows as windows_module
 from wsgi_observe.alerts import AlertMonitor, error_rate_alert
 from wsgi_observe.config import Config, ConfigError
@@ -410,6 +411,43 @@ def test_entries_round_trip() -> None:
     assert back.started_at == snapshot.started_at
 
 
+def test_kpis_are_windowed_counters_and_distributions_subtract_gauges_stay() -> None:
+    """A window's KPIs are what happened in it: counters and distributions (exact HDR
+    counts) subtract, gauges show their value now; they survive the ring's encoding."""
+    clock, store = Clock(), MetricsStore()
+    leads = kpis.counter("leads_created_total", "Leads.", labels=("source",), store=store)
+    score = kpis.distribution("lead_score", "Scores.", "points", store=store)
+    open_customers = kpis.gauge("open_customers", "Open.", store=store)
+    ring = Windows(store.snapshot, clock=clock)
+    leads.labels(source="web").inc(5)
+    score.observe(10)
+    open_customers.set(3)
+    ring.tick()
+    back = decode(encode(store.snapshot(), 1.0))[1].kpis
+    assert back["leads_created"].series[("web",)].value == 5
+    assert (
+        back["lead_score_points"].series[()].hist
+        == store.snapshot().kpis["lead_score_points"].series[()].hist
+    )
+    assert "open_customers" not in back  # a gauge needs no past
+    clock.now += 60
+    leads.labels(source="web").inc(2)
+    leads.labels(source="ads").inc(1)
+    score.observe(90)
+    score.observe(90)
+    open_customers.set(7)
+    recent = ring.window_snapshot_for(60)
+    assert {k: v.value for k, v in recent.kpis["leads_created"].series.items()} == {
+        ("web",): 2,
+        ("ads",): 1,
+    }
+    distribution = recent.kpis["lead_score_points"].series[()]
+    assert distribution.count == 2 and distribution.sum == 180
+    assert recent.kpis["open_customers"].series[()].value == 7
+    document = json_document(recent, service="s", version="1")
+    assert "kpis" in document
+
+
 def _entry(header: Any, gaps: tuple[int, ...] = (), counts: tuple[int, ...] = ()) -> bytes:
     """An entry as encode() lays it out, with whatever header and buckets a test plants."""
     head = orjson.dumps(header)
@@ -468,6 +506,80 @@ def _one(
         ),
         pytest.param(
             lambda path, t: path.write_bytes(_entry({**_GOOD, "t": t + 5})), id="time-not-name"
+        ),
+        pytest.param(
+            lambda path, t: path.write_bytes(
+                _entry(
+                    {
+                        **_GOOD,
+                        "t": t,
+                        "kpis": [["bad name!", "counter", "", "", [], "", [], 10, []]],
+                    }
+                )
+            ),
+            id="kpi-bad-name",
+        ),
+        pytest.param(
+            lambda path, t: path.write_bytes(
+                _entry(
+                    {
+                        **_GOOD,
+                        "t": t,
+                        "kpis": [
+                            ["leads", "counter", "", "", ["a"], "", [], 10, [[["x"], -3, [], 0]]]
+                        ],
+                    }
+                )
+            ),
+            id="kpi-negative-counter",
+        ),
+        pytest.param(
+            lambda path, t: path.write_bytes(
+                _entry(
+                    {
+                        **_GOOD,
+                        "t": t,
+                        "kpis": [
+                            [
+                                "leads",
+                                "counter",
+                                "",
+                                "",
+                                ["a"],
+                                "",
+                                [],
+                                10,
+                                [[["x", "y"], 3, [], 0]],
+                            ]
+                        ],
+                    }
+                )
+            ),
+            id="kpi-labels-not-declared",
+        ),
+        pytest.param(
+            lambda path, t: path.write_bytes(
+                _entry(
+                    {
+                        **_GOOD,
+                        "t": t,
+                        "kpis": [
+                            [
+                                "s",
+                                "distribution",
+                                "",
+                                "",
+                                [],
+                                "",
+                                [],
+                                10,
+                                [[[], 0, [[99999, 1]], 1]],
+                            ]
+                        ],
+                    }
+                )
+            ),
+            id="kpi-bucket-out-of-range",
         ),
         pytest.param(
             lambda path, t: path.write_bytes(zlib.compress(b" " * (65 * 1024 * 1024))),

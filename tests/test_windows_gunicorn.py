@@ -56,8 +56,13 @@ def _move_clock(clock_file: Path, offset: float) -> float:
 
 
 def _comparable(document: dict[str, Any]) -> Any:
-    """What every worker must agree on: requests, errors, percentiles, per endpoint."""
-    return (document["application"]["requests"], document["endpoints"])
+    """What every worker must agree on: requests, errors, percentiles, per endpoint, KPIs."""
+    return (document["application"]["requests"], document["endpoints"], document["kpis"])
+
+
+def _orders(document: dict[str, Any]) -> dict[str, int]:
+    series = document["kpis"]["orders"]["series"]
+    return {item["labels"]["path"]: item["value"] for item in series if item["value"]}
 
 
 @pytest.mark.parametrize(
@@ -71,8 +76,9 @@ def test_windows_are_exact_across_workers_and_worker_recycling(
     gunicorn: Any, tmp_path: Path, worker_args: tuple[str, ...]
 ) -> None:
     """Phase one, a snapshot, phase two, minutes later: ``?window=5m`` is exactly phase
-    two and ``?window=15m`` both phases, the same from every worker, with a worker killed
-    after phase two (its counts come from the archive, its successor has no history)."""
+    two (requests, percentiles, a KPI) and ``?window=15m`` both phases, the same from every
+    worker, with a worker killed after phase two (its counts come from the archive, its
+    successor has no history)."""
     state_dir = tmp_path / "state"
     state_dir.mkdir(mode=0o700)
     clock_file = tmp_path / "clock"
@@ -107,12 +113,14 @@ def test_windows_are_exact_across_workers_and_worker_recycling(
     assert first["endpoints"]["/api/two"]["requests"] == 40
     assert first["endpoints"]["/api/one"]["requests"] == 10
     assert "/api/fail" not in first["endpoints"]
+    assert _orders(first) == {"/api/two": 40, "/api/one": 10}  # the KPI over the window too
     assert 300 <= first["window_seconds"] < 330
     assert all(_comparable(answer) == _comparable(first) for answer in answers)
 
     everything = [_document(server, "window=15m") for _ in range(6)]
     assert {doc["application"]["requests"]["total"] for doc in everything} == {80}
     assert {doc["application"]["requests"]["errors"] for doc in everything} == {5}
+    assert _orders(everything[0]) == {"/api/two": 40, "/api/one": 35, "/api/fail": 5}
     assert all(_comparable(doc) == _comparable(_document(server)) for doc in everything)
 
     status, _, body = server.get("/metrics?window=16m")

@@ -52,10 +52,12 @@ API (what ``/metrics?window=``, the alert monitor and the dashboard use)::
 - :func:`window_snapshot` ``(now, before) -> Snapshot``: the difference of two cumulative
   snapshots (counters subtract, gauges keep ``now``'s value).
 
-Extending the Snapshot (KPIs): a space of cumulative series (``dict[str, SeriesData]``)
-subtracts with :func:`subtract_space` in :func:`window_snapshot`, and goes into the ring by
-adding its field name to ``_SPACES`` (encoded and checked like ``endpoints``); a gauge
-keeps ``now``'s value in :func:`window_snapshot` and needs nothing in the ring.
+Business KPIs (:mod:`wsgi_observe.kpis`) are windowed too: counters and distributions
+subtract (:func:`wsgi_observe.kpidata.kpis_delta`), gauges show their value now, and the
+ring keeps the counters and distributions of each snapshot. Extending the Snapshot further:
+a space of cumulative series (``dict[str, SeriesData]``) subtracts with
+:func:`subtract_space` in :func:`window_snapshot`, and goes into the ring by adding its
+field name to ``_SPACES`` (encoded and checked like ``endpoints``).
 """
 
 from __future__ import annotations
@@ -82,6 +84,14 @@ from typing import Any, Optional
 import orjson
 
 from .histograms import COUNTS_LEN
+from .kpidata import (
+    KIND_COUNTER,
+    KIND_GAUGE,
+    KpiFamily,
+    KpiSeries,
+    kpis_delta,
+    parse_kpi_key,
+)
 from .metrics import SeriesData, Snapshot
 
 __all__ = [
@@ -106,6 +116,7 @@ _FORMAT = 1
 _MAX_FILE_BYTES = 16 * 1024 * 1024
 _MAX_RAW_BYTES = 64 * 1024 * 1024
 _MAX_SERIES = 100_000
+_MAX_KPIS = 10_000
 _MAX_NAME = 1024
 _MAX_LABEL = 64
 _MAX_INT = 2**63 - 1
@@ -234,6 +245,8 @@ def window_snapshot(
         taken_at=now.taken_at,
         processes=now.processes,
         state=now.state,
+        # KPIs: counters and distributions subtract, gauges are now's.
+        kpis=now.kpis if before is None else kpis_delta(now.kpis, before.kpis),
         window_s=window_s,
     )
 
@@ -276,7 +289,80 @@ def encode(snapshot: Snapshot, t: float) -> bytes:
             labels = [[a, b, n] for (a, b), n in series.by.items()]
             rows.append([name, series.count, series.errors, series.sum_ns, labels, len(indexes)])
         header[space] = rows
+    header["kpis"] = _encode_kpis(snapshot.kpis)
     return _pack(header, gaps, counts)
+
+
+def _encode_kpis(kpis: dict[str, KpiFamily]) -> list[Any]:
+    """Counters and distributions (gauges need no past: a window shows their value now):
+    ``[name, kind, unit, help, label names, mode, buckets, max series, [[label values,
+    value, [[bucket, count], ...], sum], ...]]``."""
+    out = []
+    for family in kpis.values():
+        if family.kind == KIND_GAUGE:
+            continue
+        series = [
+            [list(labels), one.value, [[i, c] for i, c in sorted(one.hist.items())], one.sum]
+            for labels, one in family.series.items()
+        ]
+        out.append(
+            [
+                family.name,
+                family.kind,
+                family.unit,
+                family.help,
+                list(family.labels),
+                family.mode,
+                list(family.buckets),
+                family.max_series,
+                series,
+            ]
+        )
+    return out
+
+
+def _decode_kpis(items: Any) -> dict[str, KpiFamily]:
+    """The KPIs of an entry, checked like :func:`parse_kpi_key` checks the state files."""
+    if type(items) is not list or len(items) > _MAX_KPIS:
+        raise ValueError("kpis is not a sane list")
+    out: dict[str, KpiFamily] = {}
+    total = 0
+    for item in items:
+        if type(item) is not list or len(item) != 9 or type(item[8]) is not list:
+            raise ValueError("a KPI is not a list of nine")
+        definition = parse_kpi_key(["k", "d", *item[:8]])
+        if definition is None or definition[3] == KIND_GAUGE:
+            raise ValueError("a KPI's definition is not sane")
+        _, _, name, kind, unit, help_text, names, mode, buckets, max_series = definition
+        total += len(item[8])
+        if total > _MAX_SERIES:
+            raise ValueError("too many KPI series")
+        family = KpiFamily(name, kind, help_text, unit, names, mode, buckets, {}, max_series)
+        for row in item[8]:
+            if type(row) is not list or len(row) != 4:
+                raise ValueError("a KPI series is not a list of four")
+            key = parse_kpi_key(["k", "c", name, row[0]])
+            if key is None or len(key[3]) != len(names):
+                raise ValueError("a KPI series has no sane labels")
+            value, pairs, total_sum = row[1], row[2], row[3]
+            if kind == KIND_COUNTER:
+                family.series[key[3]] = KpiSeries(value=_count(value))
+                continue
+            if type(pairs) is not list or len(pairs) > COUNTS_LEN:
+                raise ValueError("a KPI distribution has no sane buckets")
+            hist = {}
+            for pair in pairs:
+                if type(pair) is not list or len(pair) != 2:
+                    raise ValueError("a KPI bucket is not [index, count]")
+                index, count = _count(pair[0]), _count(pair[1])
+                if index >= COUNTS_LEN:
+                    raise ValueError("a KPI bucket index is out of range")
+                hist[index] = count
+            if type(total_sum) not in (int, float) or not 0 <= total_sum < 1e300:
+                raise ValueError("a KPI distribution's sum is not sane")
+            family.series[key[3]] = KpiSeries(hist=hist, sum=float(total_sum))
+        out[name] = family
+    return out
 
 
 def _count(value: Any) -> int:
@@ -384,6 +470,7 @@ def decode(data: bytes) -> tuple[float, Snapshot]:
         inflight=0,
         started_at=float(started_at),
         taken_at=float(t),
+        kpis=_decode_kpis(header.get("kpis", [])),
     )
     return float(t), snapshot
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from wsgi_observe import ObservabilityMiddleware
+from wsgi_observe import ObservabilityMiddleware, kpis
 
 _CLOCK_FILE = os.environ.get("WINDOWS_TEST_CLOCK", "")
 
@@ -24,8 +24,13 @@ def clock() -> float:
     return time.time() + offset
 
 
+orders = kpis.counter("orders_total", "Orders by the path that took them.", labels=("path",))
+
+
 def _app(environ, start_response):
-    failed = environ.get("PATH_INFO", "").startswith("/api/fail")
+    path = environ.get("PATH_INFO", "")
+    orders.labels(path=path).inc()  # a business KPI, windowed like the requests
+    failed = path.startswith("/api/fail")
     body = str(os.getpid()).encode()
     status = "500 Internal Server Error" if failed else "200 OK"
     start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
