@@ -735,9 +735,9 @@ class Windows:
             return True
 
     def start(self) -> Windows:
-        """Offer a snapshot now and every ``interval_s`` from this process's one ticker
-        thread (a daemon; a forked child starts its own). The ring is held weakly: a
-        middleware that is dropped stops being ticked."""
+        """Offer a snapshot every ``interval_s`` from this process's one ticker thread (a
+        daemon; a forked child starts its own). The ring is held weakly: a middleware that
+        is dropped stops being ticked."""
         if self.enabled:
             _ticker.add(self)
         return self
@@ -877,7 +877,9 @@ class _Ticker:
 
     def add(self, windows: Windows) -> None:
         with self.lock:
-            windows.due_at = 0.0
+            # The first offer one interval after the start: until then a window starts at
+            # the server's start anyway (every counter zero), and scrapes offer theirs.
+            windows.due_at = time.monotonic() + windows.interval_s
             self.rings.add(windows)
             if self.pid != os.getpid():  # none yet, or the parent's (not running here)
                 self.pid = os.getpid()
