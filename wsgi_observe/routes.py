@@ -28,6 +28,7 @@ from .exposition import (
     render_json,
 )
 from .health import is_ready
+from .windows import WindowError, Windows, parse_window
 
 if TYPE_CHECKING:
     from ._types import StartResponse, WSGIEnvironment
@@ -92,6 +93,7 @@ class Routes:
         system: SystemMetrics,
         snapshot: Callable[[], Snapshot],
         last_readiness: Optional[Callable[[], Optional[dict[str, Any]]]] = None,
+        windows: Optional[Windows] = None,
     ) -> None:
         self.config = config
         self.readiness = readiness
@@ -100,6 +102,8 @@ class Routes:
         # The newest readiness result any process of the server has (default: this one's).
         self.last_readiness = last_readiness or readiness.last_result
         self.scrape_hooks: list[ScrapeHook] = []
+        #: the ring of recent snapshots behind ``?window=`` (None: no windows)
+        self.windows = windows
         self._token = config.metrics_token.encode() if config.metrics_token else None
         # /health and /health/live are answered from precomputed bytes and headers: only
         # the timestamp (fixed width, so Content-Length is too) changes between calls.
@@ -177,21 +181,50 @@ class Routes:
             return not_allowed(environ, start_response)
         if not self.is_authorized(environ):
             return self.unauthorized(environ, start_response)
-        query = parse_qs(environ.get("QUERY_STRING", ""))
-        wanted = query.get("format", [None])[-1]
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        wanted = query.get("format", [None])[-1] or None
         kind = negotiate(wanted, environ.get("HTTP_ACCEPT", ""))
         if kind is None:
             body = orjson.dumps({"error": f"unknown format {wanted!r}", "formats": list(FORMATS)})
             return respond(environ, start_response, "400 Bad Request", body)
-        snapshot = self.snapshot()
+        window = query.get("window", [None])[-1]
+        seconds: Optional[float] = None
+        if window is not None:
+            try:
+                seconds = self.check_window(window, kind)
+            except WindowError as error:
+                body = orjson.dumps({"error": str(error)})
+                return respond(environ, start_response, "400 Bad Request", body)
+        live = self.snapshot()
+        snapshot = live
+        if seconds is not None and self.windows is not None:
+            snapshot = self.windows.window_snapshot_for(seconds, live)
         body, content_type = self.render(kind, snapshot)
         answer = respond(environ, start_response, "200 OK", body, content_type)
+        if self.windows is not None:
+            try:
+                self.windows.tick(live)  # the ring's snapshot, if one is due: this one
+            except Exception as error:
+                guarded("recent windows", error)
         for hook in self.scrape_hooks:
             try:
                 hook(snapshot)
             except Exception as error:
                 guarded("scrape hook", error)
         return answer
+
+    def check_window(self, text: str, kind: str) -> float:
+        """The seconds of ``?window=``; :class:`WindowError` (a 400) if it can't be had."""
+        if kind != "json":
+            raise WindowError(
+                "window is for the JSON format; Prometheus computes windows itself "
+                "(rate(...[5m]), histogram_quantile)"
+            )
+        if self.windows is None:
+            raise WindowError("recent windows are off")
+        seconds = parse_window(text)
+        self.windows.check(seconds)
+        return seconds
 
     def render(self, kind: str, snapshot: Snapshot) -> tuple[bytes, str]:
         """The body and content type of ``snapshot`` in format ``kind``."""
