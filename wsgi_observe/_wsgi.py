@@ -220,17 +220,21 @@ class Exchange(list):  # type: ignore[type-arg]
 class _StreamBody:
     """Any other body: iterated through :meth:`_chunks`, which notes a mid-stream error."""
 
-    __slots__ = ("body", "exchange")
+    __slots__ = ("body", "chunks", "exchange")
 
     def __init__(self, exchange: Exchange, body: Iterable[bytes]) -> None:
         self.exchange = exchange
         self.body = body
+        self.chunks: Optional[Iterator[bytes]] = None
 
     def __iter__(self) -> Iterator[bytes]:
         # A generator, resumed at C speed: no Python call per chunk, and its end is a
         # return, not a StopIteration raised through our frames. A plain ``for`` never
         # closes the app's iterable when the generator is dropped: close() does, once.
-        return self._chunks(self.exchange, iter(self.body))
+        chunks = self.chunks
+        if chunks is None:
+            chunks = self.chunks = self._chunks(self.exchange, iter(self.body))
+        return chunks
 
     @staticmethod
     def _chunks(exchange: Exchange, iterator: Iterator[bytes]) -> Iterator[bytes]:
