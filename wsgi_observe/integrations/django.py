@@ -120,7 +120,7 @@ def name_request(request: Any, response: Any = None) -> None:
         if match is None:
             return
     route: Any = getattr(match, "route", None)
-    name = _route_names.get(route)  # route_name(), worked out once per route
+    name = _route_names.get(route) if type(route) is str else None  # route_name(), once
     environ[_KEY] = name if name is not None else route_name(match)
 
 
