@@ -26,7 +26,7 @@ from typing import Any, Optional
 if __package__ in (None, ""):  # run as a file: make "benchmarks" importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import apps, profiles
+from benchmarks import apps, frameworks, profiles
 from benchmarks.apps import Unavailable, need
 from benchmarks.filled import (
     ENDPOINTS,
@@ -37,12 +37,22 @@ from benchmarks.filled import (
     fill_worker,
     stop_children,
 )
+from benchmarks.frameworks import FRAMEWORK_BASES
 from benchmarks.harness import Subject, check, make_environ
 
-__all__ = ["GROUPS", "PEERS", "SUBJECTS", "Subject", "make_environ"]
+__all__ = [
+    "FRAMEWORK_BASES",
+    "GROUPS",
+    "PEERS",
+    "SUBJECTS",
+    "Subject",
+    "base_of",
+    "make_environ",
+]
 
 
 #: subject -> (label, section). Sections: "request" (overhead on the hello app),
+#: "framework" (overhead on a Flask or Django app, over that app bare: FRAMEWORK_BASES),
 #: "endpoint" (per-call cost of our own endpoints and the merge).
 SUBJECTS: dict[str, tuple[str, str]] = {
     "bare": ("bare hello app (harness: environ copy, call, iterate, close)", "request"),
@@ -78,6 +88,29 @@ SUBJECTS: dict[str, tuple[str, str]] = {
         "stage: metrics only, a traceparent comes in, tracing off (W3C continuation only)",
         "request",
     ),
+    # Real frameworks (issue 18): each against its own bare app and its own exporter.
+    "flask_bare": ("Flask app, bare (JSON route /api/leads/<int:lead_id>)", "framework"),
+    "flask_exporter": ("Flask + prometheus_flask_exporter PrometheusMetrics(app)", "framework"),
+    "flask_wo_metrics": ("Flask + wsgi_observe, metrics only", "framework"),
+    "flask_wo_console": (
+        "Flask + wsgi_observe, defaults without files (LOG_DIR='': request id, log context, "
+        "JSON access line to the console)",
+        "framework",
+    ),
+    "flask_wo_default": (
+        "Flask + wsgi_observe, defaults with the JSON file logs (LOG_DIR/application.log "
+        "and the console)",
+        "framework",
+    ),
+    "django_bare": (
+        "Django app, bare (URL pattern api/leads/<int:lead_id>, no database)",
+        "framework",
+    ),
+    "django_prometheus": ("Django + django-prometheus (its middlewares and app)", "framework"),
+    "django_wo_metrics": (
+        "Django + wsgi_observe the README's way (RouteTemplateMiddleware + wrap()), metrics only",
+        "framework",
+    ),
     "health": ("GET /health", "endpoint"),
     "live": ("GET /health/live", "endpoint"),
     "ready": ("GET /health/ready (cached)", "endpoint"),
@@ -93,7 +126,30 @@ SUBJECTS: dict[str, tuple[str, str]] = {
 
 #: The peers: every other subject is a wsgi_observe configuration, which must be built (a
 #: failure to build one fails the run; only a peer may be "n/a").
-PEERS = frozenset({"bare", "prometheus", "otel", "sentry_sdk", "otel_01"})
+PEERS = frozenset(
+    {
+        "bare",
+        "prometheus",
+        "otel",
+        "sentry_sdk",
+        "otel_01",
+        "flask_bare",
+        "flask_exporter",
+        "django_bare",
+        "django_prometheus",
+    }
+)
+
+
+def base_of(name: str) -> str | None:
+    """The subject ``name``'s overhead is measured over: its framework's bare app, the hello
+    app for the hello-app rows, None for a bare app itself."""
+    if name in FRAMEWORK_BASES:
+        return FRAMEWORK_BASES[name][0]
+    if name in ("bare", "flask_bare", "django_bare"):
+        return None
+    return "bare"
+
 
 #: worker process -> the subjects it hosts (one process each where global state differs).
 GROUPS: dict[str, list[str]] = {
@@ -111,6 +167,14 @@ GROUPS: dict[str, list[str]] = {
     "otel_01": ["otel_01"],
     "wo_otel": ["wo_otel"],
     "wo_traceparent": ["wo_traceparent"],
+    "flask_bare": ["flask_bare"],
+    "flask_exporter": ["flask_exporter"],
+    "flask_wo_metrics": ["flask_wo_metrics"],
+    "flask_wo_console": ["flask_wo_console"],
+    "flask_wo_default": ["flask_wo_default"],
+    "django_bare": ["django_bare"],
+    "django_prometheus": ["django_prometheus"],
+    "django_wo_metrics": ["django_wo_metrics"],
     "endpoints": ["health", "live", "ready", "metrics_json", "metrics_prom", "metrics_proto"],
     "merge": ["merge", "merge_json"],
 }
@@ -202,18 +266,30 @@ def _sentry_drain(sentry_sdk: Any) -> Callable[[], None]:
     return drain
 
 
-def _default_subject(tmp: str, console: str) -> Subject:
+def _default_subject(
+    tmp: str, console: str, build_app: Optional[Callable[[], Any]] = None, path: str = ""
+) -> Subject:
     """``ObservabilityMiddleware(app)`` with ``LOG_DIR`` (from the environment) under ``tmp``;
-    its access lines are counted after every batch."""
+    its access lines are counted after every batch. ``build_app`` builds another app than
+    the hello app (a framework's, returning its middleware's config), requested at ``path``."""
     log_dir = os.environ.get("LOG_DIR", "")
     if not log_dir or not log_dir.startswith(tmp):
         raise RuntimeError(f"LOG_DIR={log_dir!r}: expected a folder under {tmp}")
-    app = apps.default(apps.hello_app)
-    config = app.config
+    if build_app is None:
+        app = apps.default(apps.hello_app)
+        config = app.config
+    else:
+        app = build_app()
+        config = app.wsgi_app.config
     if not (config.access_log and config.log_handlers) or config.log_dir != log_dir:
         raise RuntimeError(f"not the default configuration: {config!r}")
     counter = _AccessLines(log_dir)
-    subject = _request_subject(app, _drain_log_handlers, log_dir=log_dir, console=console)
+    if build_app is None:
+        subject = _request_subject(app, _drain_log_handlers, log_dir=log_dir, console=console)
+    else:
+        subject = _framework_subject(
+            app, path, _drain_log_handlers, log_dir=log_dir, console=console
+        )
     _drain_log_handlers()
     if not os.path.exists(counter.path):
         raise RuntimeError(f"the default configuration wrote no {counter.path}")
@@ -221,6 +297,68 @@ def _default_subject(tmp: str, console: str) -> Subject:
     subject.after = counter.stop
     subject.on_info = counter.describe
     return subject
+
+
+def _framework_subject(
+    app: Callable[..., Any], path: str, drain: Any = None, **info: Any
+) -> Subject:
+    """A framework app timed on ``path``; its error route is checked first (a 500)."""
+    check(Subject(app, make_environ(frameworks.ERROR_PATH)), expect="500")
+    subject = Subject(app, make_environ(path), drain=drain, info=dict(info))
+    check(subject)
+    subject.info["path"] = path
+    return subject
+
+
+def _check_named(app: Any, name: str) -> None:
+    """wsgi_observe named the checked requests by the framework's route: ``name`` and the
+    error route were counted (else the row would time a fallback, not the real path)."""
+    middleware = getattr(app, "wsgi_app", app)
+    endpoints = middleware.store.snapshot().endpoints
+    for wanted in (name, frameworks.ERROR_PATH):
+        if wanted not in endpoints:
+            raise RuntimeError(f"{wanted!r} not among the endpoints counted: {sorted(endpoints)}")
+
+
+def build_framework(name: str, tmp: str) -> Subject:
+    """A framework row (issue 18); raises Unavailable when the framework or peer is missing."""
+    route = "/api/leads/<int:lead_id>"
+    if name == "flask_bare":
+        return _framework_subject(frameworks.flask_app(), frameworks.FLASK_PATH)
+    if name == "flask_exporter":
+        return _framework_subject(frameworks.flask_exporter(), frameworks.FLASK_PATH)
+    if name == "flask_wo_metrics":
+        app = frameworks.observe_flask()
+        subject = _framework_subject(app, frameworks.FLASK_PATH)
+        _check_named(app, route)
+        return subject
+    if name == "flask_wo_console":
+        os.environ["LOG_DIR"] = ""  # the defaults, with no files: the console only
+        app = frameworks.observe_flask(defaults=True)
+        config = app.wsgi_app.config
+        if not (config.access_log and config.log_handlers) or config.log_dir:
+            raise RuntimeError(f"not the defaults without files: {config!r}")
+        subject = _framework_subject(app, frameworks.FLASK_PATH, _drain_log_handlers)
+        _check_named(app, route)
+        return subject
+    if name == "flask_wo_default":
+        os.environ["LOG_DIR"] = os.path.join(tmp, "logs-flask-default")
+        return _default_subject(
+            tmp,
+            "the worker's stderr, a regular file",
+            lambda: frameworks.observe_flask(defaults=True),
+            frameworks.FLASK_PATH,
+        )
+    if name == "django_bare":
+        return _framework_subject(frameworks.django_app("bare"), frameworks.DJANGO_PATH)
+    if name == "django_prometheus":
+        return _framework_subject(frameworks.django_app("prometheus"), frameworks.DJANGO_PATH)
+    if name == "django_wo_metrics":
+        app = frameworks.django_app("observe")
+        subject = _framework_subject(app, frameworks.DJANGO_PATH)
+        _check_named(app, "/api/leads/<int:lead_id>")
+        return subject
+    raise KeyError(name)
 
 
 def build(name: str, opts: dict[str, Any]) -> Subject:
@@ -279,6 +417,8 @@ def build(name: str, opts: dict[str, Any]) -> Subject:
         return _request_subject(app, _sentry_drain(sentry_sdk), uses_sink=True)
     if name in ("otel_01", "wo_otel"):
         return _otel_subject(name)
+    if name.startswith(("flask_", "django_")):
+        return build_framework(name, tmp)
     if name == "wo_traceparent":
         subject = _request_subject(apps.observe(apps.hello_app))
         subject.environ["HTTP_TRACEPARENT"] = TRACEPARENT
@@ -406,7 +546,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     fill.add_argument("--seed", type=int, default=1)
     counter = sub.add_parser("count")
     counter.add_argument(
-        "subject", choices=[s for s, (_, where) in SUBJECTS.items() if where == "request"]
+        "subject",
+        choices=[s for s, (_, where) in SUBJECTS.items() if where in ("request", "framework")],
     )
     counter.add_argument("--n", type=int, required=True)
     counter.add_argument("--warmup", type=int, default=2000)

@@ -22,6 +22,8 @@ import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Optional
 
+from benchmarks.frameworks import FRAMEWORK_BASES
+
 if TYPE_CHECKING:
     from types import FrameType
 
@@ -96,7 +98,7 @@ def _instruction_lines(instructions: dict[str, Any]) -> list[str]:
     prometheus = counted.get("prometheus", {}).get("per_request")
     lines = [f"{'configuration':<16} {'per request':>12} {'over bare':>10} {'x prometheus':>13}"]
     for name, value in instructions.items():
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or name in FRAMEWORK_BASES or name in _FRAMEWORK_BARE:
             continue
         if "per_request" not in value:
             lines.append(f"{name:<16} error: {str(value.get('error'))[:200]}")
@@ -124,6 +126,49 @@ def _instruction_lines(instructions: dict[str, Any]) -> list[str]:
         if before in counted and after in counted:
             delta = counted[after]["per_request"] - counted[before]["per_request"]
             lines.append(f"  {label}: {delta:+,.0f} ({before} -> {after})")
+    return lines + _framework_instruction_lines(instructions, counted)
+
+
+_FRAMEWORK_BARE = ("flask_bare", "django_bare")
+
+
+def _framework_instruction_lines(
+    instructions: dict[str, Any], counted: dict[str, Any]
+) -> list[str]:
+    """The Flask and Django rows: over their own bare app, as a fraction of the exporter's,
+    and as a multiple of our overhead on the hello app."""
+    names = [n for n in instructions if n in FRAMEWORK_BASES or n in _FRAMEWORK_BARE]
+    if not names:
+        return []
+    ours_hello = None
+    if "bare" in counted and "wo_metrics" in counted:
+        ours_hello = counted["wo_metrics"]["per_request"] - counted["bare"]["per_request"]
+    lines = [
+        "",
+        f"{'framework row':<18} {'per request':>12} {'over bare':>10} {'x exporter':>11}"
+        f" {'x wo_metrics (hello)':>21}",
+    ]
+    for name in names:
+        value = instructions[name]
+        if "per_request" not in value:
+            lines.append(f"{name:<18} error: {str(value.get('error'))[:200]}")
+            continue
+        per = value["per_request"]
+        base, peer = FRAMEWORK_BASES.get(name, (None, None))
+        over = ratio = multiple = None
+        if base in counted:
+            over = per - counted[base]["per_request"]
+            if peer in counted and peer != name:
+                theirs = counted[peer]["per_request"] - counted[base]["per_request"]
+                ratio = over / theirs if theirs else None
+            if ours_hello:
+                multiple = over / ours_hello
+        lines.append(
+            f"{name:<18} {per:>12,.0f} "
+            + (f"{over:>+10,.0f}" if over is not None else f"{'':>10}")
+            + (f" {ratio:>10.3f}x" if ratio is not None else f" {'':>11}")
+            + (f" {multiple:>20.2f}x" if multiple is not None else "")
+        )
     return lines
 
 

@@ -13,9 +13,12 @@ from importlib import metadata
 from statistics import median
 from typing import Any, Optional
 
-from benchmarks.inprocess import PEERS, SUBJECTS
+from benchmarks.frameworks import FRAMEWORK_BASES
+from benchmarks.inprocess import PEERS, SUBJECTS, base_of
 from benchmarks.profiles import profile_text
 from benchmarks.summary import (
+    FRAMEWORK_TARGETS,
+    HELLO_MULTIPLE_TARGETS,
     PEER_RATIO_TARGETS,
     fmt_us,
     notes,
@@ -48,6 +51,11 @@ PEER_PACKAGES = (
     "opentelemetry-sdk",
     "opentelemetry-instrumentation-wsgi",
     "sentry-sdk",
+    "flask",
+    "werkzeug",
+    "prometheus-flask-exporter",
+    "django",
+    "django-prometheus",
     "gunicorn",
     "hdrhistogram",
     "psutil",
@@ -177,25 +185,35 @@ def _judge(
     row["result"] = "PASS" if ok else "MISS"
 
 
-def _overhead_ratios(subjects: dict[str, Any], name: str, peer: str, key: str) -> list[float]:
-    """Per round: ``name``'s overhead over bare divided by ``peer``'s, both from that round
-    (the rounds are interleaved, so each ratio compares batches run seconds apart)."""
-    bare = subjects.get("bare", {}).get(key) or []
+def _overhead_ratios(
+    subjects: dict[str, Any],
+    name: str,
+    peer: str,
+    key: str,
+    base: str = "bare",
+    peer_base: str | None = None,
+) -> list[float]:
+    """Per round: ``name``'s overhead over ``base`` divided by ``peer``'s over ``peer_base``
+    (default: the same base), both from that round (the rounds are interleaved, so each
+    ratio compares batches run seconds apart)."""
+    bare = subjects.get(base, {}).get(key) or []
+    other = subjects.get(peer_base or base, {}).get(key) or []
     ours = subjects.get(name, {}).get(key) or []
     theirs = subjects.get(peer, {}).get(key) or []
     ratios = []
-    for b, o, t in zip(bare, ours, theirs):
-        if t - b > 0:
-            ratios.append((o - b) / (t - b))
+    for b, o, pb, t in zip(bare, ours, other, theirs):
+        if t - pb > 0:
+            ratios.append((o - b) / (t - pb))
     return ratios
 
 
 def _subject_rows(inproc: dict[str, Any], clock: str) -> list[dict[str, Any]]:
     subjects = inproc["subjects"]
     key = "cpu_us" if clock == "cpu" else "wall_us"
-    bare = subjects.get("bare", {})
     rows = []
     for name, (label, section) in SUBJECTS.items():
+        base_name = base_of(name)
+        bare = subjects.get(base_name, {}) if base_name else {}
         data = subjects.get(name, {"status": "error", "why": "not run"})
         row = _row(name, section, label, reference=REFERENCES.get(name), ours=name not in PEERS)
         if data.get("status") != "ok" or not data.get(key):
@@ -218,7 +236,7 @@ def _subject_rows(inproc: dict[str, Any], clock: str) -> list[dict[str, Any]]:
             if data.get("envelopes"):
                 row["envelopes_per_request"] = median(data["envelopes"])
                 row["envelopes_rounds"] = data["envelopes"]
-            if section == "request" and bare.get(key):
+            if section in ("request", "framework") and bare.get(key):
                 row["ratio"] = _paired(chosen, bare[key], "/")
                 row["overhead_us"] = _paired(chosen, bare[key], "-")
                 row["overhead_wall_us"] = _paired(data["wall_us"], bare["wall_us"], "-")
@@ -238,6 +256,7 @@ def _subject_rows(inproc: dict[str, Any], clock: str) -> list[dict[str, Any]]:
                 f"(rounds {min(rounds):.2f}-{max(rounds):.2f})"
             )
         _judge(row, row.get("peer_ratio"), limit, text)
+    _framework_targets(subjects, key, by_id)
     sentry = by_id["sentry_sdk"]
     ours = by_id["wo_sentry"]
     if sentry.get("envelopes_per_request") is not None:
@@ -266,6 +285,54 @@ def _subject_rows(inproc: dict[str, Any], clock: str) -> list[dict[str, Any]]:
     _judge(by_id["metrics_prom"], by_id["metrics_prom"]["median"], 10000.0, "≤ 10 ms")
     _judge(by_id["merge_json"], by_id["merge_json"]["median"], 20000.0, "8-worker merge ≤ 20 ms")
     return rows
+
+
+def _framework_targets(
+    subjects: dict[str, Any], key: str, by_id: dict[str, dict[str, Any]]
+) -> None:
+    """Issue 18: each framework row's overhead as a fraction of its exporter's (same run,
+    per round), judged where a target is set; and the Flask metrics-only overhead as a
+    multiple of the hello app's."""
+    for name, (base, peer) in FRAMEWORK_BASES.items():
+        row, theirs = by_id[name], by_id[peer]
+        if name == peer:
+            continue
+        limit = FRAMEWORK_TARGETS.get(name)
+        rounds = _overhead_ratios(subjects, name, peer, key, base=base)
+        if rounds and row["status"] == "ok" and theirs["status"] == "ok":
+            row["peer_ratio"] = median(rounds)
+            row["peer_ratio_rounds"] = rounds
+            row["extra"] = (
+                f"{row['peer_ratio']:.2f} x {_PEER_NAMES[peer]}'s "
+                f"(rounds {min(rounds):.2f}-{max(rounds):.2f})"
+            )
+        if limit is not None:
+            _judge(
+                row, row.get("peer_ratio"), limit, f"overhead ≤ {limit:.2f} x {_PEER_NAMES[peer]}'s"
+            )
+    for name, (hello, limit) in HELLO_MULTIPLE_TARGETS.items():
+        row = by_id[name]
+        rounds = _overhead_ratios(
+            subjects, name, hello, key, base=FRAMEWORK_BASES[name][0], peer_base="bare"
+        )
+        if rounds and row["status"] == "ok" and by_id[hello]["status"] == "ok":
+            row["hello_multiple"] = median(rounds)
+            row["hello_multiple_rounds"] = rounds
+            row["hello_result"] = "PASS" if row["hello_multiple"] <= limit else "MISS"
+            row["extra"] = (row["extra"] + "; " if row["extra"] else "") + (
+                f"{row['hello_multiple']:.2f} x our hello-app overhead "
+                f"(rounds {min(rounds):.2f}-{max(rounds):.2f}; target ≤ {limit:.1f}: "
+                f"{row['hello_result']})"
+            )
+        else:
+            row["hello_result"] = "n/a"
+        row["hello_limit"] = limit
+
+
+_PEER_NAMES = {
+    "flask_exporter": "prometheus_flask_exporter",
+    "django_prometheus": "django-prometheus",
+}
 
 
 def _memory_rows(memory: dict[str, Any]) -> list[dict[str, Any]]:
@@ -390,6 +457,16 @@ def build(
             {"id": r["id"], "target": r["target"], "judged": r["judged"], "result": r["result"]}
             for r in rows
             if r["target"]
+        ]
+        + [
+            {
+                "id": r["id"],
+                "target": f"overhead ≤ {r['hello_limit']:.1f} x the hello app's (wo_metrics)",
+                "judged": r.get("hello_multiple"),
+                "result": r["hello_result"],
+            }
+            for r in rows
+            if r.get("hello_result")
         ],
         "memory": memory,
         "http": http_public,
@@ -419,6 +496,7 @@ def _fmt(row: dict[str, Any], value: Optional[float]) -> str:
 
 _SECTIONS = {
     "request": "In-process, per request (hello app, list body)",
+    "framework": "In-process, per request, real frameworks (overhead over the same app bare)",
     "endpoint": "In-process, per call",
     "memory": "Memory (fresh process)",
     "http": "HTTP on 127.0.0.1 under gunicorn",

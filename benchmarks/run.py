@@ -37,7 +37,21 @@ RESULTS = os.path.join(ROOT, "benchmarks", "results")
 #: Worker groups whose stderr is a pipe the suite drains (the others: a regular file).
 PIPED = frozenset({"wo_default_pipe"})
 #: Configurations whose bytecodes per request are counted, by function (profile.txt).
-BYTECODE_SUBJECTS = ("bare", "prometheus", "wo_metrics", "wo_context", "wo_default")
+BYTECODE_SUBJECTS = (
+    "bare",
+    "prometheus",
+    "wo_metrics",
+    "wo_context",
+    "wo_default",
+    "flask_bare",
+    "flask_exporter",
+    "flask_wo_metrics",
+    "flask_wo_default",
+    "django_bare",
+    "django_wo_metrics",
+)
+#: Configurations profiled with cProfile (profile.txt; the first two also in latest.md).
+PROFILED = ("wo_metrics", "wo_default", "wo_sentry", "flask_wo_metrics", "flask_wo_default")
 
 
 def log(message: str) -> None:
@@ -271,7 +285,7 @@ def run_inprocess(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> di
                         state[name]["envelopes"].append((after - before) / n)
             log(f"round {round_index + 1}/{args.rounds} done")
         profiles = {}
-        for name in ("wo_metrics", "wo_default", "wo_sentry"):
+        for name in PROFILED:
             if name in live:
                 try:
                     n = min(counts[name], 100_000 if not args.quick else 10_000)
@@ -501,6 +515,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument("--callgrind-n", type=int, default=1000, help="callgrind: small run")
     parser.add_argument("--callgrind-n2", type=int, default=6000, help="callgrind: large run")
+    parser.add_argument(
+        "--framework-instructions",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --instructions, count the Flask and Django rows too (about 8 more minutes)",
+    )
+    parser.add_argument("--callgrind-fw-n", type=int, default=300, help="callgrind, frameworks")
+    parser.add_argument("--callgrind-fw-n2", type=int, default=1300, help="callgrind, frameworks")
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", default=RESULTS, help="results directory")
@@ -538,6 +560,18 @@ def main(argv: Optional[list[str]] = None) -> int:
             inproc["instructions"] = instructions.count_all(
                 instructions.COUNTED, args.callgrind_n, args.callgrind_n2, 1000, env, log
             )
+            if args.framework_instructions:
+                # The framework apps cost ~100x the hello app per request: fewer requests.
+                inproc["instructions"].update(
+                    instructions.count_all(
+                        instructions.FRAMEWORK_COUNTED,
+                        args.callgrind_fw_n,
+                        args.callgrind_fw_n2,
+                        300,
+                        env,
+                        log,
+                    )
+                )
         memory = {"skipped": True} if args.skip_memory else run_memory(args, env)
         http = {"na": "skipped (--skip-http)"} if args.skip_http else run_http(args, tmp, env)
         results = report.build(args, machine, inproc, memory, http, time.time() - started)

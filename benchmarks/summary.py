@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 __all__ = [
     "ABSOLUTE_TARGETS_US",
+    "FRAMEWORK_TARGETS",
+    "HELLO_MULTIPLE_TARGETS",
     "PEER_RATIO_TARGETS",
     "fmt_us",
     "notes",
@@ -25,6 +27,11 @@ __all__ = [
 #: Issue 10: wsgi_observe's overhead as a fraction of the prometheus_client-style
 #: middleware's, measured in the same run (median of the per-round ratios).
 PEER_RATIO_TARGETS = {"wo_metrics": 0.40, "wo_default": 1.0}
+#: Issue 18: on real apps, wsgi_observe's overhead as a fraction of the exporter a user of
+#: that framework would pick (prometheus_flask_exporter, django-prometheus), same run.
+FRAMEWORK_TARGETS = {"flask_wo_metrics": 0.10, "flask_wo_default": 0.40, "django_wo_metrics": 0.10}
+#: Issue 18: the Flask metrics-only overhead at most this multiple of the hello app's (same run).
+HELLO_MULTIPLE_TARGETS = {"flask_wo_metrics": ("wo_metrics", 2.0)}
 #: Issue 6's absolute overheads (µs, on its reference machine), reported in the notes.
 ABSOLUTE_TARGETS_US = {"wo_metrics": 1.0, "wo_default": 2.5}
 
@@ -170,11 +177,18 @@ def notes(
     return notes
 
 
-def _instruction_ratio(instructions: dict[str, Any], name: str) -> Optional[float]:
-    """``name``'s instructions per request over bare, as a fraction of prometheus's."""
+def _instruction_ratio(
+    instructions: dict[str, Any],
+    name: str,
+    base: str = "bare",
+    peer: str = "prometheus",
+    peer_base: Optional[str] = None,
+) -> Optional[float]:
+    """``name``'s instructions per request over ``base``, as a fraction of ``peer``'s over
+    ``peer_base`` (default: the same base)."""
     try:
-        bare = instructions["bare"]["per_request"]
-        theirs = instructions["prometheus"]["per_request"] - bare
+        bare = instructions[base]["per_request"]
+        theirs = instructions[peer]["per_request"] - instructions[peer_base or base]["per_request"]
         return float((instructions[name]["per_request"] - bare) / theirs)
     except (KeyError, TypeError, ZeroDivisionError):
         return None
@@ -196,6 +210,40 @@ def ratios(rows: list[dict[str, Any]], instructions: dict[str, Any]) -> dict[str
             "target": limit,
             "result": row["result"],
             "by_instructions": _instruction_ratio(instructions, name),
+        }
+    for name, limit in FRAMEWORK_TARGETS.items():
+        row = by_id[name]
+        rounds = row.get("peer_ratio_rounds") or []
+        out[name] = {
+            "of": ("prometheus_flask_exporter" if name.startswith("flask") else "django-prometheus")
+            + " overhead (over the same app bare)",
+            "median": row.get("peer_ratio"),
+            "min": min(rounds) if rounds else None,
+            "max": max(rounds) if rounds else None,
+            "rounds": rounds,
+            "target": limit,
+            "result": row["result"],
+            "by_instructions": _instruction_ratio(
+                instructions,
+                name,
+                base=name.split("_")[0] + "_bare",
+                peer="flask_exporter" if name.startswith("flask") else "django_prometheus",
+            ),
+        }
+    for name, (hello, limit) in HELLO_MULTIPLE_TARGETS.items():
+        row = by_id[name]
+        rounds = row.get("hello_multiple_rounds") or []
+        out[name + "_vs_hello"] = {
+            "of": f"{hello} overhead (the hello app)",
+            "median": row.get("hello_multiple"),
+            "min": min(rounds) if rounds else None,
+            "max": max(rounds) if rounds else None,
+            "rounds": rounds,
+            "target": limit,
+            "result": row.get("hello_result"),
+            "by_instructions": _instruction_ratio(
+                instructions, name, base="flask_bare", peer=hello, peer_base="bare"
+            ),
         }
     ours, sentry = by_id["wo_sentry"], by_id["sentry_sdk"]
     out["wo_sentry"] = {
@@ -222,6 +270,30 @@ def ratio_lines(results: dict[str, Any]) -> list[str]:
         lines.append(
             f"- {label}: overhead {data['median']:.2f} x the prometheus_client-style "
             f"middleware's in CPU time (rounds {data['min']:.2f}-{data['max']:.2f}"
+            + (
+                f"; {by_instructions:.2f} x in instructions, callgrind"
+                if by_instructions is not None
+                else ""
+            )
+            + f"); target ≤ {data['target']:.2f}: {data['result']}"
+        )
+    framework_labels = {
+        "flask_wo_metrics": "Flask, metrics only",
+        "flask_wo_default": "Flask, defaults with the JSON file logs",
+        "django_wo_metrics": "Django, metrics only (the README's way)",
+        "flask_wo_metrics_vs_hello": "Flask, metrics only, against our hello-app overhead",
+    }
+    for name, label in framework_labels.items():
+        data = found.get(name) or {}
+        if not data:
+            continue
+        if data.get("median") is None:
+            lines.append(f"- {label}: no ratio ({data.get('result') or 'not measured'})")
+            continue
+        by_instructions = data.get("by_instructions")
+        lines.append(
+            f"- {label}: overhead {data['median']:.2f} x the {data['of']} in CPU time "
+            f"(rounds {data['min']:.2f}-{data['max']:.2f}"
             + (
                 f"; {by_instructions:.2f} x in instructions, callgrind"
                 if by_instructions is not None

@@ -33,6 +33,14 @@ def test_quick_benchmark_runs_and_writes_its_reports(tmp_path):
     ours = [row for row in data["rows"] if row["ours"] and row["section"] != "http"]
     assert [(row["id"], row["status"]) for row in ours if row["status"] != "ok"] == []
     assert {"wo_metrics", "wo_default", "wo_sentry"} <= set(data["ratios"])
+    # The framework rows (issue 18): ours measured over the same app bare, with their ratios.
+    framework = {row["id"]: row for row in data["rows"] if row["section"] == "framework"}
+    for name in ("flask_bare", "flask_wo_metrics", "flask_wo_default", "django_bare"):
+        assert framework[name]["status"] == "ok", framework[name]["why"]
+    assert framework["flask_wo_metrics"]["overhead_us"] is not None
+    assert {"flask_wo_metrics", "flask_wo_default", "django_wo_metrics"} <= set(data["ratios"])
+    flask_default = framework["flask_wo_default"]["info"]["access_lines"]
+    assert flask_default["lines"] == flask_default["requests"] > 0
     default = next(row for row in data["rows"] if row["id"] == "wo_default")
     lines = default["info"]["access_lines"]
     assert lines["lines"] == lines["requests"] > 0

@@ -607,3 +607,68 @@ def test_gunicorn_wraps_an_unchanged_wsgi_py(gunicorn: Callable[..., Gunicorn]) 
     }
     status, _, body = server.get("/health/ready")
     assert (status, json.loads(body)["checks"]["database"]["status"]) == (200, "healthy")
+
+
+# Bodies (issue 18) -------------------------------------------------------------------------
+
+
+def _observed_handler() -> Any:
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from wsgi_observe.django import wrap
+    from wsgi_observe.metrics import MetricsStore
+
+    return wrap(WSGIHandler(), store=MetricsStore(), access_log=False, log_handlers=False)
+
+
+def _environ(path: str) -> dict[str, Any]:
+    from wsgi_client import environ_for
+
+    return environ_for(path, headers={"Host": "testserver"})
+
+
+def test_an_http_response_is_handed_over_as_a_list_closed_once() -> None:
+    """Django's HttpResponse goes to the server as our list (the same bytes as iterating
+    it); its close(), which sends request_finished, runs exactly once."""
+    from django.core.signals import request_finished
+
+    from wsgi_observe import _wsgi
+
+    finished: list[object] = []
+
+    def on_finished(sender: object, **kwargs: object) -> None:
+        finished.append(sender)
+
+    request_finished.connect(on_finished)
+    try:
+        app = _observed_handler()
+        body = app(_environ("/api/users/5/orders/"), lambda status, headers, exc=None: None)
+        assert type(body) is _wsgi.Exchange and body.inner is not None
+        assert b"".join(body) == b'{"user": 5, "orders": []}'
+        assert finished == []
+        body.close()
+        body.close()
+        assert len(finished) == 1
+    finally:
+        request_finished.disconnect(on_finished)
+    series = app.snapshot().endpoints["/api/users/<int:id>/orders/"]
+    assert (series.count, series.errors) == (1, 0)
+
+
+def test_a_streaming_response_is_streamed_and_a_failure_half_way_counted() -> None:
+    """StreamingHttpResponse is not read ahead; an exception half-way reaches the server,
+    close() runs once and the request is an error under its route."""
+    app = _observed_handler()
+    body = app(_environ("/api/stream/9"), lambda status, headers, exc=None: None)
+    assert type(body) is not list
+    assert b"".join(body) == b"chunk 0;chunk 1;chunk 2;"
+    body.close()
+    body = app(_environ("/api/stream/2"), lambda status, headers, exc=None: None)
+    received = []
+    with pytest.raises(RuntimeError, match="django stream failed"):
+        for chunk in body:
+            received.append(chunk)
+    body.close()
+    assert received == [b"chunk 0;", b"chunk 1;"]
+    series = app.snapshot().endpoints["/api/stream/<int:fail_at>"]
+    assert (series.count, series.errors) == (2, 1)

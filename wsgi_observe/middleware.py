@@ -190,6 +190,7 @@ class ObservabilityMiddleware:
         exchange.status = None
         exchange.failed = False
         exchange.reporter = None
+        exchange.inner = None
         reporter = reporting.current
         if self._context or reporter is not None or _log_setup.active is not None:
             # enter_request(), inlined.
@@ -224,7 +225,7 @@ class ObservabilityMiddleware:
         if kind is list or kind is tuple:
             exchange.extend(body)
             return exchange
-        return exchange.wrap(body)
+        return exchange.wrap_other(body, kind)
 
     def _take_detour(self, environ: WSGIEnvironment, path: str) -> bool:
         """The first request of a process (and excluded paths): True if ``path`` is excluded

@@ -82,6 +82,15 @@ def route_name(match: Any) -> str:
     route = getattr(match, "route", None)
     if not isinstance(route, str):
         route = ""
+    name = _route_names.get(route)
+    if name is None:
+        name = _route_name(route)
+        if len(_route_names) < _MAX_ROUTE_NAMES:
+            _route_names[route] = name
+    return name
+
+
+def _route_name(route: str) -> str:
     if route.startswith("^"):
         route = route[1:]
     if route.endswith("\\Z"):
@@ -91,18 +100,28 @@ def route_name(match: Any) -> str:
     return route if route.startswith("/") else "/" + route
 
 
+#: route -> endpoint name, worked out once per route (bounded: routes are the project's).
+_route_names: dict[str, str] = {}
+_MAX_ROUTE_NAMES = 4096
+
+
 def name_request(request: Any, response: Any = None) -> None:
     """Name ``request`` (a Django ``HttpRequest``) after the URL pattern it matched, unless
     it is named already. ``response`` is what Django answered (None if it raised)."""
     environ = getattr(request, "environ", None)
-    if not isinstance(environ, dict) or _KEY in environ:
-        return  # not a WSGI request, or named already (by an inner copy, or by the app)
+    if type(environ) is not dict:
+        if not isinstance(environ, dict):
+            return  # not a WSGI request
+    if _KEY in environ:
+        return  # named already (by an inner copy, or by the app)
     match = getattr(request, "resolver_match", None)
     if match is None:
         match = _match_without_view(request, response)
         if match is None:
             return
-    environ[_KEY] = route_name(match)
+    route: Any = getattr(match, "route", None)
+    name = _route_names.get(route) if type(route) is str else None  # route_name(), once
+    environ[_KEY] = name if name is not None else route_name(match)
 
 
 def _match_without_view(request: Any, response: Any) -> Any:

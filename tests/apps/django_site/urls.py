@@ -14,6 +14,7 @@ api = [
     path("only-get", views.only_get),
     path("form", views.form),
     path("log", views.log_line),
+    path("stream/<int:fail_at>", views.stream),
     re_path(r"^legacy/(?P<pk>[0-9]+)/$", views.legacy),
 ]
 

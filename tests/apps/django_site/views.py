@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 from django.db import connections
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
@@ -57,3 +58,15 @@ def log_line(request: HttpRequest) -> HttpResponse:
 
 def legacy(request: HttpRequest, pk: str) -> HttpResponse:
     return HttpResponse(pk)
+
+
+def stream(request: HttpRequest, fail_at: int) -> StreamingHttpResponse:
+    """Three chunks, produced one by one; the one at ``fail_at`` raises instead."""
+
+    def chunks() -> Iterator[bytes]:
+        for index in range(3):
+            if index == fail_at:
+                raise RuntimeError("django stream failed")
+            yield b"chunk %d;" % index
+
+    return StreamingHttpResponse(chunks(), content_type="text/plain")
