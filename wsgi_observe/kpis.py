@@ -53,6 +53,7 @@ Gauges and sums are kept in thousandths of their unit (within +-9.2e15).
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -230,13 +231,17 @@ class CounterSeries(_Series):
         self._slot = store.kpi_slot(("k", "c", family.name, labels), family.definition)
 
     def inc(self, n: int = 1) -> None:
-        """Add ``n`` (a whole number >= 0; counts never go down)."""
-        if n.__class__ is not int or n < 0:
+        """Add ``n`` (a whole number >= 0; counts never go down, and stop at 2**63-1)."""
+        if n.__class__ is not int or not 0 <= n <= 0x7FFFFFFFFFFFFFFF:
             n = _whole(self._family.name, n)
         store = self._store
         if self._gen != store.kpi_generation:
             self._bind()
-        store.values[self._slot] += n
+        values = store.values
+        try:
+            values[self._slot] += n
+        except (ValueError, OverflowError):  # past int64 (a state file): it stays at its top
+            values[self._slot] = _LIMIT
 
 
 class GaugeSeries(_Series):
@@ -289,7 +294,7 @@ class GaugeSeries(_Series):
 
     def dec(self, n: float = 1) -> None:
         """Subtract ``n`` (any finite number)."""
-        self.inc(-n)
+        self.inc(n if n.__class__ is bool else -n)  # True is no number: inc() says so
 
 
 class DistributionSeries(_Series):
@@ -337,9 +342,9 @@ class DistributionSeries(_Series):
 def _whole(name: str, n: Any) -> int:
     if isinstance(n, float) and n.is_integer() and 0 <= n < 2**62:
         return int(n)
-    if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+    if isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= _LIMIT:
         return n
-    raise ValueError(f"KPI {name}: a counter adds whole numbers >= 0, got {n!r}")
+    raise ValueError(f"KPI {name}: a counter adds whole numbers from 0 to 2**63-1, got {n!r}")
 
 
 def _scaled(name: str, value: Any) -> int:
@@ -358,8 +363,21 @@ def _observed(name: str, value: Any) -> tuple[int, int]:
         raise ValueError(f"KPI {name}: a distribution observes numbers, got {value!r}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"KPI {name}: a distribution observes finite numbers >= 0, got {value!r}")
-    whole = min(int(value), MAX_US)
-    return whole, min(round(value * SCALE), MAX_US * SCALE)
+    value = min(value, MAX_US)  # before scaling: 1e308 * 1000 is no number
+    return int(value), round(value * SCALE)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _label_text(value: Any) -> str:
+    """The text of a label value, as UTF-8 can carry it: a lone surrogate (JSON's
+    ``"\\ud800"``, ``surrogateescape``) becomes U+FFFD, as no state file, JSON document or
+    protobuf message could hold it."""
+    text = value if type(value) is str else str(value)
+    if text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
 
 
 # Families -----------------------------------------------------------------------------------
@@ -429,7 +447,7 @@ class _Family(Generic[S]):
                 f"KPI {self.name}: labels() takes exactly {names!r}, got {tuple(values)!r}"
             )
         raw = tuple([values[name] for name in names])
-        texts = tuple(value if type(value) is str else str(value) for value in raw)
+        texts = tuple(_label_text(value) for value in raw)
         with self._lock:
             child = self._children.get(texts)
             if child is None and all(0 < len(text) <= MAX_VALUE for text in texts):

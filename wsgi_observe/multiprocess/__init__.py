@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("wsgi_observe.multiprocess")
+_INT64 = 2**63
 
 
 class _Process:
@@ -173,7 +174,8 @@ def _adopt(store: MetricsStore, table: WorkerTable) -> None:
     for key, value in carried:
         slot = table.alloc(key)
         store.values = table.values
-        store.values[slot] += value
+        # A list counts past int64 (two counter.inc(2**62)); the file's slots cannot.
+        store.values[slot] += min(max(value, -_INT64), _INT64 - 1)
 
 
 def should_share(environ: Any, built_pid: int) -> bool:

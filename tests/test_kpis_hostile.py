@@ -1,0 +1,136 @@
+"""Business KPIs under attack: hostile label values, numbers at their limits, hostile and
+conflicting definitions in state files (wsgi_observe.kpis, wsgi_observe.kpidata)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.wsgi_client import call
+from wsgi_observe import ObservabilityMiddleware, kpis, log_business_event
+from wsgi_observe.exposition.json import json_document, render_json
+from wsgi_observe.histograms import MAX_US
+from wsgi_observe.kpidata import KpiFamily
+from wsgi_observe.metrics import MetricsStore
+from wsgi_observe.multiprocess import _adopt, merge
+from wsgi_observe.multiprocess.table import WorkerTable
+
+PROMTOOL = "/usr/bin/promtool"
+TOP = 2**63 - 1
+
+
+def _values(family: KpiFamily) -> dict[tuple[str, ...], Any]:
+    return {labels: series.value for labels, series in family.series.items()}
+
+
+def _app(store: MetricsStore) -> ObservabilityMiddleware:
+    return ObservabilityMiddleware(lambda e, s: [], store=store, access_log=False)
+
+
+def _state(tmp_path: Path) -> Path:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    return state
+
+
+# Label values ------------------------------------------------------------------------------
+
+
+def test_a_lone_surrogate_label_value_cannot_break_metrics(store):
+    """``json.loads('"\\ud800"')`` gives a lone surrogate, which no UTF-8 output can hold:
+    recorded as U+FFFD, every format of ``/metrics`` still answers (it was a 500 forever)."""
+    sources = kpis.counter("sources", "Sources.", labels=("source",), store=store)
+    sources.labels(source=json.loads('"\\ud800web"')).inc()
+    sources.labels(source="\udcff").inc(2)  # surrogateescape's
+    log_business_event(json.loads('"\\udfffevent"'))
+    app = _app(store)
+    for kind in ("json", "prometheus", "openmetrics", "protobuf"):
+        response = call(app, "/metrics", query=f"format={kind}")
+        assert response.status == "200 OK", (kind, response.body[:200])
+    document = json.loads(call(app, "/metrics").body)
+    found = {s["labels"]["source"]: s["value"] for s in document["kpis"]["sources"]["series"]}
+    assert found == {"\ufffdweb": 1, "\ufffd": 2}
+
+
+def test_a_lone_surrogate_label_value_reaches_the_state_file(tmp_path):
+    """In a shared table the key is written as JSON: the surrogate must not raise from
+    ``inc()`` (it did: a TypeError, a 500 for the request that sent it)."""
+    state = _state(tmp_path)
+    table = WorkerTable(str(state))
+    try:
+        store = MetricsStore(table)
+        kpis.counter("sources", "S.", labels=("source",), store=store).labels(
+            source="x\ud800"
+        ).inc()
+        assert _values(merge.collect_snapshot(str(state)).kpis["sources"]) == {("x\ufffd",): 1}
+    finally:
+        table.close()
+
+
+# Numbers at their limits -------------------------------------------------------------------
+
+
+def test_a_counter_refuses_more_than_int64_and_stops_at_its_top(store, tmp_path):
+    """``inc(2**63)`` is a clear ValueError; a counter a state file holds stays at 2**63-1
+    instead of raising memoryview's error; in memory, JSON shows the top, not a 500."""
+    big = kpis.counter("big", "Big.", store=store)
+    with pytest.raises(ValueError, match="whole numbers from 0 to 2"):
+        big.inc(2**63)
+    big.inc(2**62)
+    big.inc(2**62)  # a plain list counts on past int64
+    document = json.loads(call(_app(store), "/metrics").body)
+    assert document["kpis"]["big"]["series"][0]["value"] == TOP
+    assert document["kpis"]["big"]["total"] == TOP
+
+    state = _state(tmp_path)
+    table = WorkerTable(str(state))
+    try:
+        _adopt(store, table)  # the memory counts move into the file, capped there
+        filed = kpis.counter("filed", "Filed.", store=store)
+        filed.inc(TOP)
+        filed.inc(1)
+        big.inc(5)
+        found = merge.collect_snapshot(str(state)).kpis
+        assert _values(found["filed"]) == {(): TOP}
+        assert _values(found["big"]) == {(): TOP}
+    finally:
+        table.close()
+
+
+def test_counter_sums_past_int64_across_processes_still_render(tmp_path):
+    """Three processes at the top add up past what JSON integers hold: shown as the top."""
+    state = _state(tmp_path)
+    tables = [WorkerTable(str(state)) for _ in range(3)]
+    try:
+        for table in tables:
+            kpis.counter("many", "M.", store=MetricsStore(table)).inc(TOP)
+        snapshot = merge.collect_snapshot(str(state))
+        document = json.loads(render_json(json_document(snapshot, service="s", version="1")))
+        assert document["kpis"]["many"]["total"] == TOP
+    finally:
+        for table in tables:
+            table.close()
+
+
+def test_a_huge_observation_counts_at_the_top(store):
+    """``observe(1.7e308)`` is finite: it counts as the largest value kept (it raised
+    OverflowError turning ``value * 1000`` into an integer)."""
+    sizes = kpis.distribution("sizes", "Sizes.", "bytes", store=store)
+    sizes.observe(1.7e308)
+    sizes.observe(float(2**70))
+    series = store.snapshot().kpis["sizes_bytes"].series[()]
+    assert series.count == 2
+    assert series.sum == 2 * MAX_US
+
+
+def test_a_gauge_refuses_true_in_dec_as_in_inc(store):
+    """``dec(True)`` subtracted 1 while ``inc(True)`` raised."""
+    level = kpis.gauge("level", "Level.", store=store)
+    for method in (level.inc, level.dec):
+        with pytest.raises(ValueError, match="takes a number, got True"):
+            method(True)
+    level.dec(2)
+    assert _values(store.snapshot().kpis["level"]) == {(): -2}
