@@ -16,6 +16,7 @@ from wsgi_observe.histograms import MAX_US
 from wsgi_observe.kpidata import KpiFamily
 from wsgi_observe.metrics import MetricsStore
 from wsgi_observe.multiprocess import _adopt, merge
+from wsgi_observe.multiprocess.archive import read_archive, sweep
 from wsgi_observe.multiprocess.table import WorkerTable
 
 PROMTOOL = "/usr/bin/promtool"
@@ -134,3 +135,26 @@ def test_a_gauge_refuses_true_in_dec_as_in_inc(store):
             method(True)
     level.dec(2)
     assert _values(store.snapshot().kpis["level"]) == {(): -2}
+
+
+def test_one_overflow_value_among_others_counts_against_the_cap(tmp_path):
+    """A client can send ``<overflow>`` itself. With two labels, ``("<overflow>", x)`` was
+    taken for the overflow series and never folded: each recycled worker added its own to
+    the archive, without bound. Only the all-``<overflow>`` set is exempt."""
+    state = _state(tmp_path)
+    for generation in range(4):
+        table = WorkerTable(str(state))
+        try:
+            pairs = kpis.counter(
+                "pairs", "P.", labels=("a", "b"), max_series=2, store=MetricsStore(table)
+            )
+            for number in range(2):
+                pairs.labels(a="<overflow>", b=f"{generation}-{number}").inc()
+        finally:
+            table.close()
+        sweep(str(state))
+    archived = {k[3] for k, _ in read_archive(str(state)).pairs if k[:2] == ("k", "c")}
+    assert len(archived) == 3 and ("<overflow>", "<overflow>") in archived
+    found = merge.collect_snapshot(str(state)).kpis["pairs"]
+    assert len(found.series) == 3
+    assert sum(s.value for s in found.series.values()) == 8

@@ -176,6 +176,13 @@ def latest_only(totals: dict[tuple[Any, ...], int]) -> dict[tuple[Any, ...], int
     return out
 
 
+def _is_overflow(labels: tuple[str, ...]) -> bool:
+    """Whether ``labels`` are the overflow series': every value ``<overflow>``. One such
+    value among others (a client may send the text) is a label set like any other, and
+    counts against the cap."""
+    return bool(labels) and labels.count(OVERFLOW) == len(labels)
+
+
 def _weight(letter: str, value: int) -> int:
     return abs(value) if letter in ("c", "h", "g", "l") else 0
 
@@ -203,7 +210,7 @@ def cap_series(
         if limit is None or len(per_labels) <= limit:
             continue
         ranked = sorted(
-            (labels for labels in per_labels if OVERFLOW not in labels),
+            (labels for labels in per_labels if not _is_overflow(labels)),
             key=lambda labels: ((name, labels) not in keep_first, -per_labels[labels], labels),
         )
         dropped[name] = set(ranked[limit:])
@@ -222,7 +229,7 @@ def cap_series(
 def _capped(family: KpiFamily) -> dict[tuple[str, ...], KpiSeries]:
     """``family.series`` folded to ``family.max_series`` label sets (see :func:`cap_series`)."""
     series = family.series
-    named = [labels for labels in series if OVERFLOW not in labels]
+    named = [labels for labels in series if not _is_overflow(labels)]
     if len(named) <= family.max_series:
         return series
 
