@@ -4,6 +4,7 @@ conflicting definitions in state files (wsgi_observe.kpis, wsgi_observe.kpidata)
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,13 @@ import pytest
 from tests.wsgi_client import call
 from wsgi_observe import ObservabilityMiddleware, kpis, log_business_event
 from wsgi_observe.exposition.json import json_document, render_json
+from wsgi_observe.exposition.prometheus import render_prometheus
 from wsgi_observe.histograms import MAX_US
 from wsgi_observe.kpidata import KpiFamily
 from wsgi_observe.metrics import MetricsStore
 from wsgi_observe.multiprocess import _adopt, merge
 from wsgi_observe.multiprocess.archive import read_archive, sweep
+from wsgi_observe.multiprocess.reader import parse_key
 from wsgi_observe.multiprocess.table import WorkerTable
 
 PROMTOOL = "/usr/bin/promtool"
@@ -158,3 +161,78 @@ def test_one_overflow_value_among_others_counts_against_the_cap(tmp_path):
     found = merge.collect_snapshot(str(state)).kpis["pairs"]
     assert len(found.series) == 3
     assert sum(s.value for s in found.series.values()) == 8
+
+
+# Definitions from other processes -------------------------------------------------------------
+
+
+def test_two_versions_of_the_code_cannot_make_two_families_of_one_name(tmp_path):
+    """Old workers count a counter ``foo`` (``foo_total``), new ones a gauge ``foo_total``
+    (a reload between them): both families made Prometheus refuse the whole scrape. The
+    answering process's definition is shown; the clashing one is left out."""
+    state = _state(tmp_path)
+    old, new = WorkerTable(str(state)), WorkerTable(str(state))
+    try:
+        old_store, new_store = MetricsStore(old), MetricsStore(new)
+        kpis.counter("foo", "Foo.", store=old_store).inc()
+        kpis.gauge("foo_total", "Foo now.", store=new_store).set(3)
+        kpis.distribution("wait", "Wait.", "ms", store=old_store).observe(4)
+        kpis.gauge("wait_ms_count", "Clashes with the histogram's count.", store=new_store).set(1)
+        snapshot = merge.collect_snapshot(str(state), new_store, own_id=new.id)
+        assert sorted(snapshot.kpis) == ["foo_total", "wait_ms_count"]
+        body = render_prometheus(snapshot, {})
+        result = subprocess.run(
+            [PROMTOOL, "check", "metrics"], input=body, capture_output=True, timeout=60
+        )
+        assert b"second HELP" not in result.stderr and b"second TYPE" not in result.stderr
+        assert body.count(b"# TYPE foo_total ") == 1
+        snapshot = merge.collect_snapshot(str(state), old_store, own_id=old.id)
+        assert sorted(snapshot.kpis) == ["foo", "wait_ms"]  # the old code's view, alike
+    finally:
+        old.close()
+        new.close()
+
+
+def test_a_changed_definition_shows_the_new_code_s_series(tmp_path):
+    """A label added in a new version: the first definition seen (the old one, kept in
+    the archive) won, and the new workers' counts were left out as not fitting it."""
+    state = _state(tmp_path)
+    old = WorkerTable(str(state))
+    kpis.counter("leads", "Leads.", ("source",), store=MetricsStore(old)).labels(source="web").inc(
+        2
+    )
+    old.close()
+    assert sweep(str(state)) == 1  # the old worker exited: its numbers are archived
+    merge.collect_snapshot(str(state))  # a scrape saw the old definition first
+    new = WorkerTable(str(state))
+    try:
+        store = MetricsStore(new)
+        leads = kpis.counter("leads", "Leads by source.", ("source", "campaign"), store=store)
+        leads.labels(source="web", campaign="spring").inc(5)
+        for own in (None, store):  # another new worker's scrape, and this one's
+            found = merge.collect_snapshot(str(state), own, own_id=new.id if own else None)
+            family = found.kpis["leads"]
+            assert (family.labels, family.help) == (("source", "campaign"), "Leads by source.")
+            assert _values(family) == {("web", "spring"): 5}
+    finally:
+        new.close()
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        pytest.param(
+            ["k", "d", "wsgi_observe_requests", "counter", "", "", [], "", [], 9], id="ours"
+        ),
+        pytest.param(["k", "d", "x", "counter", "", "", ["a", "a"], "", [], 9], id="label-twice"),
+        pytest.param(["k", "d", "x", "gauge", "", "", ["__name__"], "sum", [], 9], id="dunder"),
+        pytest.param(["k", "d", "x", "distribution", "", "", ["le"], "", [1], 9], id="le"),
+        pytest.param(
+            ["k", "d", "x", "distribution", "", "", ["quantile"], "", [1], 9], id="quantile"
+        ),
+    ],
+)
+def test_definitions_the_api_refuses_are_refused_in_state_files(item):
+    """A definition read back gets the API's checks: one naming our own family, or whose
+    labels would repeat one in the output (``{a="1",a="2"}``, a second ``le``)."""
+    assert parse_key(item) is None

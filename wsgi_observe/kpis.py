@@ -72,8 +72,10 @@ from .kpidata import (
     MAX_VALUE,
     MODES,
     OVERFLOW,
+    RESERVED,
     SCALE,
     UNIT,
+    sample_names,
 )
 from .metrics import MetricsStore, process_store
 
@@ -101,7 +103,6 @@ DEFAULT_BUCKETS: tuple[float, ...] = tuple(
 _LIMIT = 2**63 - 1
 _MAX_SCALED = _LIMIT // SCALE
 _METRIC_NAME = LABEL_NAME  # Prometheus's rule without the colons of recording rules
-_RESERVED = "wsgi_observe"
 
 
 # Definitions --------------------------------------------------------------------------------
@@ -113,7 +114,7 @@ def _check_name(name: Any) -> str:
             f"KPI name {name!r}: expected letters, digits and underscores, not starting "
             "with a digit (Prometheus's metric name rule)"
         )
-    if name.lower().startswith(_RESERVED):
+    if name.lower().startswith(RESERVED):
         raise ValueError(f"KPI name {name!r}: names starting with 'wsgi_observe' are reserved")
     if len(name) > MAX_NAME - 30:
         raise ValueError(f"KPI name {name[:40]!r}...: longer than {MAX_NAME - 30} characters")
@@ -155,17 +156,6 @@ def _check_max(name: str, max_series: Any) -> int:
             f"KPI {name}: max_series={max_series!r}: expected a whole number 1..100000"
         )
     return max_series
-
-
-def _sample_names(kind: str, name: str, quantile_name: str) -> set[str]:
-    if kind == KIND_COUNTER:
-        return {name, name + "_total", name + "_created"}
-    if kind == KIND_GAUGE:
-        return {name}
-    names = {name, quantile_name}
-    for base in (name, quantile_name):
-        names.update(base + suffix for suffix in ("_bucket", "_sum", "_count", "_created"))
-    return names
 
 
 M = TypeVar("M", bound="_Family[Any]")
@@ -417,7 +407,7 @@ class _Family(Generic[S]):
             *("k", "d", name, self.kind, unit, description, label_names, mode, buckets),
             max_series,
         )
-        self.sample_names = _sample_names(self.kind, name, quantile_name)
+        self.sample_names = sample_names(self.kind, name, unit)
         self._children: dict[tuple[str, ...], S] = {}
         self._cache: dict[tuple[tuple[str, Any], ...], S] = {}
         self._overflow: Optional[S] = None

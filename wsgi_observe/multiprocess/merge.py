@@ -17,16 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from ..endpoints import OVERFLOW
-from ..metrics import Layout, SeriesData, Snapshot
+from ..metrics import Layout, MetricsStore, SeriesData, Snapshot, process_store
 from ..system import process_info
 from .archive import ARCHIVE, archive_names, read_archive, sweep
 from .reader import Reader, worker_ids
-
-if TYPE_CHECKING:
-    from ..metrics import MetricsStore
 
 __all__ = ["ARCHIVE", "Merge", "collect_snapshot", "sweep"]
 
@@ -215,6 +212,14 @@ class _Views:
 _views = _Views()
 
 
+def _own_definitions(own: Optional[MetricsStore]) -> dict[str, tuple[Any, ...]]:
+    """The KPI definitions this process's code made (they win over other versions')."""
+    stores = [] if own is None else [process_store(), own]  # KPIs live on the first
+    return {
+        name: family.definition for store in stores for name, family in store.kpi_families.items()
+    }
+
+
 def collect_snapshot(
     state_dir: str,
     own: Optional[MetricsStore] = None,
@@ -297,7 +302,7 @@ def collect_snapshot(
         endpoints, functions, inflight = merge.build()
         totals = list(merge.totals)  # a copy: the next scrape updates the running totals
         layout = merge.layout
-        kpis = layout.kpis.build(totals)
+        kpis = layout.kpis.build(totals, prefer=_own_definitions(own))
     if max_endpoints is not None and len(endpoints) > max_endpoints:
         endpoints = _fold_view(endpoints, set(archive_names(archive)), max_endpoints)
         overall = None
