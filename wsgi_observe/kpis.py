@@ -222,16 +222,15 @@ class CounterSeries(_Series):
 
     def inc(self, n: int = 1) -> None:
         """Add ``n`` (a whole number >= 0; counts never go down, and stop at 2**63-1)."""
-        if n.__class__ is not int or not 0 <= n <= 0x7FFFFFFFFFFFFFFF:
+        if n.__class__ is not int or n < 0:
             n = _whole(self._family.name, n)
         store = self._store
         if self._gen != store.kpi_generation:
             self._bind()
-        values = store.values
         try:
-            values[self._slot] += n
+            store.values[self._slot] += n
         except (ValueError, OverflowError):  # past int64 (a state file): it stays at its top
-            values[self._slot] = _LIMIT
+            store.values[self._slot] = _LIMIT
 
 
 class GaugeSeries(_Series):
@@ -332,9 +331,9 @@ class DistributionSeries(_Series):
 def _whole(name: str, n: Any) -> int:
     if isinstance(n, float) and n.is_integer() and 0 <= n < 2**62:
         return int(n)
-    if isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= _LIMIT:
+    if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
         return n
-    raise ValueError(f"KPI {name}: a counter adds whole numbers from 0 to 2**63-1, got {n!r}")
+    raise ValueError(f"KPI {name}: a counter adds whole numbers >= 0, got {n!r}")
 
 
 def _scaled(name: str, value: Any) -> int:
