@@ -236,3 +236,11 @@ def test_definitions_the_api_refuses_are_refused_in_state_files(item):
     """A definition read back gets the API's checks: one naming our own family, or whose
     labels would repeat one in the output (``{a="1",a="2"}``, a second ``le``)."""
     assert parse_key(item) is None
+
+
+def test_any_label_name_can_be_given_to_labels(store):
+    """``self`` is a fine label name: ``labels(self=...)`` raised TypeError (multiple values
+    for argument 'self')."""
+    owners = kpis.counter("owners", "Owners.", labels=("self", "values"), store=store)
+    owners.labels(self="me", values="v").inc()
+    assert _values(store.snapshot().kpis["owners"]) == {("me", "v"): 1}

@@ -418,7 +418,7 @@ class _Family(Generic[S]):
         mode = f", multiprocess_mode={self.mode!r}" if self.mode else ""
         return f"a {self.kind}{unit}{labels}{mode}"
 
-    def labels(self, **values: Any) -> S:
+    def labels(self, /, **values: Any) -> S:
         """The series with these label values (exactly the declared label names)."""
         # Cached by the (name, value) pairs as given: one tuple and one dict lookup.
         try:
