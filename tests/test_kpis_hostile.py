@@ -18,7 +18,7 @@ from wsgi_observe.histograms import MAX_US
 from wsgi_observe.kpidata import KpiFamily
 from wsgi_observe.metrics import MetricsStore
 from wsgi_observe.multiprocess import _adopt, merge
-from wsgi_observe.multiprocess.archive import read_archive, sweep
+from wsgi_observe.multiprocess.archive import ARCHIVE, read_archive, sweep
 from wsgi_observe.multiprocess.reader import parse_key
 from wsgi_observe.multiprocess.table import WorkerTable
 
@@ -244,3 +244,36 @@ def test_any_label_name_can_be_given_to_labels(store):
     owners = kpis.counter("owners", "Owners.", labels=("self", "values"), store=store)
     owners.labels(self="me", values="v").inc()
     assert _values(store.snapshot().kpis["owners"]) == {("me", "v"): 1}
+
+
+def test_a_mostrecent_value_without_its_time_cannot_stop_the_sweep(tmp_path):
+    """A worker killed between making a ``mostrecent`` series' value slot and its time slot
+    (or an archive saying so) left a value without a time: the sweep raised KeyError, so
+    the dead worker was never absorbed and scrapes failed (or froze at the last merge).
+    It is dropped now."""
+    state = _state(tmp_path)
+    table = WorkerTable(str(state))
+    store = MetricsStore(table)
+    stock = kpis.gauge("stock", "S.", ("w",), multiprocess_mode="mostrecent", store=store)
+    stock.labels(w="a").set(3)
+    store.kpi_slot(("k", "m", "stock", ("b",), store.kpi_id), stock.definition)  # then killed
+    table.close()
+    assert sweep(str(state)) == 1
+    assert _values(merge.collect_snapshot(str(state)).kpis["stock"]) == {("a",): 3}
+    (state / ARCHIVE).write_bytes(
+        json.dumps(
+            {
+                "merged": [],
+                "pairs": [
+                    [["k", "d", *stock.definition[2:6], ["w"], "mostrecent", [], 100], 0],
+                    [["k", "m", "stock", ["a"], "x" * 32], 5000],
+                    [["k", "t", "stock", ["a"], "x" * 32], 10**18],
+                    [["k", "m", "stock", ["c"], "y" * 32], 7],  # no time
+                ],
+            }
+        ).encode()
+    )
+    other = WorkerTable(str(state))
+    other.close()
+    assert sweep(str(state)) == 1
+    assert _values(merge.collect_snapshot(str(state)).kpis["stock"]) == {("a",): 5}

@@ -186,19 +186,20 @@ def is_archived(key: tuple[Any, ...], value: int) -> bool:
 
 def latest_only(totals: dict[tuple[Any, ...], int]) -> dict[tuple[Any, ...], int]:
     """``totals`` with only the latest ``mostrecent`` value of each series (the archive
-    keeps one per series, not one per dead process)."""
+    keeps one per series, not one per dead process). A value no process ever stamped with
+    a time (killed between making the two slots, or a hostile archive) goes too."""
     latest: dict[tuple[str, tuple[str, ...]], tuple[int, str]] = {}
     for key, value in totals.items():
-        if key[0] == "k" and key[1] == "t":
+        if key[0] == "k" and key[1] == "t" and value > 0:
             found = latest.get((key[2], key[3]))
             if found is None or (value, key[4]) > found:
                 latest[(key[2], key[3])] = (value, key[4])
-    if not latest:
-        return totals
     out = {}
     for key, value in totals.items():
-        if key[0] == "k" and key[1] in ("m", "t") and latest[(key[2], key[3])][1] != key[4]:
-            continue
+        if key[0] == "k" and key[1] in ("m", "t"):
+            found = latest.get((key[2], key[3]))
+            if found is None or found[1] != key[4]:
+                continue
         out[key] = value
     return out
 
