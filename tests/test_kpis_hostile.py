@@ -277,3 +277,24 @@ def test_a_mostrecent_value_without_its_time_cannot_stop_the_sweep(tmp_path):
     other.close()
     assert sweep(str(state)) == 1
     assert _values(merge.collect_snapshot(str(state)).kpis["stock"]) == {("a",): 5}
+
+
+def test_a_sweep_that_fails_unforeseen_still_lets_the_scrape_answer(
+    tmp_path, monkeypatch, _raise_guarded_errors
+):
+    """Only OSError from the sweep was caught: any other error (like the KeyError above)
+    failed every scrape. The live numbers answer; the error is reported once in a while."""
+    state = _state(tmp_path)
+    table = WorkerTable(str(state))
+    try:
+        kpis.counter("orders", "O.", store=MetricsStore(table)).inc(4)
+
+        def broken(*args: Any, **kwargs: Any) -> int:
+            raise KeyError("unforeseen")
+
+        monkeypatch.setattr(merge, "sweep", broken)
+        assert _values(merge.collect_snapshot(str(state)).kpis["orders"]) == {(): 4}
+        assert [repr(e) for e in _raise_guarded_errors] == ["KeyError('unforeseen')"]
+        _raise_guarded_errors.clear()
+    finally:
+        table.close()

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Optional
 
+from .._guard import guarded
 from ..endpoints import OVERFLOW
 from ..metrics import Layout, MetricsStore, SeriesData, Snapshot, process_store
 from ..system import process_info
@@ -237,6 +238,8 @@ def collect_snapshot(
         sweep(state_dir, own_id=own_id, absorbed_ids=partial(_views.forget, state_dir))
     except OSError as error:
         _log.warning("wsgi_observe: sweep of %s failed: %s", state_dir, error)
+    except Exception as error:  # a file we did not foresee: the live numbers still answer
+        guarded(f"sweeping {state_dir}", error)
     view = _views.get(state_dir)
     with view.lock:  # the running totals are shared by every thread that scrapes
         merge = view.merge
