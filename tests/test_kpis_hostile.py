@@ -298,3 +298,23 @@ def test_a_sweep_that_fails_unforeseen_still_lets_the_scrape_answer(
         _raise_guarded_errors.clear()
     finally:
         table.close()
+
+
+def test_a_mostrecent_gauge_set_to_zero_before_sharing_stays_zero(tmp_path):
+    """A process that set a ``mostrecent`` gauge to 0 in memory, then started sharing,
+    carried the time of that set but not its value (zeros were left behind): an older
+    value of another process was shown instead of the 0."""
+    state = _state(tmp_path)
+    other, table = WorkerTable(str(state)), None
+    try:
+        kpis.gauge("stock", "S.", multiprocess_mode="mostrecent", store=MetricsStore(other)).set(5)
+        mine = MetricsStore()
+        kpis.gauge("stock", "S.", multiprocess_mode="mostrecent", store=mine).set(0)
+        table = WorkerTable(str(state))
+        _adopt(mine, table)
+        found = merge.collect_snapshot(str(state), mine, own_id=table.id).kpis
+        assert _values(found["stock"]) == {(): 0}
+    finally:
+        other.close()
+        if table is not None:
+            table.close()

@@ -173,7 +173,8 @@ def _adopt(store: MetricsStore, table: WorkerTable) -> None:
             carried = [
                 (k, v)
                 for k, v in pairs
-                if (v or k[:2] == ("k", "d")) and k[0] != "g"  # KPI definitions too
+                # KPI definitions too, and a mostrecent value set to 0 (its time says when)
+                if (v or k[:2] in (("k", "d"), ("k", "m"))) and k[0] != "g"
             ]
         else:
             inherited = pairs
