@@ -216,9 +216,12 @@ _views = _Views()
 def _own_definitions(own: Optional[MetricsStore]) -> dict[str, tuple[Any, ...]]:
     """The KPI definitions this process's code made (they win over other versions')."""
     stores = [] if own is None else [process_store(), own]  # KPIs live on the first
-    return {
-        name: family.definition for store in stores for name, family in store.kpi_families.items()
-    }
+    out = {}
+    for store in stores:
+        # A copy (one C call): another thread may define a KPI right now.
+        for name, family in dict(store.kpi_families).items():
+            out[name] = family.definition
+    return out
 
 
 def collect_snapshot(
