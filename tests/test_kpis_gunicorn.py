@@ -140,6 +140,7 @@ def test_the_demo_defines_and_records_its_kpis(gunicorn, tmp_path):
         assert _post(server, "/api/leads", {"name": "L", "source": source, "score": score}) == 201
     assert _post(server, "/api/leads", {"score": -3}) == 400
     assert _post(server, "/api/leads", {"score": "high"}) == 400
+    assert _post(server, "/api/leads", {"source": "web\ud800"}) == 400  # was a 500 (sqlite)
     assert server.get("/api/customers")[0] == 200
     found = wait_until(
         lambda: (lambda k: k if _leads_total(k) == len(sent) else None)(_kpis(server)), 20

@@ -106,6 +106,14 @@ def _statistics() -> dict[str, Any]:
     return {source: {"count": count, "avg_score": round(avg, 1)} for source, count, avg in rows}
 
 
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _dispatch(request: Request, endpoint: str, values: Mapping[str, Any]) -> Response:
     if endpoint == "index":
         return _json(
@@ -120,13 +128,17 @@ def _dispatch(request: Request, endpoint: str, values: Mapping[str, Any]) -> Res
             if not isinstance(payload, dict):
                 payload = {}
             source = str(payload.get("source", "api"))
+            name = str(payload.get("name", "New lead"))
             score = payload.get("score", 50)
             if type(score) is not int or not 0 <= score <= 100:
                 return _json({"error": "score: expected a whole number from 0 to 100"}, 400)
+            if not (_is_text(source) and _is_text(name)):
+                # JSON's "\ud800" is a lone surrogate: no database (nor UTF-8) takes it.
+                return _json({"error": "name, source: expected text (no lone surrogates)"}, 400)
             with _connect() as db:
                 cursor = db.execute(
                     "INSERT INTO leads (name, source, score) VALUES (?, ?, ?)",
-                    (str(payload.get("name", "New lead")), source, score),
+                    (name, source, score),
                 )
             leads_created.labels(source=source).inc()  # client text: capped by the KPI
             lead_score.observe(score)

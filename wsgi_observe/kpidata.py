@@ -64,6 +64,8 @@ MAX_LABELS = 16
 MAX_VALUE = 128
 MAX_BUCKETS = 64
 MAX_SERIES = 100_000
+#: The prefix of wsgi_observe's own families: no KPI may take it.
+RESERVED = "wsgi_observe"
 _MAX_ID = 32
 _SERIES_KINDS = frozenset("chsglmt")
 
@@ -98,9 +100,15 @@ def _definition(item: Sequence[Any]) -> Optional[tuple[Any, ...]]:
         return None
     if type(help_text) is not str or len(help_text) > MAX_HELP:
         return None
-    label_names = _labels(names)
-    if label_names is None or any(LABEL_NAME.match(n) is None for n in label_names):
+    if name.lower().startswith(RESERVED):
         return None
+    label_names = _labels(names)
+    if label_names is None or len(set(label_names)) != len(label_names):
+        return None
+    reserved = ("le", "quantile") if kind == KIND_DISTRIBUTION else ()
+    for label in label_names:
+        if LABEL_NAME.match(label) is None or label.startswith("__") or label in reserved:
+            return None
     if mode not in (*MODES, ""):
         return None
     if type(buckets) not in (list, tuple) or len(buckets) > MAX_BUCKETS:
@@ -142,6 +150,25 @@ def parse_kpi_key(item: Sequence[Any]) -> Optional[tuple[Any, ...]]:
     return None
 
 
+def quantile_name(name: str, unit: str) -> str:
+    """The summary family of distribution ``name`` (which ends with ``_<unit>``)."""
+    if unit and name.endswith("_" + unit):
+        return f"{name[: -len(unit) - 1]}_quantile_{unit}"
+    return f"{name}_quantile"
+
+
+def sample_names(kind: str, name: str, unit: str) -> set[str]:
+    """Every sample name a KPI's families may show (two KPIs must share none)."""
+    if kind == KIND_COUNTER:
+        return {name, name + "_total", name + "_created"}
+    if kind == KIND_GAUGE:
+        return {name}
+    names = {name, quantile_name(name, unit)}
+    for base in tuple(names):
+        names.update(base + suffix for suffix in ("_bucket", "_sum", "_count", "_created"))
+    return names
+
+
 def is_signed(key: tuple[Any, ...]) -> bool:
     """Whether the slot of ``key`` may hold a negative number (gauges only)."""
     return key[0] == "k" and key[1] in ("g", "l", "m")
@@ -159,21 +186,29 @@ def is_archived(key: tuple[Any, ...], value: int) -> bool:
 
 def latest_only(totals: dict[tuple[Any, ...], int]) -> dict[tuple[Any, ...], int]:
     """``totals`` with only the latest ``mostrecent`` value of each series (the archive
-    keeps one per series, not one per dead process)."""
+    keeps one per series, not one per dead process). A value no process ever stamped with
+    a time (killed between making the two slots, or a hostile archive) goes too."""
     latest: dict[tuple[str, tuple[str, ...]], tuple[int, str]] = {}
     for key, value in totals.items():
-        if key[0] == "k" and key[1] == "t":
+        if key[0] == "k" and key[1] == "t" and value > 0:
             found = latest.get((key[2], key[3]))
             if found is None or (value, key[4]) > found:
                 latest[(key[2], key[3])] = (value, key[4])
-    if not latest:
-        return totals
     out = {}
     for key, value in totals.items():
-        if key[0] == "k" and key[1] in ("m", "t") and latest[(key[2], key[3])][1] != key[4]:
-            continue
+        if key[0] == "k" and key[1] in ("m", "t"):
+            found = latest.get((key[2], key[3]))
+            if found is None or found[1] != key[4]:
+                continue
         out[key] = value
     return out
+
+
+def _is_overflow(labels: tuple[str, ...]) -> bool:
+    """Whether ``labels`` are the overflow series': every value ``<overflow>``. One such
+    value among others (a client may send the text) is a label set like any other, and
+    counts against the cap."""
+    return bool(labels) and labels.count(OVERFLOW) == len(labels)
 
 
 def _weight(letter: str, value: int) -> int:
@@ -203,7 +238,7 @@ def cap_series(
         if limit is None or len(per_labels) <= limit:
             continue
         ranked = sorted(
-            (labels for labels in per_labels if OVERFLOW not in labels),
+            (labels for labels in per_labels if not _is_overflow(labels)),
             key=lambda labels: ((name, labels) not in keep_first, -per_labels[labels], labels),
         )
         dropped[name] = set(ranked[limit:])
@@ -222,7 +257,7 @@ def cap_series(
 def _capped(family: KpiFamily) -> dict[tuple[str, ...], KpiSeries]:
     """``family.series`` folded to ``family.max_series`` label sets (see :func:`cap_series`)."""
     series = family.series
-    named = [labels for labels in series if OVERFLOW not in labels]
+    named = [labels for labels in series if not _is_overflow(labels)]
     if len(named) <= family.max_series:
         return series
 
@@ -307,13 +342,15 @@ class KpiLayout:
     :class:`wsgi_observe.metrics.Layout` does for the requests)."""
 
     def __init__(self) -> None:
-        self.definitions: dict[str, tuple[Any, ...]] = {}
+        #: each name's definitions in the order they were first seen (processes running
+        #: another version of the code may define a KPI differently)
+        self.definitions: dict[str, dict[tuple[Any, ...], None]] = {}
         self.where: dict[tuple[str, str, tuple[str, ...]], _Positions] = {}
 
     def add(self, key: tuple[Any, ...], position: int) -> None:
         letter = key[1]
         if letter == "d":
-            self.definitions.setdefault(key[2], key)
+            self.definitions.setdefault(key[2], {})[key] = None
             return
         kind = "s" if letter == "s" else "h" if letter == "h" else "v"
         spot = self.where.get((kind, key[2], key[3]))
@@ -327,12 +364,40 @@ class KpiLayout:
         else:
             spot.slots.append(position)
 
-    def build(self, values: Sequence[int]) -> dict[str, KpiFamily]:
-        """Every defined KPI's series; series that do not fit their definition (another
-        kind, another number of labels) or have no definition are left out."""
+    def chosen(
+        self, prefer: Optional[Mapping[str, tuple[Any, ...]]] = None
+    ) -> list[tuple[Any, ...]]:
+        """One definition per name, by name: the one in ``prefer`` (this process's, whose
+        code is the one answering), else the last one seen (a newer worker's, after a
+        reload). A definition whose sample names clash with one kept before (a counter
+        ``foo`` in old workers, a gauge ``foo_total`` in new ones) is left out: two families
+        of one name would make Prometheus refuse the whole scrape."""
+        prefer = prefer or {}
+        picked: dict[str, tuple[Any, ...]] = {}
+        for name, candidates in self.definitions.items():
+            wanted = prefer.get(name)
+            picked[name] = wanted if wanted in candidates else next(reversed(candidates))
+        order = sorted(picked, key=lambda name: (picked[name] != prefer.get(name), name))
+        taken: set[str] = set()
+        kept = []
+        for name in order:
+            definition = picked[name]
+            names = sample_names(definition[3], name, definition[4])
+            if names & taken:
+                continue
+            taken |= names
+            kept.append(definition)
+        return sorted(kept, key=lambda definition: str(definition[2]))
+
+    def build(
+        self, values: Sequence[int], prefer: Optional[Mapping[str, tuple[Any, ...]]] = None
+    ) -> dict[str, KpiFamily]:
+        """Every defined KPI's series (one definition per name, see :meth:`chosen`);
+        series that do not fit their definition (another kind, another number of labels) or
+        have no definition are left out."""
         families: dict[str, KpiFamily] = {}
-        for name, definition in sorted(self.definitions.items()):
-            _, _, _, kind, unit, help_text, names, mode, buckets, limit = definition
+        for definition in self.chosen(prefer):
+            _, name, kind, unit, help_text, names, mode, buckets, limit = definition[1:]
             families[name] = KpiFamily(
                 name, kind, help_text, unit, names, mode, buckets, max_series=limit
             )

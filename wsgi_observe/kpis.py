@@ -53,6 +53,7 @@ Gauges and sums are kept in thousandths of their unit (within +-9.2e15).
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -71,8 +72,10 @@ from .kpidata import (
     MAX_VALUE,
     MODES,
     OVERFLOW,
+    RESERVED,
     SCALE,
     UNIT,
+    sample_names,
 )
 from .metrics import MetricsStore, process_store
 
@@ -100,7 +103,6 @@ DEFAULT_BUCKETS: tuple[float, ...] = tuple(
 _LIMIT = 2**63 - 1
 _MAX_SCALED = _LIMIT // SCALE
 _METRIC_NAME = LABEL_NAME  # Prometheus's rule without the colons of recording rules
-_RESERVED = "wsgi_observe"
 
 
 # Definitions --------------------------------------------------------------------------------
@@ -112,7 +114,7 @@ def _check_name(name: Any) -> str:
             f"KPI name {name!r}: expected letters, digits and underscores, not starting "
             "with a digit (Prometheus's metric name rule)"
         )
-    if name.lower().startswith(_RESERVED):
+    if name.lower().startswith(RESERVED):
         raise ValueError(f"KPI name {name!r}: names starting with 'wsgi_observe' are reserved")
     if len(name) > MAX_NAME - 30:
         raise ValueError(f"KPI name {name[:40]!r}...: longer than {MAX_NAME - 30} characters")
@@ -154,17 +156,6 @@ def _check_max(name: str, max_series: Any) -> int:
             f"KPI {name}: max_series={max_series!r}: expected a whole number 1..100000"
         )
     return max_series
-
-
-def _sample_names(kind: str, name: str, quantile_name: str) -> set[str]:
-    if kind == KIND_COUNTER:
-        return {name, name + "_total", name + "_created"}
-    if kind == KIND_GAUGE:
-        return {name}
-    names = {name, quantile_name}
-    for base in (name, quantile_name):
-        names.update(base + suffix for suffix in ("_bucket", "_sum", "_count", "_created"))
-    return names
 
 
 M = TypeVar("M", bound="_Family[Any]")
@@ -230,13 +221,16 @@ class CounterSeries(_Series):
         self._slot = store.kpi_slot(("k", "c", family.name, labels), family.definition)
 
     def inc(self, n: int = 1) -> None:
-        """Add ``n`` (a whole number >= 0; counts never go down)."""
+        """Add ``n`` (a whole number >= 0; counts never go down, and stop at 2**63-1)."""
         if n.__class__ is not int or n < 0:
             n = _whole(self._family.name, n)
         store = self._store
         if self._gen != store.kpi_generation:
             self._bind()
-        store.values[self._slot] += n
+        try:
+            store.values[self._slot] += n
+        except (ValueError, OverflowError):  # past int64 (a state file): it stays at its top
+            store.values[self._slot] = _LIMIT
 
 
 class GaugeSeries(_Series):
@@ -289,7 +283,7 @@ class GaugeSeries(_Series):
 
     def dec(self, n: float = 1) -> None:
         """Subtract ``n`` (any finite number)."""
-        self.inc(-n)
+        self.inc(n if n.__class__ is bool else -n)  # True is no number: inc() says so
 
 
 class DistributionSeries(_Series):
@@ -358,8 +352,21 @@ def _observed(name: str, value: Any) -> tuple[int, int]:
         raise ValueError(f"KPI {name}: a distribution observes numbers, got {value!r}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"KPI {name}: a distribution observes finite numbers >= 0, got {value!r}")
-    whole = min(int(value), MAX_US)
-    return whole, min(round(value * SCALE), MAX_US * SCALE)
+    value = min(value, MAX_US)  # before scaling: 1e308 * 1000 is no number
+    return int(value), round(value * SCALE)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _label_text(value: Any) -> str:
+    """The text of a label value, as UTF-8 can carry it: a lone surrogate (JSON's
+    ``"\\ud800"``, ``surrogateescape``) becomes U+FFFD, as no state file, JSON document or
+    protobuf message could hold it."""
+    text = value if type(value) is str else str(value)
+    if text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
 
 
 # Families -----------------------------------------------------------------------------------
@@ -399,7 +406,7 @@ class _Family(Generic[S]):
             *("k", "d", name, self.kind, unit, description, label_names, mode, buckets),
             max_series,
         )
-        self.sample_names = _sample_names(self.kind, name, quantile_name)
+        self.sample_names = sample_names(self.kind, name, unit)
         self._children: dict[tuple[str, ...], S] = {}
         self._cache: dict[tuple[tuple[str, Any], ...], S] = {}
         self._overflow: Optional[S] = None
@@ -411,7 +418,7 @@ class _Family(Generic[S]):
         mode = f", multiprocess_mode={self.mode!r}" if self.mode else ""
         return f"a {self.kind}{unit}{labels}{mode}"
 
-    def labels(self, **values: Any) -> S:
+    def labels(self, /, **values: Any) -> S:
         """The series with these label values (exactly the declared label names)."""
         # Cached by the (name, value) pairs as given: one tuple and one dict lookup.
         try:
@@ -429,7 +436,7 @@ class _Family(Generic[S]):
                 f"KPI {self.name}: labels() takes exactly {names!r}, got {tuple(values)!r}"
             )
         raw = tuple([values[name] for name in names])
-        texts = tuple(value if type(value) is str else str(value) for value in raw)
+        texts = tuple(_label_text(value) for value in raw)
         with self._lock:
             child = self._children.get(texts)
             if child is None and all(0 < len(text) <= MAX_VALUE for text in texts):

@@ -23,6 +23,8 @@ __all__ = ["kpi_distribution", "kpi_families", "kpis_json"]
 
 _PERCENTS = tuple(q * 100.0 for q in QUANTILES)
 _NAN = float("nan")
+_TOP = 2**63 - 1
+_LOW = -(2**63)
 
 
 def _threshold(bound: float) -> int:
@@ -55,6 +57,14 @@ def _number(value: Union[int, float]) -> Union[int, float]:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _int64(value: Union[int, float]) -> Union[int, float]:
+    """``value`` within what JSON readers (and orjson) take as an integer: sums over
+    many processes could pass 2**63; they stay at the top, as a counter does."""
+    if isinstance(value, int):
+        return min(max(value, _LOW), _TOP)
+    return value
+
+
 def kpis_json(kpis: Mapping[str, KpiFamily]) -> dict[str, Any]:
     """The ``kpis`` block of the JSON document: each KPI with its series."""
     out: dict[str, Any] = {}
@@ -76,7 +86,7 @@ def kpis_json(kpis: Mapping[str, KpiFamily]) -> dict[str, Any]:
                 count = sum(counts)
                 p50, p95, p99, top = values_at(indexes, counts, (50.0, 95.0, 99.0, 100.0))
                 item.update(
-                    count=count,
+                    count=_int64(count),
                     sum=_number(round(series.sum, 3)),
                     avg=round(series.sum / count, 6) if count else 0.0,
                     p50=p50,
@@ -86,13 +96,13 @@ def kpis_json(kpis: Mapping[str, KpiFamily]) -> dict[str, Any]:
                 )
                 total += count
             else:
-                item["value"] = series.value
+                item["value"] = _int64(series.value)
                 total += series.value
             series_out.append(item)
         if family.kind == KIND_COUNTER:
-            entry["total"] = total
+            entry["total"] = _int64(total)
         elif family.kind == KIND_DISTRIBUTION:
-            entry["count"] = total
+            entry["count"] = _int64(total)
         entry["series"] = series_out
         out[name] = entry
     return out

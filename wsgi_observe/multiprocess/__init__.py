@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("wsgi_observe.multiprocess")
+_INT64 = 2**63
 
 
 class _Process:
@@ -157,23 +158,54 @@ def join(config: Config, *, role: str = "worker") -> Optional[WorkerTable]:
 
 def _adopt(store: MetricsStore, table: WorkerTable) -> None:
     """Move ``store`` onto ``table``; counts this very process made in memory come along
-    (a parent's, inherited through a fork, do not: they are the parent's)."""
+    (a parent's, inherited through a fork, do not: they are the parent's; but the last
+    values a preloading parent ``set()`` on ``mostrecent`` gauges do, see
+    :func:`_parent_recent`)."""
     old = store.table
     if old is table:
         return
     carried: list[tuple[tuple[Any, ...], int]] = []
-    if isinstance(old, MemoryTable) and old.pid == os.getpid():
+    inherited: list[tuple[tuple[Any, ...], int]] = []
+    if isinstance(old, MemoryTable):
         with store.lock:
+            pairs = list(zip(old.keys, old.values))
+        if old.pid == os.getpid():
             carried = [
                 (k, v)
-                for k, v in zip(old.keys, old.values)
-                if (v or k[:2] == ("k", "d")) and k[0] != "g"  # KPI definitions too
+                for k, v in pairs
+                # KPI definitions too, and a mostrecent value set to 0 (its time says when)
+                if (v or k[:2] in (("k", "d"), ("k", "m"))) and k[0] != "g"
             ]
+        else:
+            inherited = pairs
     store.use_table(table)
+    if inherited:
+        carried = _parent_recent(inherited, store.kpi_id)
     for key, value in carried:
         slot = table.alloc(key)
         store.values = table.values
-        store.values[slot] += value
+        # A list counts past int64 (two counter.inc(2**62)); the file's slots cannot.
+        store.values[slot] += min(max(value, -_INT64), _INT64 - 1)
+
+
+def _parent_recent(
+    pairs: list[tuple[tuple[Any, ...], int]], ident: str
+) -> list[tuple[tuple[Any, ...], int]]:
+    """The ``mostrecent`` gauge values a parent set before forking (gunicorn
+    ``--preload`` runs the app's import-time ``gauge.set(db.count())`` in the master, which
+    has no table), with their definitions, as this process's own (``ident``): every worker
+    carries the same value and time, and the latest set still wins. Counters and summed
+    gauges stay the parent's: each worker would add them again."""
+    names = {k[2] for k, v in pairs if k[0] == "k" and k[1] == "t" and len(k) == 5 and v > 0}
+    out: list[tuple[tuple[Any, ...], int]] = []
+    for key, value in pairs:
+        if key[0] != "k" or key[2] not in names:
+            continue
+        if key[1] == "d" and key[7] == "mostrecent":
+            out.append((key, 0))
+        elif key[1] in ("m", "t"):
+            out.append(((*key[:4], ident), value))
+    return out
 
 
 def should_share(environ: Any, built_pid: int) -> bool:

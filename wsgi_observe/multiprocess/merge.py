@@ -17,16 +17,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
+from .._guard import guarded
 from ..endpoints import OVERFLOW
-from ..metrics import Layout, SeriesData, Snapshot
+from ..metrics import Layout, MetricsStore, SeriesData, Snapshot, process_store
 from ..system import process_info
 from .archive import ARCHIVE, archive_names, read_archive, sweep
 from .reader import Reader, worker_ids
-
-if TYPE_CHECKING:
-    from ..metrics import MetricsStore
 
 __all__ = ["ARCHIVE", "Merge", "collect_snapshot", "sweep"]
 
@@ -215,6 +213,17 @@ class _Views:
 _views = _Views()
 
 
+def _own_definitions(own: Optional[MetricsStore]) -> dict[str, tuple[Any, ...]]:
+    """The KPI definitions this process's code made (they win over other versions')."""
+    stores = [] if own is None else [process_store(), own]  # KPIs live on the first
+    out = {}
+    for store in stores:
+        # A copy (one C call): another thread may define a KPI right now.
+        for name, family in dict(store.kpi_families).items():
+            out[name] = family.definition
+    return out
+
+
 def collect_snapshot(
     state_dir: str,
     own: Optional[MetricsStore] = None,
@@ -232,6 +241,8 @@ def collect_snapshot(
         sweep(state_dir, own_id=own_id, absorbed_ids=partial(_views.forget, state_dir))
     except OSError as error:
         _log.warning("wsgi_observe: sweep of %s failed: %s", state_dir, error)
+    except Exception as error:  # a file we did not foresee: the live numbers still answer
+        guarded(f"sweeping {state_dir}", error)
     view = _views.get(state_dir)
     with view.lock:  # the running totals are shared by every thread that scrapes
         merge = view.merge
@@ -297,7 +308,7 @@ def collect_snapshot(
         endpoints, functions, inflight = merge.build()
         totals = list(merge.totals)  # a copy: the next scrape updates the running totals
         layout = merge.layout
-        kpis = layout.kpis.build(totals)
+        kpis = layout.kpis.build(totals, prefer=_own_definitions(own))
     if max_endpoints is not None and len(endpoints) > max_endpoints:
         endpoints = _fold_view(endpoints, set(archive_names(archive)), max_endpoints)
         overall = None
