@@ -293,6 +293,14 @@ def encode(snapshot: Snapshot, t: float) -> bytes:
     return _pack(header, gaps, counts)
 
 
+def _int64(value: Any) -> Any:
+    """An integer within int64, as the ring's JSON header can hold it: a counter summed
+    over many processes may pass 2**63 and stays at the top, as it does in ``/metrics``."""
+    if isinstance(value, int):
+        return min(max(value, -(2**63)), 2**63 - 1)
+    return value
+
+
 def _encode_kpis(kpis: dict[str, KpiFamily]) -> list[Any]:
     """Counters and distributions (gauges need no past: a window shows their value now):
     ``[name, kind, unit, help, label names, mode, buckets, max series, [[label values,
@@ -302,7 +310,12 @@ def _encode_kpis(kpis: dict[str, KpiFamily]) -> list[Any]:
         if family.kind == KIND_GAUGE:
             continue
         series = [
-            [list(labels), one.value, [[i, c] for i, c in sorted(one.hist.items())], one.sum]
+            [
+                list(labels),
+                _int64(one.value),
+                [[i, _int64(c)] for i, c in sorted(one.hist.items())],
+                _int64(one.sum),
+            ]
             for labels, one in family.series.items()
         ]
         out.append(
