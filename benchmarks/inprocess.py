@@ -84,6 +84,7 @@ SUBJECTS: dict[str, tuple[str, str]] = {
     "metrics_json": (f"GET /metrics JSON, {ENDPOINTS} endpoints", "endpoint"),
     "metrics_prom": (f"GET /metrics?format=prometheus, {ENDPOINTS} endpoints", "endpoint"),
     "metrics_proto": (f"GET /metrics?format=protobuf, {ENDPOINTS} endpoints", "endpoint"),
+    "dashboard": (f"GET /metrics/dashboard (HTML), {ENDPOINTS} endpoints", "endpoint"),
     "merge": (
         f"{MERGE_WORKERS}-worker merge: collect_snapshot ({ENDPOINTS} endpoints each)",
         "endpoint",
@@ -111,7 +112,15 @@ GROUPS: dict[str, list[str]] = {
     "otel_01": ["otel_01"],
     "wo_otel": ["wo_otel"],
     "wo_traceparent": ["wo_traceparent"],
-    "endpoints": ["health", "live", "ready", "metrics_json", "metrics_prom", "metrics_proto"],
+    "endpoints": [
+        "health",
+        "live",
+        "ready",
+        "metrics_json",
+        "metrics_prom",
+        "metrics_proto",
+        "dashboard",
+    ],
     "merge": ["merge", "merge_json"],
 }
 

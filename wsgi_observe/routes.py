@@ -40,6 +40,7 @@ from .exposition.html import (
     DashboardView,
     render_dashboard,
     sparklines,
+    summary,
 )
 from .health import is_ready
 from .system import process_info
@@ -316,13 +317,15 @@ class Routes:
         lines = {}
         windows = self.windows
         if windows is not None:
+            if period is None:
+                period = "15m"
             for label, seconds in PERIODS.items():
                 try:
-                    documents[label] = self.document(
-                        windows.window_snapshot_for(seconds), system=False
-                    )
+                    window = windows.window_snapshot_for(seconds)
                 except ValueError:  # longer than what is kept
                     continue
+                # Per-endpoint figures only for the period the table shows.
+                documents[label] = summary(window, endpoints=label == period, seconds=seconds)
             try:
                 series = windows.series(step_s=SPARK_STEP_S, span_s=SPARK_SPAN_S)
             except ValueError:
@@ -337,8 +340,8 @@ class Routes:
         except Exception as error:  # the page must answer whatever happens
             guarded("readiness", error)
             readiness = None
-        if period is None:
-            period = "15m" if "15m" in documents else "all"
+        if period is None or period not in documents:
+            period = "all"
         return DashboardView(
             service=self.config.service_name,
             version=self.config.version,

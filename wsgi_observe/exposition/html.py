@@ -19,14 +19,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
+from itertools import accumulate
 from typing import Any, Optional
 from urllib.parse import urlencode
 
 from .._text import escape_control
-from ..histograms import values_at
+from ..histograms import highest_equivalent, merge_all, values_at
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
@@ -38,6 +40,7 @@ __all__ = [
     "Sparkline",
     "render_dashboard",
     "sparklines",
+    "summary",
 ]
 
 HTML_TYPE = "text/html; charset=utf-8"
@@ -148,9 +151,57 @@ def sparklines(series: Sequence[tuple[float, Any]], step_s: float) -> dict[str, 
             if count <= 0:
                 continue
             line.rate[position] = count / step_s
+            # values_at(..., (95.0,)), inlined: this runs steps x endpoints times.
             indexes, counts = data.sorted_hist()
-            line.p95[position] = values_at(indexes, counts, (95.0,))[0] / 1e6
+            if not indexes:
+                continue
+            running = list(accumulate(counts))
+            at = bisect_left(running, int(95.0 * running[-1] / 100 + 0.5) or 1)
+            last = len(indexes) - 1
+            line.p95[position] = highest_equivalent(indexes[at if at < last else last]) / 1e6
     return out
+
+
+_TARGETS = (50.0, 95.0, 99.0)
+
+
+def summary(snapshot: Any, *, endpoints: bool = True, seconds: float = 0.0) -> dict[str, Any]:
+    """What the page shows of a window's ``Snapshot``, in the ``/metrics`` document's shape
+    (requests, errors, error rate and p50/p95/p99, overall and, with ``endpoints``, per
+    endpoint), computed without the rest of that document."""
+    total = errors = 0
+    shown: dict[str, Any] = {}
+    for name, series in snapshot.endpoints.items():
+        count = series.count
+        total += count
+        errors += series.errors
+        if endpoints and count > 0:
+            indexes, counts = series.sorted_hist()
+            p50, p95, p99 = values_at(indexes, counts, _TARGETS)
+            shown[name] = {
+                "requests": count,
+                "errors": series.errors,
+                "error_rate": round(series.errors / count, 6),
+                "p50": p50 / 1e6,
+                "p95": p95 / 1e6,
+                "p99": p99 / 1e6,
+            }
+    merged = snapshot.overall
+    if merged is None:
+        merged = merge_all(series.sorted_hist() for series in snapshot.endpoints.values())
+    p50, p95, p99 = values_at(merged[0], merged[1], _TARGETS)
+    return {
+        "window_seconds": seconds,
+        "application": {
+            "requests": {
+                "total": total,
+                "errors": errors,
+                "error_rate": round(errors / total, 6) if total else 0.0,
+            },
+            "response_times": {"p50": p50 / 1e6, "p95": p95 / 1e6, "p99": p99 / 1e6},
+        },
+        "endpoints": shown,
+    }
 
 
 # Formatting ------------------------------------------------------------------------------
@@ -254,27 +305,38 @@ def _choices(view: DashboardView, key: str, options: Sequence[tuple[str, str]], 
 # Sparklines ------------------------------------------------------------------------------
 
 
-def _spark(values: Sequence[Optional[float]], cls: str, title: str) -> str:
-    """An inline SVG polyline of ``values`` (None: a gap), scaled to its own maximum."""
-    top = max((v for v in values if v is not None), default=0.0)
+def _xs(steps: int) -> tuple[str, ...]:
+    """The x coordinates of ``steps`` points across a sparkline, as text."""
+    dx = _SPARK_W / (steps - 1)
+    return tuple(f"{i * dx:.1f}," for i in range(steps))
+
+
+_XS: dict[int, tuple[str, ...]] = {}
+
+
+def _spark(values: Sequence[Optional[float]], top: float, cls: str, label: str) -> str:
+    """An inline SVG polyline of ``values`` (None: a gap) up to ``top``; ``label`` is
+    escaped already."""
     steps = len(values)
     if steps < 2:
         return ""
-    dx = _SPARK_W / (steps - 1)
+    xs = _XS.get(steps)
+    if xs is None:
+        xs = _XS[steps] = _xs(steps)
     scale = (_SPARK_H - 2) / top if top > 0 else 0.0
+    bottom = _SPARK_H - 1
     lines = []
     points: list[str] = []
-    for i, value in enumerate(values):
+    for x, value in zip(xs, values):
         if value is None:
             if len(points) > 1:
                 lines.append(points)
             points = []
             continue
-        points.append(f"{i * dx:.1f},{_SPARK_H - 1 - value * scale:.1f}")
+        points.append(f"{x}{bottom - value * scale:.1f}")
     if len(points) > 1:
         lines.append(points)
     body = "".join(f'<polyline class="{cls}" points="{" ".join(p)}"/>' for p in lines)
-    label = _text(title)
     return (
         f'<svg class="spark" width="{_SPARK_W}" height="{_SPARK_H}" '
         f'viewBox="0 0 {_SPARK_W} {_SPARK_H}" role="img" aria-label="{label}">'
@@ -364,10 +426,12 @@ def _endpoints(view: DashboardView) -> str:
         line = view.sparklines.get(name)
         text = _text(name)
         if line is not None:
-            p95_top = max((v for v in line.p95 if v is not None), default=None)
-            p95 = _spark(line.p95, "p95", f"p95 of {name}, up to {_seconds(p95_top)}")
+            p95_top = max([v for v in line.p95 if v is not None], default=0.0)
+            label = f"p95 of {text}, up to {_seconds(p95_top) if p95_top else '—'}"
+            p95 = _spark(line.p95, p95_top, "p95", label)
             top_rate = max(line.rate, default=0.0)
-            per_s = _spark(line.rate, "rate", f"requests/s of {name}, up to {top_rate:.3g}")
+            label = f"requests/s of {text}, up to {top_rate:.3g}"
+            per_s = _spark(line.rate, top_rate, "rate", label)
         else:
             p95 = per_s = ""
         has_times = bool(requests)
