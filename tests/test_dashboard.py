@@ -486,34 +486,68 @@ def test_workers_show_this_process_when_alone() -> None:
     assert str(os.getpid()) in section and "MB" in section
 
 
-def test_kpis_of_any_shape_render_as_rows() -> None:
-    """KPIs come from the JSON document's ``kpis``: counters, labelled series and
-    distributions each give rows with their figures."""
+def test_kpis_render_as_rows_with_their_figures() -> None:
+    """KPIs come from the JSON document's ``kpis``: one row per labelled series, with the
+    counter's value or the distribution's count and percentiles (in the KPI's unit)."""
     kpis = {
         "leads_created": {
             "type": "counter",
-            "description": "Leads created",
+            "help": "Leads created",
+            "labels": ["source"],
+            "total": 15,
             "series": [
                 {"labels": {"source": "website"}, "value": 12},
                 {"labels": {"source": "ads"}, "value": 3},
             ],
         },
-        "open_customers": {"type": "gauge", "value": 20},
-        "lead_score": {"type": "distribution", "unit": "points", "count": 5, "p50": 40, "p95": 90},
+        "open_customers": {
+            "type": "gauge",
+            "help": "",
+            "labels": [],
+            "series": [{"labels": {}, "value": 20}],
+        },
+        "lead_score": {
+            "type": "distribution",
+            "help": "Lead score",
+            "unit": "points",
+            "labels": [],
+            "count": 5,
+            "series": [
+                {
+                    "labels": {},
+                    "count": 5,
+                    "sum": 300,
+                    "avg": 60.0,
+                    "p50": 40,
+                    "p95": 90,
+                    "p99": 90,
+                    "max": 90,
+                }
+            ],
+        },
     }
     view = DashboardView("svc", "1", {"all": _document({})}, kpis=kpis)
     section = render_dashboard(view).decode().split('id="kpis"', 1)[1]
-    text = Page(section).all_text
-    for expected in (
-        "leads_created",
-        "source=website",
-        "12",
-        "source=ads",
-        "open_customers",
-        "20",
-        "lead_score",
-        "points",
-        "p95",
-        "90",
-    ):
-        assert expected in text, expected
+    rows = [
+        [Page(cell).all_text for cell in row.split("<td")[1:]]
+        for row in section.split("</thead>", 1)[1].split("</tbody>", 1)[0].split("<tr>")[1:]
+    ]
+    cells = [[cell.split(">", 1)[-1] for cell in row] for row in rows]
+    # KPI, series, value, count, avg, p50, p95, p99, max
+    assert cells[0][0].startswith("leads_created counter") and "Leads created" in cells[0][0]
+    assert cells[0][1:3] == ["all", "15"]
+    assert cells[1][1:3] == ["source=website", "12"]
+    assert cells[2][1:3] == ["source=ads", "3"]
+    assert cells[3][0].startswith("open_customers gauge") and cells[3][2] == "20"
+    assert cells[4][0].startswith("lead_score distribution points")
+    assert cells[4][3:] == ["5", "60", "40", "90", "90", "90"]
+
+
+def test_kpis_of_another_shape_still_render() -> None:
+    """A KPI block of a shape the page does not know is shown flattened, escaped."""
+    kpis = {"odd<i>": {"type": "custom", "buckets": {"a": {"n": 1}}, "note": "<b>x</b>"}, "n": 2}
+    view = DashboardView("svc", "1", {"all": _document({})}, kpis=kpis)
+    page = Page(render_dashboard(view).decode().split('id="kpis"', 1)[1])
+    assert page.tags("i") == []
+    text = page.all_text
+    assert "odd<i>" in text and "note <b>x</b>" in text and "buckets / a" in text
