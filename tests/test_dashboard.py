@@ -32,6 +32,7 @@ from wsgi_observe.exposition.html import (
 )
 from wsgi_observe.histograms import highest_equivalent
 from wsgi_observe.metrics import MetricsStore, SeriesData, Snapshot
+from wsgi_observe.windows import WindowError
 
 HOSTILE = "/<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
 
@@ -346,37 +347,71 @@ class FakeWindows:
     """A stand-in for the recent windows: every window is the numbers so far, and the
     series is 15 steps of which the first has no requests."""
 
+    enabled = True
+
     def __init__(self, app: ObservabilityMiddleware) -> None:
         self.app = app
 
-    def window_snapshot_for(self, seconds: float) -> Snapshot:
+    def window_snapshot_for(self, seconds: float, now: Optional[Snapshot] = None) -> Snapshot:
         if seconds > 900:
-            raise ValueError("longer than kept")
-        snapshot = self.app.store.snapshot()
-        return snapshot
+            raise WindowError("longer than kept")
+        return self.app.store.snapshot()
 
-    def series(self, step_s: float = 60, span_s: float = 900) -> list[tuple[float, Snapshot]]:
-        now = time.time()
-        empty = Snapshot({}, {}, 0, now, now)
+    def series(
+        self, step_s: float = 60, span_s: float = 900, now: Optional[Snapshot] = None
+    ) -> list[tuple[float, Snapshot]]:
+        at = time.time()
+        empty = Snapshot({}, {}, 0, at, at)
         steps = int(span_s // step_s)
-        return [(now - span_s + step_s, empty)] + [
-            (now - span_s + step_s * (i + 1), self.app.store.snapshot()) for i in range(1, steps)
+        return [(at - span_s + step_s, empty)] + [
+            (at - span_s + step_s * (i + 1), self.app.store.snapshot()) for i in range(1, steps)
         ]
 
+    def tick(self, snapshot: Optional[Snapshot] = None) -> bool:
+        return False
 
-def test_overview_shows_each_window_when_kept_and_says_so_when_not() -> None:
-    """Without recent windows the 1/5/15 minute rows say "not kept"; with them they show
-    numbers, and the endpoint table defaults to the last 15 minutes."""
-    app = middleware()
+
+def test_overview_says_when_windows_are_not_kept() -> None:
+    """With recent windows off (``window_span=0``) the 1/5/15 minute rows say "not kept",
+    the table shows the numbers since start and there are no sparklines."""
+    app = middleware(window_span=0)
     send(app, "/api/leads", 4)
     _, html = page_of(app)
     assert html.count("not kept") == 3
-    app.routes.windows = FakeWindows(app)
+    assert "<b>since start</b>" in html
+    assert Page(html).tags("polyline") == []
+
+
+def test_overview_and_table_show_the_recent_windows() -> None:
+    """The real ring (a test clock, one snapshot a minute): the 1, 5 and 15 minute rows count
+    only their minutes, the table shows the last 15 minutes by default, and each endpoint's
+    sparklines have one point a minute."""
+    now = [1_000_000.0]
+    app = middleware(clock=lambda: now[0])
+    send(app, "/api/old", 7)  # before the 15 minutes the page shows
+    app.windows.tick()
+    for minute in range(16):
+        now[0] += 60.0
+        send(app, "/api/leads", 1 + minute % 3)
+        app.windows.tick()
+    send(app, "/api/leads", 5)  # the current, unfinished step
     _, html = page_of(app)
-    assert "not kept" not in html
-    assert "<b>last 15 min</b>" in html  # the table's period
-    overview = Page(html.split('id="overview"', 1)[1].split("<h2", 1)[0]).all_text
-    assert overview.count("4") >= 4  # 4 requests in each window and since start
+    overview = {
+        row[0]: row[1]
+        for row in (
+            [Page(cell).all_text for cell in re.findall(r"<td[^>]*>(.*?)</td>", tr)]
+            for tr in html.split('id="overview"', 1)[1].split("</table>", 1)[0].split("<tr>")[2:]
+        )
+    }
+    # Minute m sent 1 + m % 3 before the snapshot at its end; the clock stands at the last
+    # one, so a window of W minutes holds minutes 16 - W to 15, and the 5 sent since.
+    for label, minutes in (("last 1 min", 1), ("last 5 min", 5), ("last 15 min", 15)):
+        assert overview[label] == str(5 + sum(1 + m % 3 for m in range(16 - minutes, 16)))
+    assert overview["since start"] == str(7 + 5 + sum(1 + m % 3 for m in range(16)))
+    assert "<b>last 15 min</b>" in html
+    rate_points = [a["points"] for a in Page(html).tags("polyline") if a.get("class") == "rate"]
+    assert len(rate_points) == 2  # /api/leads, and /api/old (flat at 0)
+    assert all(len((points or "").split()) == 15 for points in rate_points)
 
 
 def test_each_endpoint_has_p95_and_rate_sparklines() -> None:

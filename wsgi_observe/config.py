@@ -329,6 +329,25 @@ def _api_version(name: str, raw: Any) -> int:
     return int(text)
 
 
+def _duration(name: str, raw: Any, *, zero: bool) -> float:
+    """Seconds of ``"15m"``, ``"10s"``, ``"1h"`` or a number of seconds."""
+    from .windows import parse_window
+
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        raw_text = repr(raw)
+    else:
+        raw_text = str(raw)
+    if zero and raw_text.strip() in ("0", "0.0", "0s", "0m", "0h"):
+        return 0.0
+    try:
+        return parse_window(raw_text)
+    except ValueError:
+        least = "0 or more" if zero else "more than 0"
+        raise ConfigError(
+            f"{name}={raw!r}: expected a duration like 10s, 15m, 1h or seconds ({least})"
+        ) from None
+
+
 def _max_endpoints(name: str, raw: Any) -> int:
     return _parse_int(name, raw, minimum=1)
 
@@ -382,6 +401,16 @@ ENV_VARS: Mapping[str, _Var] = {
     ),
     "exclude_paths": _Var(
         "WSGI_OBSERVE_EXCLUDE_PATHS", _parse_paths, "Comma-separated path prefixes not observed"
+    ),
+    "window_interval": _Var(
+        "WSGI_OBSERVE_WINDOW_INTERVAL",
+        lambda n, r: _duration(n, r, zero=False),
+        "Seconds between the snapshots of recent windows (10s)",
+    ),
+    "window_span": _Var(
+        "WSGI_OBSERVE_WINDOW_SPAN",
+        lambda n, r: _duration(n, r, zero=True),
+        "How long recent windows reach back (15m; 0 turns them off)",
     ),
     "uptimerobot_api_key": _Var("UPTIMEROBOT_API_KEY", _opt_text, "UptimeRobot main API key"),
     "app_base_url": _Var("APP_BASE_URL", _url, "Public base URL that UptimeRobot checks"),
@@ -478,6 +507,8 @@ _REQUIRED = frozenset(
         "readiness_cache_ttl",
         "max_endpoints",
         "exclude_paths",
+        "window_interval",
+        "window_span",
         "uptimerobot_api_version",
         "uptimerobot_timeout",
         "pagerduty_events_url",
@@ -521,6 +552,8 @@ class Config:
     readiness_cache_ttl: float = 1.0
     max_endpoints: int = 500
     exclude_paths: tuple[str, ...] = ()
+    window_interval: float = 10.0
+    window_span: float = 900.0
     uptimerobot_api_key: Optional[str] = field(default=None, repr=False)
     app_base_url: Optional[str] = None
     uptimerobot_api_url: Optional[str] = None
@@ -554,6 +587,12 @@ class Config:
                     raise ConfigError(f"{name}=None: expected a value (default {default!r})")
                 continue
             object.__setattr__(self, name, var.parse(name, raw))
+        span, interval = self.window_span, self.window_interval
+        if span and not interval <= span <= interval * 10_000:
+            raise ConfigError(
+                f"WSGI_OBSERVE_WINDOW_SPAN={span:g}s: expected 0 (off) or from "
+                f"WSGI_OBSERVE_WINDOW_INTERVAL ({interval:g}s) to 10000 times it"
+            )
 
     def __repr__(self) -> str:
         shown = []

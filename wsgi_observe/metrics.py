@@ -171,6 +171,9 @@ class Snapshot:
     #: gives every endpoint's histogram summed, ``(indexes ascending, counts)``, on demand
     #: (only the JSON document needs it, so a Prometheus scrape never pays for it)
     overall_fn: Optional[Callable[[], tuple[list[int], list[int]]]] = None
+    #: the seconds it covers when it is a recent window (see :mod:`wsgi_observe.windows`);
+    #: None: everything since the server started
+    window_s: Optional[float] = None
 
     @property
     def overall(self) -> Optional[tuple[list[int], list[int]]]:

@@ -33,6 +33,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from time import perf_counter_ns
@@ -50,6 +51,7 @@ from .logs import setup as _log_setup
 from .metrics import MetricsStore, Snapshot, process_store
 from .routes import Handler, Routes, ScrapeHook
 from .system import SystemMetrics
+from .windows import Windows
 
 if TYPE_CHECKING:
     from ._types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -73,7 +75,8 @@ class ObservabilityMiddleware:
     Parameters: ``app`` (any WSGI callable); ``config`` (a :class:`Config`; built from the
     environment if omitted); ``checks`` (readiness checks: name -> callable, or name ->
     mapping of name -> callable for a group); ``store`` (a :class:`MetricsStore`; default: a
-    fresh one); any :class:`Config` field as a keyword. Building it installs the guide's
+    fresh one); ``clock`` (wall-clock seconds of the recent windows' snapshots, for tests);
+    any :class:`Config` field as a keyword. Building it installs the guide's
     log handlers once per process (unless ``log_handlers`` is off) and starts Sentry when a
     DSN is configured. Example::
 
@@ -91,6 +94,7 @@ class ObservabilityMiddleware:
         *,
         checks: Optional[Checks] = None,
         store: Optional[MetricsStore] = None,
+        clock: Callable[[], float] = time.time,
         **overrides: Any,
     ) -> None:
         if not callable(app):
@@ -113,6 +117,15 @@ class ObservabilityMiddleware:
             checks, timeout_s=config.readiness_timeout, cache_ttl_s=config.readiness_cache_ttl
         )
         self.system = SystemMetrics()
+        # Recent windows (/metrics?window=, the alerts, the dashboard): a ring of snapshots,
+        # in the state directory once this process shares its numbers.
+        self.windows = Windows(
+            self.snapshot,
+            interval_s=config.window_interval,
+            span_s=config.window_span,
+            clock=clock,
+            directory=self._shared_dir,
+        )
         # Readiness results are shared too when processes share their numbers, so every
         # worker's /metrics shows the newest probe of the server.
         self.readiness.result_hooks.append(multiprocess.publish_readiness)
@@ -122,6 +135,7 @@ class ObservabilityMiddleware:
             self.system,
             self.snapshot,
             lambda: multiprocess.latest_readiness(self.readiness.last_result()),
+            windows=self.windows,
         )
         self._routes: dict[str, Handler] = self.routes.table()
         self._finish_steps: list[FinishStep] = []
@@ -232,6 +246,10 @@ class ObservabilityMiddleware:
                 guarded("multi-process state", error)
             finally:
                 self._detour = self._excluded
+            try:
+                self.windows.start()  # a daemon thread: snapshots off the request path
+            except Exception as error:
+                guarded("recent windows", error)
 
     def finish(self, exchange: Exchange) -> None:
         """The finish steps of one request, in order (called once, by the exchange)."""
@@ -318,6 +336,11 @@ class ObservabilityMiddleware:
 
     def resolve_endpoint(self, environ: WSGIEnvironment, status: Optional[str] = None) -> str:
         return self.names.resolve(environ, status)
+
+    def _shared_dir(self) -> Optional[str]:
+        """The state directory while this process shares its numbers there, else None."""
+        table = self.store.table
+        return getattr(table, "state_dir", None) if multiprocess.is_shared(self.store) else None
 
     def snapshot(self) -> Snapshot:
         """All numbers: this process's, or every process's when they share state."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import parse_qs
 
 import orjson
@@ -44,6 +44,7 @@ from .exposition.html import (
 )
 from .health import is_ready
 from .system import process_info
+from .windows import WindowError, Windows, parse_window
 
 if TYPE_CHECKING:
     from ._types import StartResponse, WSGIEnvironment
@@ -52,21 +53,11 @@ if TYPE_CHECKING:
     from .metrics import Snapshot
     from .system import SystemMetrics
 
-__all__ = ["Handler", "RecentWindows", "Routes", "ScrapeHook"]
+__all__ = ["Handler", "Routes", "ScrapeHook"]
 
 Handler = Callable[["WSGIEnvironment", "StartResponse"], Iterable[bytes]]
 #: Called after each ``/metrics`` answer with the snapshot it showed (alerts use it).
 ScrapeHook = Callable[["Snapshot"], None]
-
-
-class RecentWindows(Protocol):
-    """The numbers of the last minutes (see :mod:`wsgi_observe.windows`)."""
-
-    def window_snapshot_for(self, seconds: float) -> Snapshot:
-        """The numbers of the last ``seconds`` alone (``ValueError``: longer than kept)."""
-
-    def series(self, step_s: float = 60, span_s: float = 900) -> list[tuple[float, Snapshot]]:
-        """``(end time, numbers of that step alone)`` for each step of the span, oldest first."""
 
 
 _ALLOW = "GET, HEAD"
@@ -131,6 +122,7 @@ class Routes:
         system: SystemMetrics,
         snapshot: Callable[[], Snapshot],
         last_readiness: Optional[Callable[[], Optional[dict[str, Any]]]] = None,
+        windows: Optional[Windows] = None,
     ) -> None:
         self.config = config
         self.readiness = readiness
@@ -139,8 +131,8 @@ class Routes:
         # The newest readiness result any process of the server has (default: this one's).
         self.last_readiness = last_readiness or readiness.last_result
         self.scrape_hooks: list[ScrapeHook] = []
-        #: The recent windows, when the middleware keeps them (the dashboard's last minutes).
-        self.windows: Optional[RecentWindows] = None
+        #: the ring of recent snapshots behind ``?window=`` and the dashboard (None: none)
+        self.windows = windows
         self._token = config.metrics_token.encode() if config.metrics_token else None
         # /health and /health/live are answered from precomputed bytes and headers: only
         # the timestamp (fixed width, so Content-Length is too) changes between calls.
@@ -225,9 +217,25 @@ class Routes:
         if kind is None:
             body = orjson.dumps({"error": f"unknown format {wanted!r}", "formats": list(FORMATS)})
             return respond(environ, start_response, "400 Bad Request", body)
-        snapshot = self.snapshot()
+        window = query.get("window", [None])[-1]
+        seconds: Optional[float] = None
+        if window is not None:
+            try:
+                seconds = self.check_window(window, kind)
+            except WindowError as error:
+                body = orjson.dumps({"error": str(error)})
+                return respond(environ, start_response, "400 Bad Request", body)
+        live = self.snapshot()
+        snapshot = live
+        if seconds is not None and self.windows is not None:
+            snapshot = self.windows.window_snapshot_for(seconds, live)
         body, content_type = self.render(kind, snapshot)
         answer = respond(environ, start_response, "200 OK", body, content_type)
+        if self.windows is not None:
+            try:
+                self.windows.tick(live)  # the ring's snapshot, if one is due: this one
+            except Exception as error:
+                guarded("recent windows", error)
         for hook in self.scrape_hooks:
             try:
                 hook(snapshot)
@@ -244,6 +252,19 @@ class Routes:
             version=config.version,
             system=self.system.read() if system else None,
         )
+
+    def check_window(self, text: str, kind: str) -> float:
+        """The seconds of ``?window=``; :class:`WindowError` (a 400) if it can't be had."""
+        if kind != "json":
+            raise WindowError(
+                "window is for the JSON format; Prometheus computes windows itself "
+                "(rate(...[5m]), histogram_quantile)"
+            )
+        if self.windows is None:
+            raise WindowError("recent windows are off")
+        seconds = parse_window(text)
+        self.windows.check(seconds)
+        return seconds
 
     def render(self, kind: str, snapshot: Snapshot) -> tuple[bytes, str]:
         """The body and content type of ``snapshot`` in format ``kind``."""
@@ -316,21 +337,29 @@ class Routes:
         documents = {"all": self.document(snapshot, system=False)}
         lines = {}
         windows = self.windows
-        if windows is not None:
+        if windows is not None and windows.enabled:
             if period is None:
                 period = "15m"
             for label, seconds in PERIODS.items():
                 try:
-                    window = windows.window_snapshot_for(seconds)
-                except ValueError:  # longer than what is kept
+                    window = windows.window_snapshot_for(seconds, snapshot)
+                except WindowError:  # longer than what is kept
                     continue
                 # Per-endpoint figures only for the period the table shows.
-                documents[label] = summary(window, endpoints=label == period, seconds=seconds)
+                documents[label] = summary(
+                    window,
+                    endpoints=label == period,
+                    seconds=window.window_s if window.window_s is not None else seconds,
+                )
             try:
-                series = windows.series(step_s=SPARK_STEP_S, span_s=SPARK_SPAN_S)
-            except ValueError:
+                series = windows.series(SPARK_STEP_S, SPARK_SPAN_S, snapshot)
+            except WindowError:  # the ring keeps less than the span, or steps too long
                 series = []
-            lines = sparklines(series, SPARK_STEP_S)
+            lines = sparklines(series, SPARK_STEP_S, steps=int(SPARK_SPAN_S // SPARK_STEP_S))
+            try:
+                windows.tick(snapshot)  # the ring's snapshot, if one is due: this one
+            except Exception as error:
+                guarded("recent windows", error)
         processes = snapshot.processes
         if not processes:
             own = process_info(os.getpid(), "process")

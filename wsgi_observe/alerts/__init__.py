@@ -19,7 +19,8 @@ one evaluating process), ``notifiers`` (log, Sentry) and ``pagerduty`` (Events A
 
 from __future__ import annotations
 
-from .monitor import AlertMonitor, check_alerts, window_snapshot
+from ..windows import window_snapshot
+from .monitor import AlertMonitor, check_alerts
 from .notifiers import LogNotifier, Notifier, SentryNotifier
 from .pagerduty import DEFAULT_EVENTS_URL, PagerDutyNotifier
 from .rules import DEFAULT_RULES, SEVERITIES, Alert, ThresholdAlert, error_rate_alert, p95_alert

@@ -1,9 +1,9 @@
 """The alert monitor: evaluates threshold rules off the request path, fires once per crossing.
 
-The numbers come from a rolling window (default 5 minutes): the difference between the
-middleware's snapshot now and the one taken ``window_s`` ago, rendered by the same
-``json_document`` that ``/metrics`` uses. A spike therefore shows up even after months of
-healthy traffic, and heals when it is over.
+The numbers come from a recent window (default 5 minutes) of the middleware's own ring of
+snapshots (:mod:`wsgi_observe.windows`, the one behind ``/metrics?window=``), rendered by
+the same ``json_document`` that ``/metrics`` uses. A spike therefore shows up even after
+months of healthy traffic, and heals when it is over.
 
 With gunicorn and a shared state directory, every worker sees every worker's numbers; a
 lock file in that directory makes one worker at a time the one that evaluates, so an
@@ -20,13 +20,13 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from .._guard import guarded
 from ..exposition.json import json_document
-from ..metrics import SeriesData, Snapshot
+from ..metrics import Snapshot
+from ..windows import Windows, window_snapshot
 from .notifiers import LogNotifier, Notifier, SentryNotifier
 from .rules import DEFAULT_RULES, Alert, ThresholdAlert
 
@@ -43,41 +43,6 @@ _FIRING_MAX_BYTES = 64 * 1024
 _FIRING_MAX_ITEMS = 1000
 
 Key = tuple[str, Optional[str]]
-
-
-def _minus(now: SeriesData, before: Optional[SeriesData]) -> SeriesData:
-    if before is None:
-        return now
-    delta = SeriesData(
-        count=now.count - before.count,
-        errors=now.errors - before.errors,
-        sum_ns=now.sum_ns - before.sum_ns,
-        hist={k: v - before.hist.get(k, 0) for k, v in now.hist.items()},
-        by={k: v - before.by.get(k, 0) for k, v in now.by.items()},
-    )
-    if delta.count < 0 or delta.errors < 0 or any(v < 0 for v in delta.hist.values()):
-        return now  # the counters were reset (a new worker table): count from zero
-    delta.hist = {k: v for k, v in delta.hist.items() if v}
-    delta.by = {k: v for k, v in delta.by.items() if v}
-    return delta
-
-
-def window_snapshot(now: Snapshot, before: Optional[Snapshot]) -> Snapshot:
-    """What happened between ``before`` and ``now`` (everything, when ``before`` is None)."""
-    if before is None:
-        return now
-    endpoints = {}
-    for name, series in now.endpoints.items():
-        delta = _minus(series, before.endpoints.get(name))
-        if delta.count:
-            endpoints[name] = delta
-    return Snapshot(
-        endpoints=endpoints,
-        functions={},
-        inflight=now.inflight,
-        started_at=before.taken_at,
-        taken_at=now.taken_at,
-    )
 
 
 class _Leader:
@@ -189,7 +154,8 @@ class AlertMonitor:
 
     Parameters: ``middleware`` (an :class:`ObservabilityMiddleware`); ``rules`` (default
     :data:`DEFAULT_RULES`); ``window_s`` (seconds the numbers look back; None: since
-    start); ``clock`` (a monotonic clock, for tests); ``notifiers`` (more places to tell,
+    start); ``clock`` (for tests: the monitor then keeps a ring of its own on that clock
+    instead of using the middleware's); ``notifiers`` (more places to tell,
     besides the log and Sentry: anything with ``notify(alert)``). When the middleware's
     config has a PagerDuty routing key, a :class:`PagerDutyNotifier` is added. Example::
 
@@ -208,7 +174,7 @@ class AlertMonitor:
         rules: Optional[Iterable[ThresholdAlert]] = None,
         *,
         window_s: Optional[float] = 300.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Optional[Callable[[], float]] = None,
         notifiers: Iterable[Notifier] = (),
     ) -> None:
         from .pagerduty import PagerDutyNotifier
@@ -216,7 +182,7 @@ class AlertMonitor:
         self.middleware = middleware
         self.rules: tuple[ThresholdAlert, ...] = tuple(DEFAULT_RULES if rules is None else rules)
         self.window_s = window_s
-        self.clock = clock
+        self.windows = _windows_for(middleware, window_s, clock)
         self.firing: set[Key] = set()
         extra = list(notifiers)
         self._owned: list[PagerDutyNotifier] = []
@@ -231,7 +197,6 @@ class AlertMonitor:
             *extra,
             *self._owned,
         )
-        self._history: deque[tuple[float, Snapshot]] = deque()
         self._lock = threading.Lock()
         self._leader = _Leader(config.state_dir)
         self._stop = threading.Event()
@@ -248,14 +213,15 @@ class AlertMonitor:
                 self._leader.took_over = False
                 names = {rule.name for rule in self.rules}
                 self.firing |= {key for key in self._leader.load_firing() if key[0] in names}
-            now = self.clock()
             snapshot = self.middleware.snapshot()
+            if self.windows is not None and self.window_s is not None:
+                self.windows.tick(snapshot)  # the ring's snapshot, if one is due: this one
+                snapshot = self.windows.window_snapshot_for(self.window_s, snapshot)
             document = json_document(
-                window_snapshot(snapshot, self._baseline(now)),
+                snapshot,
                 service=self.middleware.config.service_name,
                 version=self.middleware.config.version,
             )
-            self._remember(now, snapshot)
             before = set(self.firing)
             changes = []
             for rule in self.rules:
@@ -268,26 +234,6 @@ class AlertMonitor:
         for alert in changes:
             self._report(alert)
         return [alert for alert in changes if not alert.resolved]
-
-    def _remember(self, now: float, snapshot: Snapshot) -> None:
-        # One snapshot per tenth of the window is plenty: memory stays at ~11 snapshots
-        # however often checks run, and the window is window_s to 1.1 * window_s long.
-        if self.window_s is None:
-            return
-        if not self._history or now - self._history[-1][0] >= self.window_s / 10:
-            self._history.append((now, snapshot))
-
-    def _baseline(self, now: float) -> Optional[Snapshot]:
-        """The newest snapshot at least ``window_s`` old (older ones are dropped)."""
-        if self.window_s is None:
-            return None
-        cutoff = now - self.window_s
-        history = self._history
-        while len(history) > 1 and history[1][0] <= cutoff:
-            history.popleft()
-        if history and history[0][0] <= cutoff:
-            return history[0][1]
-        return None  # younger than the window: everything since start
 
     def _subjects(
         self, rule: ThresholdAlert, document: dict[str, Any]
@@ -396,6 +342,32 @@ class AlertMonitor:
 
         add_hook(check_after_scrape)
         return self
+
+
+def _windows_for(
+    middleware: Any, window_s: Optional[float], clock: Optional[Callable[[], float]]
+) -> Optional[Windows]:
+    """The middleware's ring when it holds ``window_s``; else (a window it does not keep, a
+    test clock, an object without a ring) one of the monitor's own: a snapshot per tenth
+    of the window, so the window is ``window_s`` within 5 %."""
+    if window_s is None:
+        return None  # since start: no ring
+    if not window_s > 0:
+        raise ValueError(f"window_s={window_s!r}: expected seconds > 0, or None (since start)")
+    shared = getattr(middleware, "windows", None)
+    if (
+        clock is None
+        and isinstance(shared, Windows)
+        and shared.enabled
+        and shared.interval_s <= window_s <= shared.span_s
+    ):
+        return shared
+    return Windows(
+        middleware.snapshot,
+        interval_s=window_s / 10,
+        span_s=window_s * 1.1,
+        clock=clock or time.time,
+    )
 
 
 _monitors: weakref.WeakKeyDictionary[Any, AlertMonitor] = weakref.WeakKeyDictionary()

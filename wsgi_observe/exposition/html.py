@@ -103,11 +103,12 @@ _SPARK_H = 24
 
 @dataclass
 class Sparkline:
-    """One endpoint over the last minutes, step by step: p95 (seconds, None for a step
-    without requests) and request rate (per second)."""
+    """One endpoint over the last minutes, step by step: p95 (seconds) and request rate
+    (per second); None where there is nothing to show (no request for p95, before the
+    server started for both)."""
 
     p95: list[Optional[float]]
-    rate: list[float]
+    rate: list[Optional[float]]
 
 
 @dataclass
@@ -136,17 +137,23 @@ class DashboardView:
     generated_at: float = field(default_factory=time.time)
 
 
-def sparklines(series: Sequence[tuple[float, Any]], step_s: float) -> dict[str, Sparkline]:
+def sparklines(
+    series: Sequence[tuple[float, Any]], step_s: float, steps: int = 0
+) -> dict[str, Sparkline]:
     """Per endpoint, p95 and request rate of each step of ``series``: ``(end time,
-    Snapshot of that step alone)`` pairs, oldest first. Every endpoint gets one point per
-    step (a step it had no request in: rate 0, no p95)."""
-    steps = len(series)
+    Snapshot of that step alone)`` pairs, oldest first. Every endpoint gets ``steps``
+    points (at least one per step; a young server's missing steps come first, as None), a
+    step it had no request in: rate 0, no p95."""
+    steps = max(steps, len(series))
+    first = steps - len(series)
     out: dict[str, Sparkline] = {}
-    for position, (_at, snapshot) in enumerate(series):
+    for position, (_at, snapshot) in enumerate(series, start=first):
         for name, data in snapshot.endpoints.items():
             line = out.get(name)
             if line is None:
-                line = out[name] = Sparkline([None] * steps, [0.0] * steps)
+                rate: list[Optional[float]] = [None] * first
+                rate.extend([0.0] * (steps - first))
+                line = out[name] = Sparkline([None] * steps, rate)
             count = data.count
             if count <= 0:
                 continue
@@ -418,18 +425,20 @@ def _endpoints(view: DashboardView) -> str:
     seconds = _period_seconds(view, period)
     steps = max((len(line.rate) for line in view.sparklines.values()), default=0)
     minutes = view.spark_step_s * steps / 60 if steps else 15
+    # An endpoint without a request in any step: a flat line at 0 (once the ring has steps).
+    idle = Sparkline([None] * steps, [0.0] * steps) if steps else None
     span = f"{minutes:.0f} min" if minutes >= 1 else f"{minutes * 60:.0f} s"
     rows = []
     for name, data in rows_data:
         requests = data.get("requests", 0)
         rate = data.get("error_rate")
-        line = view.sparklines.get(name)
+        line = view.sparklines.get(name) or idle
         text = _text(name)
         if line is not None:
             p95_top = max([v for v in line.p95 if v is not None], default=0.0)
             label = f"p95 of {text}, up to {_seconds(p95_top) if p95_top else '—'}"
             p95 = _spark(line.p95, p95_top, "p95", label)
-            top_rate = max(line.rate, default=0.0)
+            top_rate = max([v for v in line.rate if v is not None], default=0.0)
             label = f"requests/s of {text}, up to {top_rate:.3g}"
             per_s = _spark(line.rate, top_rate, "rate", label)
         else:

@@ -79,25 +79,33 @@ def json_document(
         "timestamp": iso_utc(snapshot.taken_at),
         "service": service,
         "version": version,
-        "application": {
-            "requests": {
-                "total": total,
-                "errors": errors,
-                "error_rate": round(errors / total, 6) if total else 0.0,
-                "in_flight": snapshot.inflight,
-                "status": _status_classes(by),
-            },
-            "response_times": {
-                "average": round(sum_ns / total / 1e9, 6) if total else 0.0,
-                "p50": p50 / 1e6,
-                "p95": p95 / 1e6,
-                "p99": p99 / 1e6,
-                "max": top / 1e6,
-            },
-            "uptime_seconds": round(max(snapshot.taken_at - snapshot.started_at, 0.0), 3),
-        },
-        "endpoints": endpoints,
     }
+    if snapshot.window_s is not None:
+        # A recent window (/metrics?window=): the span it covers, and when it began.
+        document["window_seconds"] = round(snapshot.window_s, 3)
+        document["window_start"] = iso_utc(snapshot.taken_at - snapshot.window_s)
+    document.update(
+        {
+            "application": {
+                "requests": {
+                    "total": total,
+                    "errors": errors,
+                    "error_rate": round(errors / total, 6) if total else 0.0,
+                    "in_flight": snapshot.inflight,
+                    "status": _status_classes(by),
+                },
+                "response_times": {
+                    "average": round(sum_ns / total / 1e9, 6) if total else 0.0,
+                    "p50": p50 / 1e6,
+                    "p95": p95 / 1e6,
+                    "p99": p99 / 1e6,
+                    "max": top / 1e6,
+                },
+                "uptime_seconds": round(max(snapshot.taken_at - snapshot.started_at, 0.0), 3),
+            },
+            "endpoints": endpoints,
+        }
+    )
     if snapshot.functions:
         document["functions"] = {
             name: _series_json(snapshot.functions[name], with_status=False)

@@ -1,0 +1,692 @@
+"""Recent windows: the numbers of the last minutes, from a bounded ring of snapshots.
+
+``/metrics`` counts since the server started, so a bad last five minutes disappears into
+months of good traffic. Every ``interval_s`` (default 10 s) one cumulative snapshot of all
+numbers goes into a ring that keeps ``span_s`` (default 15 minutes); the numbers of the last
+``W`` seconds are then *now minus the snapshot taken about ``W`` seconds ago*: counts,
+errors, status classes and every HDR bucket subtract exactly, so the percentiles of the
+window are exact too, across all gunicorn workers.
+
+Where the ring lives. With one process, in memory (compressed entries). When the processes
+of a server share their numbers (gunicorn, uWSGI, ...), in the server's private state
+directory, one file per snapshot (``window-<ms>``), written by whichever process takes the
+snapshot (an ``flock`` makes that one process per interval) and read back like any other
+input: regular files only, size-capped, decompressed with a cap, every field checked. So a
+worker started a second ago, or the one that replaced a recycled worker, answers a window
+exactly like the others: the ring is the server's, not the worker's.
+
+When snapshots are taken. Never on the request path: a daemon thread per process (started
+by a middleware's first request) offers one every ``interval_s``, and each ``/metrics``
+scrape or alert check offers the snapshot it just took anyway; whichever comes first when
+one is due writes it. The oldest entries are dropped as new ones arrive, so the ring holds
+at most ``span_s / interval_s + 2`` entries.
+
+The baseline of a window of ``W`` seconds is the newest snapshot taken at or before
+``now - W + interval_s / 2`` (so ``W`` within half an interval); before the oldest one, the
+server's start, when every counter was zero (a server younger than ``W`` gets everything
+since it started). The difference carries ``window_s``, the exact span it covers, which the
+JSON document shows as ``window_seconds``.
+
+API (what ``/metrics?window=``, the alert monitor and the dashboard use)::
+
+    from wsgi_observe.windows import WindowError, parse_window
+    seconds = parse_window("5m")                    # 300.0; WindowError (a ValueError) if bad
+    windows = middleware.windows                    # the middleware's ring (a Windows)
+    recent = windows.window_snapshot_for(seconds)   # a Snapshot of the last ~300 s
+    recent.window_s                                 # the exact span it covers, in seconds
+    for end, step in windows.series(step_s=60.0, span_s=900.0):
+        ...                                         # per-minute Snapshots, oldest first
+
+- :func:`parse_window` ``(text) -> float``: ``"1m"``, ``"5m"``, ``"15m"``, ``"90s"``, ``"1h"``
+  or plain seconds (``"300"``, ``"2.5"``); anything else raises :class:`WindowError` with a
+  one-line message (``/metrics`` answers it with ``400``).
+- :meth:`Windows.window_snapshot_for` ``(seconds, now=None) -> Snapshot``: raises
+  :class:`WindowError` when ``seconds`` is longer than the ring keeps, shorter than one
+  interval, or the ring is off.
+- :meth:`Windows.series` ``(step_s=60.0, span_s=900.0) -> list[tuple[float, Snapshot]]``:
+  ``(end of step, what happened during that step)``, oldest first, ending now; steps the ring
+  does not reach back to are left out (a young server has fewer).
+- :func:`window_snapshot` ``(now, before) -> Snapshot``: the difference of two cumulative
+  snapshots (counters subtract, gauges keep ``now``'s value).
+
+Extending the Snapshot (KPIs): a space of cumulative series (``dict[str, SeriesData]``)
+subtracts with :func:`subtract_space` in :func:`window_snapshot`, and goes into the ring by
+adding its field name to ``_SPACES`` (encoded and checked like ``endpoints``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import itertools
+import logging
+import math
+import os
+import re
+import threading
+import time
+import weakref
+import zlib
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Optional
+
+import orjson
+
+from ._guard import guarded
+from .histograms import COUNTS_LEN
+from .metrics import SeriesData, Snapshot
+
+__all__ = [
+    "Windows",
+    "WindowError",
+    "parse_window",
+    "subtract_space",
+    "window_snapshot",
+]
+
+_log = logging.getLogger("wsgi_observe.windows")
+
+#: Entries of the ring in the state directory: ``window-<milliseconds of the clock>``.
+ENTRY_PREFIX = "window-"
+_ENTRY_RE = re.compile(r"^window-(\d{1,16})$")
+LOCK_FILE = "window.lock"
+#: The Snapshot fields holding cumulative series (name -> SeriesData) that the ring keeps.
+_SPACES = ("endpoints", "functions")
+_FORMAT = 1
+# Caps on what is read back from the state directory (the busiest real entry, 500
+# endpoints x a few hundred buckets each, is a few hundred KB compressed).
+_MAX_FILE_BYTES = 16 * 1024 * 1024
+_MAX_RAW_BYTES = 64 * 1024 * 1024
+_MAX_SERIES = 100_000
+_MAX_NAME = 1024
+_MAX_LABEL = 64
+_MAX_INT = 2**63 - 1
+_WINDOW_RE = re.compile(r"^(\d{1,9}(?:\.\d{1,6})?)([smh]?)$")
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class WindowError(ValueError):
+    """A window that can't be had (malformed, longer than kept); one line saying why."""
+
+
+def parse_window(text: str) -> float:
+    """Seconds of ``"1m"``, ``"5m"``, ``"15m"``, ``"90s"``, ``"1h"`` or ``"300"`` (seconds).
+
+    Raises :class:`WindowError` for anything else (empty, negative, zero, ``inf``, ...).
+    """
+    match = _WINDOW_RE.match(text.strip()) if isinstance(text, str) else None
+    seconds = float(match.group(1)) * _UNITS[match.group(2)] if match else 0.0
+    if not seconds > 0:
+        shown = repr(text[:40] if isinstance(text, str) else text)
+        raise WindowError(
+            f"window must be a duration like 1m, 5m, 15m, 90s or a number of seconds, got {shown}"
+        )
+    return seconds
+
+
+def _describe(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+
+# Differences ------------------------------------------------------------------------------
+
+
+def _minus(now: SeriesData, before: Optional[SeriesData]) -> SeriesData:
+    """``now - before`` for one series; ``now`` itself when a counter went down (the series
+    was reset: counted from zero again)."""
+    if before is None:
+        return now
+    old_hist = before.hist
+    hist = {k: v - old_hist.get(k, 0) for k, v in now.hist.items()}
+    delta = SeriesData(
+        count=now.count - before.count,
+        errors=now.errors - before.errors,
+        sum_ns=now.sum_ns - before.sum_ns,
+        hist=hist,
+        by={k: v - before.by.get(k, 0) for k, v in now.by.items()},
+    )
+    if (
+        delta.count < 0
+        or delta.errors < 0
+        or delta.sum_ns < 0
+        or any(v < 0 for v in hist.values())
+        or any(v < 0 for v in delta.by.values())
+        or any(k not in now.hist for k in old_hist)
+    ):
+        return now
+    delta.hist = {k: v for k, v in hist.items() if v}
+    delta.by = {k: v for k, v in delta.by.items() if v}
+    return delta
+
+
+def subtract_space(
+    now: dict[str, SeriesData], before: dict[str, SeriesData]
+) -> dict[str, SeriesData]:
+    """Each series of ``now`` minus the same one of ``before``; series without any change
+    are left out (an endpoint idle during the window does not show)."""
+    out = {}
+    for name, series in now.items():
+        delta = _minus(series, before.get(name))
+        if delta.count:
+            out[name] = delta
+    return out
+
+
+def window_snapshot(
+    now: Snapshot, before: Optional[Snapshot], window_s: Optional[float] = None
+) -> Snapshot:
+    """What happened between ``before`` and ``now`` (everything, when ``before`` is None).
+
+    Counters and histograms subtract; gauges (in-flight requests), the processes and the
+    sharing state are ``now``'s; ``started_at`` stays the server's start (the uptime).
+    ``window_s`` is the span covered (default: between the two snapshots' ``taken_at``).
+    """
+    if window_s is None:
+        start = before.taken_at if before is not None else now.started_at
+        window_s = max(now.taken_at - start, 0.0)
+    if before is None:
+        endpoints = {k: v for k, v in now.endpoints.items() if v.count}
+        functions = {k: v for k, v in now.functions.items() if v.count}
+    else:
+        endpoints = subtract_space(now.endpoints, before.endpoints)
+        functions = subtract_space(now.functions, before.functions)
+    return Snapshot(
+        endpoints=endpoints,
+        functions=functions,
+        inflight=now.inflight,
+        started_at=now.started_at,
+        taken_at=now.taken_at,
+        processes=now.processes,
+        state=now.state,
+        window_s=window_s,
+    )
+
+
+# Entries: a cumulative snapshot as compact bytes, and back (checked like client input) ----
+
+
+def encode(snapshot: Snapshot, t: float) -> bytes:
+    """``snapshot`` taken at clock time ``t`` as compressed JSON: per series ``[count,
+    errors, sum_ns, [[label, label, n], ...], [bucket gaps], [bucket counts]]``."""
+    spaces: dict[str, Any] = {}
+    for space in _SPACES:
+        out = {}
+        for name, series in getattr(snapshot, space).items():
+            indexes, counts = series.sorted_hist()
+            gaps = [b - a for a, b in zip([0, *indexes], indexes)]
+            labels = [[a, b, n] for (a, b), n in series.by.items()]
+            out[name] = [series.count, series.errors, series.sum_ns, labels, gaps, list(counts)]
+        spaces[space] = out
+    document = {"v": _FORMAT, "t": t, "started_at": snapshot.started_at, **spaces}
+    return zlib.compress(orjson.dumps(document), 1)
+
+
+def _count(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= _MAX_INT:
+        raise ValueError("a count is not a non-negative integer")
+    return value
+
+
+def _text(value: Any, limit: int) -> str:
+    if type(value) is not str or len(value) > limit:
+        raise ValueError("a name is not a string of sane length")
+    return value
+
+
+def _series(item: Any) -> SeriesData:
+    if type(item) is not list or len(item) != 6:
+        raise ValueError("a series is not a list of six")
+    count, errors, sum_ns = _count(item[0]), _count(item[1]), _count(item[2])
+    labels, gaps, counts = item[3], item[4], item[5]
+    if type(labels) is not list or type(gaps) is not list or type(counts) is not list:
+        raise ValueError("a series has no lists of labels and buckets")
+    if len(gaps) != len(counts) or len(gaps) > COUNTS_LEN or len(labels) > 1000:
+        raise ValueError("a series has too many buckets or labels")
+    by: dict[tuple[str, str], int] = {}
+    for label in labels:
+        if type(label) is not list or len(label) != 3:
+            raise ValueError("a label is not [name, name, count]")
+        by[(_text(label[0], _MAX_LABEL), _text(label[1], _MAX_LABEL))] = _count(label[2])
+    indexes = []
+    index = 0
+    for position, gap in enumerate(gaps):
+        if type(gap) is not int or gap < (0 if position == 0 else 1):
+            raise ValueError("bucket indexes are not ascending")
+        index += gap
+        indexes.append(index)
+    if indexes and indexes[-1] >= COUNTS_LEN:
+        raise ValueError("a bucket index is out of range")
+    for value in counts:
+        _count(value)
+    return SeriesData(count, errors, sum_ns, by=by, sorted_hist=(indexes, counts))
+
+
+def decode(data: bytes) -> tuple[float, Snapshot]:
+    """``(t, snapshot)`` of an entry; ``ValueError`` unless it has exactly the shape
+    :func:`encode` writes (a planted file is refused, never trusted)."""
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(data, _MAX_RAW_BYTES)
+    except zlib.error as error:
+        raise ValueError(f"not compressed data ({error})") from None
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise ValueError("too large or truncated")
+    document = orjson.loads(raw)
+    if type(document) is not dict or document.get("v") != _FORMAT:
+        raise ValueError("not a ring entry")
+    t: Any = document.get("t")
+    started_at: Any = document.get("started_at")
+    if type(t) not in (int, float) or type(started_at) not in (int, float):
+        raise ValueError("no time")
+    if not (math.isfinite(t) and math.isfinite(started_at)):
+        raise ValueError("no finite time")
+    spaces: dict[str, dict[str, SeriesData]] = {}
+    total = 0
+    for space in _SPACES:
+        items = document.get(space, {})
+        if type(items) is not dict:
+            raise ValueError(f"{space} is not an object")
+        total += len(items)
+        if total > _MAX_SERIES:
+            raise ValueError("too many series")
+        spaces[space] = {_text(k, _MAX_NAME): _series(v) for k, v in items.items()}
+    snapshot = Snapshot(
+        endpoints=spaces["endpoints"],
+        functions=spaces["functions"],
+        inflight=0,
+        started_at=float(started_at),
+        taken_at=float(t),
+    )
+    return float(t), snapshot
+
+
+# Where the ring is kept --------------------------------------------------------------------
+
+
+class _MemoryRing:
+    """Entries in this process's memory: a single process, or numbers not shared."""
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, bytes]] = deque()
+
+    def times(self) -> list[float]:
+        return [t for t, _ in self.entries]
+
+    def load(self, t: float) -> Optional[Snapshot]:
+        for when, data in self.entries:
+            if when == t:
+                return decode(data)[1]
+        return None
+
+    @contextlib.contextmanager
+    def writing(self) -> Any:
+        yield True  # the caller holds the Windows lock
+
+    def add(self, t: float, data: bytes) -> None:
+        self.entries.append((t, data))
+
+    def drop(self, t: float) -> None:
+        self.entries = deque((when, data) for when, data in self.entries if when != t)
+
+    def size(self) -> int:
+        return sum(len(data) for _, data in self.entries)
+
+
+class _FileRing:
+    """Entries as files in the server's private state directory (see statedir.py)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def _names(self) -> dict[float, str]:
+        found: dict[float, str] = {}
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return found
+        for name in names:
+            match = _ENTRY_RE.match(name)
+            if match:
+                found[int(match.group(1)) / 1000] = name
+        return found
+
+    def times(self) -> list[float]:
+        return sorted(self._names())
+
+    def load(self, t: float) -> Optional[Snapshot]:
+        from .multiprocess.statedir import read_regular
+
+        name = self._names().get(t)
+        if name is None:
+            return None
+        try:
+            data = read_regular(os.path.join(self.directory, name), _MAX_FILE_BYTES)
+            when, snapshot = decode(data)
+        except FileNotFoundError:
+            return None  # dropped meanwhile
+        except (OSError, ValueError) as error:
+            _log.warning("wsgi_observe: ignoring the ring entry %s: %s", name, error)
+            return None
+        if round(when * 1000) != round(t * 1000):
+            _log.warning("wsgi_observe: ignoring the ring entry %s: its time is not its name", name)
+            return None
+        return snapshot
+
+    @contextlib.contextmanager
+    def writing(self) -> Any:
+        """True while this process holds the ring's lock (False: another one writes now)."""
+        path = os.path.join(self.directory, LOCK_FILE)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            _log.debug("wsgi_observe: no ring lock: %s", error)
+            yield False
+            return
+        try:
+            import stat
+
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                yield False
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    _log.debug("wsgi_observe: ring lock: %s", error)
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def add(self, t: float, data: bytes) -> None:
+        from .multiprocess.statedir import write_atomic
+
+        write_atomic(self.directory, f"{ENTRY_PREFIX}{round(t * 1000)}", data)
+
+    def drop(self, t: float) -> None:
+        name = self._names().get(t)
+        if name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.directory, name))
+
+    def size(self) -> int:
+        total = 0
+        for name in self._names().values():
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(self.directory, name)).st_size
+        return total
+
+
+# The ring ---------------------------------------------------------------------------------
+
+
+class Windows:
+    """A bounded ring of cumulative snapshots, and the windows and series it gives.
+
+    Parameters: ``snapshot`` (gives the cumulative numbers now, e.g. a middleware's
+    ``snapshot``); ``interval_s`` (seconds between snapshots, default 10); ``span_s``
+    (seconds kept, default 900; 0 turns windows off); ``clock`` (wall-clock seconds, shared
+    by the processes of a server; injectable for tests); ``directory`` (gives the state
+    directory while this process shares its numbers, else None: the ring is in memory).
+    Example::
+
+        windows = Windows(middleware.snapshot, interval_s=10, span_s=900).start()
+        windows.window_snapshot_for(300).endpoints["/api/leads"].count
+        windows.stop()
+
+    Reads: nothing from the environment (the middleware passes ``WSGI_OBSERVE_WINDOW_INTERVAL``
+    and ``WSGI_OBSERVE_WINDOW_SPAN`` through its config).
+    """
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        *,
+        interval_s: float = 10.0,
+        span_s: float = 900.0,
+        clock: Callable[[], float] = time.time,
+        directory: Optional[Callable[[], Optional[str]]] = None,
+    ) -> None:
+        if not interval_s > 0 or not span_s >= 0 or (span_s and span_s < interval_s):
+            raise ValueError("Windows needs interval_s > 0 and span_s 0 or at least interval_s")
+        self.snapshot = snapshot
+        self.interval_s = float(interval_s)
+        self.span_s = float(span_s)
+        self.clock = clock
+        self._directory = directory or (lambda: None)
+        self._memory = _MemoryRing()
+        self._lock = threading.Lock()
+        # (clock, time.time()) when first used: turns a snapshot's started_at (wall time)
+        # into this clock's time, so an injected clock that jumps keeps the start in place.
+        self._origin: Optional[tuple[float, float]] = None
+        self.due_at = 0.0  # (monotonic) when the ticker offers the next snapshot
+
+    @property
+    def enabled(self) -> bool:
+        return self.span_s > 0
+
+    @property
+    def max_entries(self) -> int:
+        """The most entries the ring holds."""
+        return int(self.span_s / self.interval_s) + 2 if self.enabled else 0
+
+    def _ring(self) -> _MemoryRing | _FileRing:
+        directory = self._directory()
+        if directory is None:
+            return self._memory
+        if self._memory.entries:
+            self._memory = _MemoryRing()  # this process's own numbers from before sharing
+        return _FileRing(directory)
+
+    def _start_in_clock(self, now: Snapshot, at: float) -> float:
+        """The server's start (``now.started_at``, wall time) on this ring's clock."""
+        origin = self._origin
+        if origin is None:
+            origin = self._origin = (at, time.time())
+        return origin[0] + (now.started_at - origin[1])
+
+    # Taking snapshots --------------------------------------------------------------------
+
+    def tick(self, snapshot: Optional[Snapshot] = None) -> bool:
+        """Put a snapshot in the ring if one is due (``snapshot``, or a fresh one); True if
+        this call did. Old entries are dropped. Safe from any thread or process."""
+        if not self.enabled:
+            return False
+        with self._lock:
+            ring = self._ring()
+            now = self.clock()
+            times = ring.times()
+            if times and now - times[-1] < self.interval_s * 0.95 and times[-1] <= now + 1:
+                return False
+            with ring.writing() as mine:
+                if not mine:
+                    return False
+                times = ring.times()  # another process may have written one meanwhile
+                if times and now - times[-1] < self.interval_s * 0.95 and times[-1] <= now + 1:
+                    return False
+                taken = snapshot if snapshot is not None else self.snapshot()
+                self._start_in_clock(taken, now)
+                ring.add(now, encode(taken, now))
+                # Kept: the entries of the last span (plus the newest one before it, the
+                # baseline of the longest window after a gap); dropped: older ones, and any
+                # from the future (the clock stepped back).
+                horizon = now - self.span_s - self.interval_s
+                older = [t for t in times if t < horizon]
+                kept = older[-1:] + [t for t in times if horizon <= t <= now + 1]
+                for t in times:
+                    if t not in kept:
+                        ring.drop(t)
+                for t in kept[: max(len(kept) + 1 - self.max_entries, 0)]:
+                    ring.drop(t)
+            return True
+
+    def start(self) -> Windows:
+        """Offer a snapshot now and every ``interval_s`` from this process's one ticker
+        thread (a daemon; a forked child starts its own). The ring is held weakly: a
+        middleware that is dropped stops being ticked."""
+        if self.enabled:
+            _ticker.add(self)
+        return self
+
+    def stop(self) -> None:
+        """No more snapshots from the ticker thread (scrapes may still offer them)."""
+        _ticker.discard(self)
+
+    # Reading windows ---------------------------------------------------------------------
+
+    def check(self, seconds: float) -> None:
+        """Raise :class:`WindowError` unless a window of ``seconds`` can be given."""
+        if not self.enabled:
+            raise WindowError("recent windows are off (WSGI_OBSERVE_WINDOW_SPAN=0)")
+        if seconds > self.span_s + 1e-9:
+            raise WindowError(
+                f"window {_describe(seconds)} is longer than the {_describe(self.span_s)} kept "
+                "(WSGI_OBSERVE_WINDOW_SPAN)"
+            )
+        if seconds < self.interval_s - 1e-9:
+            raise WindowError(
+                f"window {_describe(seconds)} is shorter than the {_describe(self.interval_s)} "
+                "between snapshots (WSGI_OBSERVE_WINDOW_INTERVAL)"
+            )
+
+    def _baseline(
+        self,
+        ring: _MemoryRing | _FileRing,
+        times: list[float],
+        target: float,
+        start: float,
+        loaded: dict[float, Optional[Snapshot]],
+    ) -> tuple[float, Optional[Snapshot]]:
+        """``(time, snapshot)`` of the newest entry at or before ``target`` (half an interval
+        of slack); the server's start (None: every counter zero) when there is none.
+        ``loaded`` caches the entries read so far."""
+        slack = self.interval_s / 2
+        for t in reversed(times):
+            if start - slack <= t <= target + slack:
+                if t not in loaded:
+                    loaded[t] = ring.load(t)
+                if loaded[t] is not None:
+                    return t, loaded[t]
+        return min(start, times[0]) if times else start, None
+
+    def window_snapshot_for(self, seconds: float, now: Optional[Snapshot] = None) -> Snapshot:
+        """What happened in the last ``seconds`` (about: ``window_s`` says exactly), as a
+        Snapshot; ``now`` is the cumulative snapshot to end at (default: a fresh one)."""
+        self.check(seconds)
+        if now is None:
+            now = self.snapshot()
+        with self._lock:
+            ring = self._ring()
+            at = self.clock()
+            start = self._start_in_clock(now, at)
+            times = ring.times()
+            t, before = self._baseline(ring, times, at - seconds, start, {})
+        return window_snapshot(now, before, window_s=max(at - t, 0.0))
+
+    def series(
+        self, step_s: float = 60.0, span_s: float = 900.0, now: Optional[Snapshot] = None
+    ) -> list[tuple[float, Snapshot]]:
+        """``(end, snapshot of that step)`` for the steps of ``step_s`` over the last
+        ``span_s`` seconds, oldest first, the last one ending now (sparklines). Steps the
+        ring does not reach back to are left out."""
+        if not step_s > 0 or not span_s >= step_s:
+            raise WindowError("series needs step_s > 0 and span_s at least step_s")
+        self.check(span_s)
+        if step_s < self.interval_s - 1e-9:
+            raise WindowError(
+                f"step {_describe(step_s)} is shorter than the {_describe(self.interval_s)} "
+                "between snapshots"
+            )
+        if now is None:
+            now = self.snapshot()
+        with self._lock:
+            ring = self._ring()
+            at = self.clock()
+            start = self._start_in_clock(now, at)
+            times = ring.times()
+            steps = int(span_s / step_s + 1e-9)
+            points: list[tuple[float, Optional[Snapshot]]] = [(at, now)]
+            loaded: dict[float, Optional[Snapshot]] = {}
+            for k in range(1, steps + 1):
+                target = at - k * step_s
+                if target < start - step_s / 2:
+                    break  # before the server started: nothing to show
+                t, snap = self._baseline(ring, times, target, start, loaded)
+                points.append((t, snap))
+                if snap is None:
+                    break  # the server's start: nothing older
+        out: list[tuple[float, Snapshot]] = []
+        points.reverse()
+        for (t0, older), (t1, newer) in itertools.pairwise(points):
+            if newer is None or t1 <= t0:
+                continue
+            out.append((t1, window_snapshot(newer, older, window_s=t1 - t0)))
+        return out
+
+    def size_bytes(self) -> int:
+        """Bytes the ring's entries take (memory, or files in the state directory)."""
+        with self._lock:
+            return self._ring().size()
+
+
+class _Ticker:
+    """One daemon thread per process that offers every started ring a snapshot when due
+    (however many middlewares a process builds: tests build thousands)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rings: weakref.WeakSet[Windows] = weakref.WeakSet()
+        self.wake = threading.Event()
+        self.pid = 0
+
+    def add(self, windows: Windows) -> None:
+        with self.lock:
+            windows.due_at = 0.0
+            self.rings.add(windows)
+            if self.pid != os.getpid():  # none yet, or the parent's (not running here)
+                self.pid = os.getpid()
+                self.wake = threading.Event()
+                thread = threading.Thread(
+                    target=self.run, args=(self.wake,), name="wsgi_observe-windows", daemon=True
+                )
+                thread.start()
+        self.wake.set()
+
+    def discard(self, windows: Windows) -> None:
+        with self.lock:
+            self.rings.discard(windows)
+
+    def run(self, wake: threading.Event) -> None:
+        pid = os.getpid()
+        while self.pid == pid:
+            wait = 60.0
+            with self.lock:
+                rings = list(self.rings)
+            windows = None
+            for windows in rings:
+                now = time.monotonic()
+                if windows.due_at <= now:
+                    windows.due_at = now + windows.interval_s
+                    try:
+                        windows.tick()
+                    except Exception as error:  # numbers, never a dead thread
+                        guarded("recent windows", error)
+                wait = min(wait, windows.due_at - time.monotonic())
+            del rings, windows  # no strong reference while waiting
+            wake.wait(max(wait, 0.01))
+            wake.clear()
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's thread is not running here, its lock may be held."""
+        self.lock = threading.Lock()
+        self.pid = 0
+
+
+_ticker = _Ticker()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ticker.after_fork)
