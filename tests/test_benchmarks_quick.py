@@ -56,3 +56,19 @@ def test_a_wsgi_observe_configuration_that_cannot_be_built_fails_the_run(tmp_pat
     broken = report.broken(json.loads((tmp_path / "latest.json").read_text()))
     assert [row["id"] for row in broken] == ["wo_default"]
     assert "wo_default" not in PEERS
+
+
+def test_kpi_benchmark_runs_and_writes_its_table(tmp_path):
+    """`benchmarks/kpis.py --quick` times every KPI record and writes its table and JSON."""
+    result = subprocess.run(
+        [sys.executable, "benchmarks/kpis.py", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads((tmp_path / "kpis.json").read_text())
+    for name in ("wo_inc", "wo_labels", "wo_observe", "mm_inc", "mm_observe", "request"):
+        assert data["medians_ns"][name] >= 0
+    assert "| counter.inc() |" in (tmp_path / "kpis.md").read_text()

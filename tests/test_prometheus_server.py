@@ -195,3 +195,22 @@ def test_service_and_process_series_are_scraped(scraped):
         assert roles == {"role=master": 1, "role=worker": 2}
     else:
         assert roles == {"role=main": 1}
+
+
+def test_business_kpis_are_scraped_as_their_own_families(scraped):
+    """KPIs reach Prometheus exactly: the counter with ``_total``, the distribution as a
+    histogram with its unit and as the quantile summary."""
+    prometheus, _ = scraped
+    leads = TOTALS["/api/leads"]
+    assert prometheus.query("sum by (source) (leads_shown_total)") == {"source=web": leads}
+    assert prometheus.query("sum(lead_score_points_count)") == {"": leads}
+    assert prometheus.query("sum(lead_score_points_sum)") == {"": 42 * leads}
+    (p50,) = prometheus.query('max(lead_score_quantile_points{quantile="0.5"})').values()
+    assert p50 == 42
+    metadata = prometheus.api("metadata")
+    assert metadata["lead_score_points"][0] == {
+        "type": "histogram",
+        "help": "Score of the leads served.",
+        "unit": "points",
+    }
+    assert metadata["leads_shown"][0]["type"] == "counter"

@@ -4,9 +4,10 @@ Importing the package is cheap: it never imports sentry_sdk, gunicorn, opentelem
 framework, and the names below are loaded on first use.
 
 The layout: a flat core (``config``, ``middleware``, ``_wsgi``, ``endpoints``, ``health``,
-``checks``, ``histograms``, ``metrics``, ``redact``, ``system``, ``tracking``,
-``tracing``, ``reporting``), and the layers in subpackages: ``logs/``, ``exposition/``,
-``multiprocess/``, ``integrations/`` (Sentry, OpenTelemetry) and ``uptimerobot/``.
+``checks``, ``histograms``, ``metrics``, ``kpis``, ``kpidata``, ``redact``, ``system``,
+``tracking``, ``tracing``, ``reporting``), and the layers in subpackages: ``logs/``,
+``exposition/``, ``multiprocess/``, ``integrations/`` (Sentry, OpenTelemetry) and
+``uptimerobot/``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from . import checks
+    from . import checks, kpis
     from .config import Config, ConfigError
     from .integrations.sentry import init_sentry
     from .logs import (
@@ -46,6 +47,7 @@ __all__ = [
     "configure_logging",
     "get_logger",
     "init_sentry",
+    "kpis",
     "log_api_call",
     "log_business_event",
     "log_database_query",
@@ -66,6 +68,7 @@ _WHERE = {
     "configure_logging": "logs",
     "get_logger": "logs",
     "init_sentry": "integrations.sentry",
+    "kpis": None,
     "log_api_call": "logs",
     "log_business_event": "logs",
     "log_database_query": "logs",

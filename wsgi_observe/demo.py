@@ -19,8 +19,9 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from . import checks
+from . import checks, kpis
 from .config import Config
+from .logs import log_business_event
 from .middleware import ObservabilityMiddleware
 from .tracking import performance_tracking
 
@@ -46,6 +47,17 @@ _routes = Map(
         Rule("/api/customers", endpoint="customers"),
         Rule("/api/boom", endpoint="boom"),
     ]
+)
+
+
+# Business KPIs (wsgi_observe.kpis): shown under "kpis" in /metrics and as their own
+# Prometheus families, exact across gunicorn workers.
+leads_created = kpis.counter("leads_created", "Leads created, by source.", labels=("source",))
+lead_score = kpis.distribution("lead_score", "Score of new leads, 0 to 100.", "points")
+open_customers = kpis.gauge(
+    "open_customers",
+    "Customers in the CRM, as last counted.",
+    multiprocess_mode="mostrecent",  # a count read from the database: the latest wins
 )
 
 
@@ -104,16 +116,21 @@ def _dispatch(request: Request, endpoint: str, values: Mapping[str, Any]) -> Res
         )
     if endpoint == "leads":
         if request.method == "POST":
-            payload = request.get_json(silent=True) or {}
+            payload = request.get_json(silent=True)
+            if not isinstance(payload, dict):
+                payload = {}
+            source = str(payload.get("source", "api"))
+            score = payload.get("score", 50)
+            if type(score) is not int or not 0 <= score <= 100:
+                return _json({"error": "score: expected a whole number from 0 to 100"}, 400)
             with _connect() as db:
                 cursor = db.execute(
                     "INSERT INTO leads (name, source, score) VALUES (?, ?, ?)",
-                    (
-                        str(payload.get("name", "New lead")),
-                        str(payload.get("source", "api")),
-                        int(payload.get("score", 50)),
-                    ),
+                    (str(payload.get("name", "New lead")), source, score),
                 )
+            leads_created.labels(source=source).inc()  # client text: capped by the KPI
+            lead_score.observe(score)
+            log_business_event("lead_created", entity_id=cursor.lastrowid, data={"source": source})
             return _json({"id": cursor.lastrowid}, 201)
         with _connect() as db:
             rows = db.execute(
@@ -133,6 +150,7 @@ def _dispatch(request: Request, endpoint: str, values: Mapping[str, Any]) -> Res
     if endpoint == "customers":
         with _connect() as db:
             rows = db.execute("SELECT id, name, tier FROM customers ORDER BY id").fetchall()
+        open_customers.set(len(rows))
         return _json([{"id": i, "name": n, "tier": t} for i, n, t in rows])
     if endpoint == "boom":
         raise RuntimeError("demo failure: this endpoint always raises")

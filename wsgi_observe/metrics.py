@@ -23,11 +23,13 @@ import operator
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from .histograms import MAX_US, bucket_index
+from .kpidata import KpiFamily, KpiLayout
 
 if TYPE_CHECKING:
     from ._wsgi import Exchange
@@ -168,6 +170,9 @@ class Snapshot:
     processes: list[dict[str, Any]] = field(default_factory=list)
     #: how the numbers are shared across processes (``shared``, ``state_dir``, ``problem``)
     state: dict[str, Any] = field(default_factory=dict)
+    #: business KPIs by family name (:mod:`wsgi_observe.kpis`): plain data, counters and
+    #: distributions only grow (``kpidata.kpis_delta`` subtracts two snapshots)
+    kpis: dict[str, KpiFamily] = field(default_factory=dict)
     #: gives every endpoint's histogram summed, ``(indexes ascending, counts)``, on demand
     #: (only the JSON document needs it, so a Prometheus scrape never pays for it)
     overall_fn: Optional[Callable[[], tuple[list[int], list[int]]]] = None
@@ -232,6 +237,7 @@ class Layout:
         # Every endpoint's positions of each HDR bucket: the overall histogram, summed in C.
         self.overall: dict[int, list[int]] = {}
         self.overall_order: list[int] = []
+        self.kpis = KpiLayout()
 
     def update(self, keys: list[tuple[Any, ...]], count: Optional[int] = None) -> None:
         """Parse the keys not seen yet, up to ``count`` (default: all of them)."""
@@ -239,6 +245,9 @@ class Layout:
         for position in range(self.seen, end):
             key = keys[position]
             kind = key[0]
+            if kind == "k":
+                self.kpis.add(key, position)
+                continue
             if kind == "g":
                 if key == INFLIGHT:
                     self.inflight.append(position)
@@ -341,6 +350,8 @@ class MetricsStore:
         # thread must never see positions another scrape added for values it did not copy.
         self._snapshot_lock = threading.Lock()
         self.started_at = time.time()
+        #: KPIs defined on this store by name (wsgi_observe.kpis), kept across tables
+        self.kpi_families: dict[str, Any] = {}
         self.use_table(table if table is not None else MemoryTable())
 
     def use_table(self, table: Table) -> None:
@@ -355,6 +366,33 @@ class MetricsStore:
             self.by_path: dict[str, _Series] = {}
             self.inflight_slot = table.alloc(INFLIGHT)
             self._layout = Layout()
+            # KPI slots of this table (wsgi_observe.kpis): a KPI bound to an older table
+            # sees the generation change and asks for its slots again.
+            self.kpi_slots: dict[tuple[Any, ...], int] = {}
+            self._kpi_scanned = 0
+            self.kpi_id = uuid.uuid4().hex
+            self.kpi_generation = getattr(self, "kpi_generation", 0) + 1
+
+    def kpi_slot(self, key: tuple[Any, ...], definition: tuple[Any, ...]) -> int:
+        """The slot of KPI ``key`` in this store's table (made on first use, after the
+        KPI's ``definition`` key). A key the table already holds (carried over from memory
+        when the process started to share its numbers) keeps its slot."""
+        with self.lock:
+            slots = self.kpi_slots
+            keys = self.table.keys
+            if len(keys) > self._kpi_scanned:
+                for position in range(self._kpi_scanned, len(keys)):
+                    if keys[position][0] == "k":
+                        slots.setdefault(keys[position], position)
+                self._kpi_scanned = len(keys)
+            if definition not in slots:
+                slots[definition] = self.table.alloc(definition)
+            slot = slots.get(key)
+            if slot is None:
+                slot = slots[key] = self.table.alloc(key)
+            self._kpi_scanned = len(self.table.keys)
+            self.values = self.table.values
+        return slot
 
     def new_series(self, ns: str, name: str) -> _Series:
         space = self.endpoints if ns == "ep" else self.functions
@@ -500,7 +538,8 @@ class MetricsStore:
                 values = values.tolist()  # a list slice is a copy already
             layout.update(keys, count)
             endpoints, functions, inflight = layout.build(values)
-        snapshot = Snapshot(endpoints, functions, inflight, self.started_at, time.time())
+            kpis = layout.kpis.build(values)
+        snapshot = Snapshot(endpoints, functions, inflight, self.started_at, time.time(), kpis=kpis)
 
         def overall() -> tuple[list[int], list[int]]:
             with self._snapshot_lock:

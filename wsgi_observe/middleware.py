@@ -349,8 +349,11 @@ class ObservabilityMiddleware:
         if shared is not self.store and not multiprocess.is_shared(shared):
             # In a single process, timed functions live in the process-wide store. (With
             # several processes, every store records into the process's one state file.)
-            for name, series in shared.snapshot().functions.items():
+            own = shared.snapshot()
+            for name, series in own.functions.items():
                 snapshot.functions.setdefault(name, series)
+            for name, kpi in own.kpis.items():  # and so do business KPIs
+                snapshot.kpis.setdefault(name, kpi)
         snapshot.state = multiprocess.state()
         return snapshot
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from wsgi_observe import ObservabilityMiddleware, performance_tracking
+from wsgi_observe import ObservabilityMiddleware, kpis, performance_tracking
+
+leads_shown = kpis.counter("leads_shown", "Lead lists served, by source.", labels=("source",))
+lead_score = kpis.distribution("lead_score", "Score of the leads served.", "points")
 
 
 @performance_tracking(name="leads.load")
@@ -15,6 +18,8 @@ def _app(environ, start_response):
     status = "200 OK"
     if path == "/api/leads":
         body = _load_leads()
+        leads_shown.labels(source="web").inc()
+        lead_score.observe(42)
     elif path == "/api/customers":
         body = b"[]"
     elif path == "/api/boom":

@@ -9,6 +9,7 @@ import orjson
 from .._time import iso_utc
 from ..histograms import merge_all, values_at
 from ..metrics import STATUS_CLASSES, SeriesData, Snapshot
+from .kpis import kpis_json
 
 __all__ = ["json_document", "render_json"]
 
@@ -111,6 +112,8 @@ def json_document(
             name: _series_json(snapshot.functions[name], with_status=False)
             for name in sorted(snapshot.functions)
         }
+    if snapshot.kpis:
+        document["kpis"] = kpis_json(snapshot.kpis)
     if system is not None:
         document["system"] = system
     if snapshot.processes:

@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ..kpidata import KpiFamily
 from ..metrics import SeriesData, Snapshot
 from .families import (
     BUCKET_BOUNDS,
@@ -23,6 +24,7 @@ from .families import (
     distribution,
     series_spaces,
 )
+from .kpis import kpi_distribution, kpi_families
 
 __all__ = [
     "BUCKET_BOUNDS",
@@ -67,6 +69,9 @@ def _render(snapshot: Snapshot, extras: Mapping[str, Any], *, openmetrics: bool)
             continue
         out.append(family.om_header if openmetrics else family.text_header)
         out.extend(body)
+    for family, kpi, role in kpi_families(snapshot.kpis):
+        out.append(family.om_header if openmetrics else family.text_header)
+        out.extend(_kpi_lines(family, kpi, role))
     if openmetrics:
         out.append("# EOF\n")
     text = "".join(out)
@@ -157,3 +162,33 @@ def _series(bodies: Bodies, space: Mapping[str, SeriesData], spec: SeriesFamilie
         bodies[errors] = error_lines
     bodies[duration] = bucket_lines
     bodies[quantiles] = quantile_lines
+
+
+# Business KPIs ---------------------------------------------------------------------------------
+
+
+def _kpi_lines(family: Family, kpi: KpiFamily, role: str) -> list[str]:
+    """The samples of one KPI family (see :mod:`.kpis`)."""
+    out: list[str] = []
+    names = kpi.labels
+    name = family.sample
+    les = (*(_number(float(bound)) for bound in kpi.buckets), "+Inf")
+    for values, series in kpi.series.items():
+        inner = ",".join(f'{key}="{_escape(text)}"' for key, text in zip(names, values))
+        if role == "value":
+            labels = f"{{{inner}}}" if inner else ""
+            out.append(f"{name}{labels} {_number(series.value)}\n")
+            continue
+        cumulative, quantiles = kpi_distribution(series, kpi.buckets)
+        labels = f"{{{inner}}}" if inner else ""
+        if role == "histogram":
+            prefix = f"{name}_bucket{{{inner}," if inner else f"{name}_bucket{{"
+            for le, count in zip(les, cumulative):
+                out.append(f'{prefix}le="{le}"}} {count}\n')
+        else:
+            prefix = f"{name}{{{inner}," if inner else f"{name}{{"
+            for q, value in zip(_QUANTILE_TEXT, quantiles):
+                out.append(f'{prefix}quantile="{q}"}} {_number(value)}\n')
+        out.append(f"{name}_sum{labels} {_number(float(series.sum))}\n")
+        out.append(f"{name}_count{labels} {cumulative[-1]}\n")
+    return out

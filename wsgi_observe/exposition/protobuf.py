@@ -46,6 +46,7 @@ from ..histograms import (
     native_layout,
     spans_of,
 )
+from ..kpidata import KpiFamily
 from ..metrics import SeriesData, Snapshot
 from . import PROTOBUF_TYPE
 from .families import (
@@ -59,6 +60,7 @@ from .families import (
     distribution,
     series_spaces,
 )
+from .kpis import kpi_distribution, kpi_families
 
 __all__ = ["PROTOBUF_TYPE", "render_protobuf"]
 
@@ -146,7 +148,41 @@ def render_protobuf(snapshot: Snapshot, extras: Mapping[str, Any]) -> bytes:
         message = b"".join((head, *metrics, tail))
         out.append(_varint(len(message)))
         out.append(message)
+    for family, kpi, role in kpi_families(snapshot.kpis):
+        head, tail = _header(family)
+        message = b"".join((head, *_kpi_metrics(family, kpi, role), tail))
+        out.append(_varint(len(message)))
+        out.append(message)
     return b"".join(out)
+
+
+def _kpi_metrics(family: Family, kpi: KpiFamily, role: str) -> list[bytes]:
+    """The ``Metric`` fields of one KPI family: counter or gauge values, or a classic
+    histogram (no native buckets: a KPI's unit is not seconds) or the quantile summary."""
+    names = kpi.labels
+    if role == "value":
+        return _samples(
+            family,
+            [(tuple(zip(names, labels)), series.value) for labels, series in kpi.series.items()],
+        )
+    tails = [b"\x11" + _double(float(bound)) for bound in kpi.buckets]
+    out = []
+    for labels, series in kpi.series.items():
+        own = b"".join(map(_pair, names, labels))
+        cumulative, quantiles = kpi_distribution(series, kpi.buckets)
+        head = b"\x08" + _varint(cumulative[-1]) + b"\x11" + _double(float(series.sum))
+        if role == "histogram":
+            buckets = [
+                _field(b"\x1a", b"\x08" + _varint(count) + tail)
+                for count, tail in zip(cumulative, tails)
+            ]
+            out.append(_metric(own, _field(b"\x3a", b"".join((head, *buckets)))))
+        else:
+            summary = head + _QUANTILE_BLOCK.pack(
+                *chain.from_iterable(zip(_QUANTILE_HEADS, quantiles))
+            )
+            out.append(_metric(own, _field(b"\x22", summary)))
+    return out
 
 
 def _metric(labels: bytes, value: bytes) -> bytes:

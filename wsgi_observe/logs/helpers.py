@@ -10,6 +10,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from .._guard import guarded
+from ..kpis import business_events
 from ..redact import redact_sql
 from .formats import RECORD_ATTRS, safe_str
 
@@ -113,7 +115,15 @@ def log_external_service_call(
 def log_business_event(
     event: str, entity_id: Any = None, data: Optional[Mapping[str, Any]] = None
 ) -> None:
-    """Log a business event at INFO: ``event``, ``entity_id`` and ``data`` (secrets redacted)."""
+    """Log a business event at INFO: ``event``, ``entity_id`` and ``data`` (secrets redacted).
+
+    Also counts it in the KPI ``business_events_total{event=...}`` (:mod:`wsgi_observe.kpis`;
+    distinct event names capped like any KPI's label values).
+    """
+    try:
+        business_events().labels(event=event).inc()
+    except Exception as error:  # counting never breaks the caller
+        guarded("counting a business event", error)
     _business_log.info(
         "Business event: %s",
         event,

@@ -164,7 +164,11 @@ def _adopt(store: MetricsStore, table: WorkerTable) -> None:
     carried: list[tuple[tuple[Any, ...], int]] = []
     if isinstance(old, MemoryTable) and old.pid == os.getpid():
         with store.lock:
-            carried = [(k, v) for k, v in zip(old.keys, old.values) if v and k[0] != "g"]
+            carried = [
+                (k, v)
+                for k, v in zip(old.keys, old.values)
+                if (v or k[:2] == ("k", "d")) and k[0] != "g"  # KPI definitions too
+            ]
     store.use_table(table)
     for key, value in carried:
         slot = table.alloc(key)

@@ -24,6 +24,7 @@ from typing import Any, Optional
 import orjson
 
 from ..endpoints import OVERFLOW
+from ..kpidata import cap_series, is_archived, is_signed, latest_only
 from .reader import Reader, is_dead, is_worker_id, parse_key, worker_ids
 from .statedir import locked, read_regular, write_atomic
 
@@ -75,9 +76,11 @@ def _parse_archive(raw: bytes) -> Archive:
     for item in raw_pairs:
         if type(item) is list and len(item) == 2 and type(item[1]) is int:
             key = parse_key(item[0])
-            if key is not None and key[0] != "g" and 0 <= item[1] < 2**63:
-                pairs.append((key, item[1]))
-                continue
+            if key is not None and key[0] != "g":
+                low = -(2**63) if is_signed(key) else 0
+                if low <= item[1] < 2**63:
+                    pairs.append((key, item[1]))
+                    continue
         bad += 1
     if bad:
         _log.warning("wsgi_observe: skipped %d malformed records of the archive", bad)
@@ -188,7 +191,12 @@ def sweep(
                 try:
                     reader.refresh()
                     for key, value in reader.pairs():
-                        if key[0] == "g" or value <= 0:
+                        if key[0] == "k":
+                            # KPIs: live-only gauges go; summed gauges (negative too),
+                            # definitions and the last set values stay
+                            if not is_archived(key, value):
+                                continue
+                        elif key[0] == "g" or value <= 0:
                             continue  # gauges of a dead process (in-flight) mean nothing
                         totals[key] = totals.get(key, 0) + value
                     limit = reader.header.get("max_endpoints") or limit
@@ -204,6 +212,9 @@ def sweep(
         names = {key[2] for key, _ in archive.pairs if key[1] == "ep"}
         if limit:
             totals = _cap_endpoints(totals, names, limit)
+        totals = latest_only(totals)
+        shown = {(key[2], key[3]) for key, _ in archive.pairs if key[0] == "k" and key[1] != "d"}
+        totals = cap_series(totals, shown)
         document = {
             "merged": list(merged)[-_MERGED_KEEP:],
             "max_endpoints": limit,

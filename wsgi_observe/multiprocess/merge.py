@@ -297,6 +297,7 @@ def collect_snapshot(
         endpoints, functions, inflight = merge.build()
         totals = list(merge.totals)  # a copy: the next scrape updates the running totals
         layout = merge.layout
+        kpis = layout.kpis.build(totals)
     if max_endpoints is not None and len(endpoints) > max_endpoints:
         endpoints = _fold_view(endpoints, set(archive_names(archive)), max_endpoints)
         overall = None
@@ -305,7 +306,9 @@ def collect_snapshot(
     processes.sort(key=lambda p: (p["role"] != "master", p["pid"]))
     masters = [p["started_at"] for p in processes if p["role"] == "master"]
     started_at = min([started_at, *masters])
-    snapshot = Snapshot(endpoints, functions, max(inflight, 0), started_at, time.time(), processes)
+    snapshot = Snapshot(
+        endpoints, functions, max(inflight, 0), started_at, time.time(), processes, kpis=kpis
+    )
     if overall is not None:
 
         def overall_fn() -> tuple[list[int], list[int]]:

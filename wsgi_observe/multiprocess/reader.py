@@ -3,7 +3,7 @@
 Files are opened only when they are regular files of a sane size (never a FIFO or a
 link), and every line is checked for its exact shape: a header first (its id, a positive
 pid), then key lines whose slots come in order 0, 1, 2, ... with a key of a known kind
-(``c``, ``h``, ``s``, ``e``, ``g``), known namespace, text of sane length and a histogram
+(``c``, ``h``, ``s``, ``e``, ``g``, ``k``), known namespace, text of sane length and a histogram
 bucket in range. Nothing after a line out of shape is trusted; it is logged once.
 """
 
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import orjson
 
 from ..histograms import COUNTS_LEN
+from ..kpidata import parse_kpi_key
 from ..metrics import INFLIGHT
 from .statedir import read_regular
 from .table import CAPACITY, SLOT_BYTES
@@ -49,13 +50,16 @@ def parse_key(item: Any) -> Optional[tuple[Any, ...]]:
     """The key in a list read back from a file, or None unless it has exactly a key's shape.
 
     ``["c", ns, name, method, class]``, ``["h", ns, name, bucket]``, ``["s", ns, name]``,
-    ``["e", ns, name]`` or ``["g", "inflight"]``, with ``ns`` ``"ep"`` or ``"fn"``.
+    ``["e", ns, name]`` or ``["g", "inflight"]``, with ``ns`` ``"ep"`` or ``"fn"``; or a
+    business KPI's key, ``["k", ...]`` (:func:`wsgi_observe.kpidata.parse_kpi_key`).
     """
     if type(item) is not list or not item:
         return None
     kind = item[0]
     if kind == "g":
         return INFLIGHT if item == ["g", "inflight"] else None
+    if kind == "k":
+        return parse_kpi_key(item)
     if len(item) < 3 or item[1] not in _SPACES or not _text(item[2]):
         return None
     if kind == "c":
