@@ -69,7 +69,7 @@ table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
 th,td{padding:.3rem .55rem;border-bottom:1px solid var(--line);text-align:right;
 white-space:nowrap;vertical-align:middle}
 th{font-weight:600;background:var(--panel)}
-th:first-child,td:first-child,td.text{text-align:left}
+th:first-child,td:first-child,td.text,th.text{text-align:left}
 td.name{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:normal;
 word-break:break-all;max-width:32rem;text-align:left}
 td.msg,td.meta{text-align:left;white-space:normal;word-break:break-word;max-width:36rem}
@@ -709,7 +709,9 @@ def _kpis(view: DashboardView) -> str:
     )
     return (
         '<h2 id="kpis">KPIs</h2><div class="wrap"><table><thead><tr><th>KPI</th>'
-        f"<th>Series</th>{heads}</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>"
+        f'<th class="text">Series</th>{heads}</tr></thead><tbody>'
+        + "".join(rows)
+        + "</tbody></table></div>"
     )
 
 
