@@ -53,6 +53,8 @@ class _Windows:
     """Recent windows made of snapshots taken once (the ``worst`` case)."""
 
     enabled = True
+    interval_s = 10.0
+    span_s = 900.0
 
     def __init__(self, middleware: Any, steps: int = 15) -> None:
         self.window = _plain(middleware.store.snapshot())

@@ -348,6 +348,8 @@ class FakeWindows:
     series is 15 steps of which the first has no requests."""
 
     enabled = True
+    interval_s = 10.0
+    span_s = 900.0
 
     def __init__(self, app: ObservabilityMiddleware) -> None:
         self.app = app
@@ -586,3 +588,27 @@ def test_kpis_of_another_shape_still_render() -> None:
     assert page.tags("i") == []
     text = page.all_text
     assert "odd<i>" in text and "note <b>x</b>" in text and "buckets / a" in text
+
+
+@pytest.mark.parametrize(
+    ("settings", "points", "label"),
+    [
+        pytest.param({"window_span": "5m"}, 5, "last 5 min", id="span-5m"),
+        pytest.param({"window_span": "30m", "window_interval": "2m"}, 7, "last 14 min", id="2m"),
+    ],
+)
+def test_sparklines_follow_what_the_ring_keeps(
+    settings: dict[str, str], points: int, label: str
+) -> None:
+    """A ring that keeps less than 15 minutes gives shorter sparklines; snapshots further
+    apart than a minute give one point each."""
+    now = [1_000_000.0]
+    app = middleware(clock=lambda: now[0], **settings)
+    for _ in range(40):  # more than the span kept
+        send(app, "/api/leads", 2)
+        app.windows.tick()
+        now[0] += app.windows.interval_s
+    _, html = page_of(app)
+    rate = [a["points"] for a in Page(html).tags("polyline") if a.get("class") == "rate"]
+    assert [len((p or "").split()) for p in rate] == [points]
+    assert f"p95, {label}" in Page(html).all_text

@@ -336,6 +336,7 @@ class Routes:
         snapshot = self.snapshot()
         documents = {"all": self.document(snapshot, system=False)}
         lines = {}
+        step = SPARK_STEP_S
         windows = self.windows
         if windows is not None and windows.enabled:
             if period is None:
@@ -351,11 +352,15 @@ class Routes:
                     endpoints=label == period,
                     seconds=window.window_s if window.window_s is not None else seconds,
                 )
+            # One point a minute over 15 minutes; over less when the ring keeps less, and
+            # one point per snapshot when those are further apart than a minute.
+            step = max(SPARK_STEP_S, windows.interval_s)
+            steps = int(min(SPARK_SPAN_S, windows.span_s) // step)
             try:
-                series = windows.series(SPARK_STEP_S, SPARK_SPAN_S, snapshot)
-            except WindowError:  # the ring keeps less than the span, or steps too long
+                series = windows.series(step, step * steps, snapshot) if steps > 1 else []
+            except WindowError:
                 series = []
-            lines = sparklines(series, SPARK_STEP_S, steps=int(SPARK_SPAN_S // SPARK_STEP_S))
+            lines = sparklines(series, step, steps=steps)
             try:
                 windows.tick(snapshot)  # the ring's snapshot, if one is due: this one
             except Exception as error:
@@ -379,7 +384,7 @@ class Routes:
             period=period,
             refresh=refresh,
             sparklines=lines,
-            spark_step_s=SPARK_STEP_S,
+            spark_step_s=step,
             readiness=readiness,
             processes=processes,
             system=self.system.read(),
