@@ -118,7 +118,11 @@ class DashboardView:
     ``documents`` maps ``"1m"``, ``"5m"``, ``"15m"`` and ``"all"`` (since start) to
     ``/metrics`` JSON documents (a period missing: not available); ``period`` picks the
     endpoint table's. ``links`` are query parameters every link of the page keeps (a token
-    that came in the query).
+    that came in the query). Example::
+
+        view = DashboardView("CRM API", "1.0.0", {"all": json_document(snapshot, ...)})
+        view.sort = "p99"
+        html = render_dashboard(view)  # bytes, UTF-8
     """
 
     service: str
