@@ -612,3 +612,24 @@ def test_sparklines_follow_what_the_ring_keeps(
     rate = [a["points"] for a in Page(html).tags("polyline") if a.get("class") == "rate"]
     assert [len((p or "").split()) for p in rate] == [points]
     assert f"p95, {label}" in Page(html).all_text
+
+
+def test_a_ring_that_fails_leaves_the_page_without_windows(
+    _raise_guarded_errors: list[BaseException],
+) -> None:
+    """A ring that raises (a state file gone bad) costs the page what it could not read
+    (here the sparklines), never the answer: 200, the endpoints, the error logged."""
+    app = middleware()
+    send(app, "/api/leads", 3)
+
+    class Broken(FakeWindows):
+        def series(self, *args: Any, **kwargs: Any) -> list[tuple[float, Snapshot]]:
+            raise OSError("state file unreadable")
+
+    app.routes.windows = Broken(app)
+    response, html = page_of(app)
+    assert response.code == 200
+    assert endpoint_names(html) == ["/api/leads"]
+    assert Page(html).tags("polyline") == []
+    assert [type(error) for error in _raise_guarded_errors] == [OSError]
+    _raise_guarded_errors.clear()

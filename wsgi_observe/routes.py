@@ -38,6 +38,7 @@ from .exposition.html import (
     REFRESH_CHOICES,
     SORTS,
     DashboardView,
+    Sparkline,
     render_dashboard,
     sparklines,
     summary,
@@ -335,32 +336,16 @@ class Routes:
         readiness result (never a new probe), the processes and the machine."""
         snapshot = self.snapshot()
         documents = {"all": self.document(snapshot, system=False)}
-        lines = {}
+        lines: dict[str, Sparkline] = {}
         step = SPARK_STEP_S
         windows = self.windows
         if windows is not None and windows.enabled:
             if period is None:
                 period = "15m"
-            for label, seconds in PERIODS.items():
-                try:
-                    window = windows.window_snapshot_for(seconds, snapshot)
-                except WindowError:  # longer than what is kept
-                    continue
-                # Per-endpoint figures only for the period the table shows.
-                documents[label] = summary(
-                    window,
-                    endpoints=label == period,
-                    seconds=window.window_s if window.window_s is not None else seconds,
-                )
-            # One point a minute over 15 minutes; over less when the ring keeps less, and
-            # one point per snapshot when those are further apart than a minute.
-            step = max(SPARK_STEP_S, windows.interval_s)
-            steps = int(min(SPARK_SPAN_S, windows.span_s) // step)
             try:
-                series = windows.series(step, step * steps, snapshot) if steps > 1 else []
-            except WindowError:
-                series = []
-            lines = sparklines(series, step, steps=steps)
+                step, lines = self._recent(windows, snapshot, period, documents)
+            except Exception as error:  # a ring that fails: the page without it, never a 500
+                guarded("recent windows", error)
             try:
                 windows.tick(snapshot)  # the ring's snapshot, if one is due: this one
             except Exception as error:
@@ -392,6 +377,32 @@ class Routes:
             links=links,
             generated_at=snapshot.taken_at,
         )
+
+    @staticmethod
+    def _recent(
+        windows: Windows, snapshot: Snapshot, period: str, documents: dict[str, dict[str, Any]]
+    ) -> tuple[float, dict[str, Sparkline]]:
+        """The 1, 5 and 15 minute windows into ``documents`` (per endpoint only for the
+        table's ``period``), and the sparklines with their step."""
+        for label, seconds in PERIODS.items():
+            try:
+                window = windows.window_snapshot_for(seconds, snapshot)
+            except WindowError:  # longer than what is kept
+                continue
+            documents[label] = summary(
+                window,
+                endpoints=label == period,
+                seconds=window.window_s if window.window_s is not None else seconds,
+            )
+        # One point a minute over 15 minutes; over less when the ring keeps less, and one
+        # point per snapshot when those are further apart than a minute.
+        step = max(SPARK_STEP_S, windows.interval_s)
+        steps = int(min(SPARK_SPAN_S, windows.span_s) // step)
+        try:
+            series = windows.series(step, step * steps, snapshot) if steps > 1 else []
+        except WindowError:
+            series = []
+        return step, sparklines(series, step, steps=steps)
 
 
 def _page_options(query: dict[str, list[str]]) -> tuple[str, Optional[str], int]:
