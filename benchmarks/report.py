@@ -286,7 +286,31 @@ def _memory_rows(memory: dict[str, Any]) -> list[dict[str, Any]]:
     else:
         row.update(median=wrapped["growth_mb"], info=memory)
     _judge(row, row["median"], 10.0, "≤ 10 MB")
-    return [row]
+    return [row, _windows_row(memory.get("windows", {}))]
+
+
+def _windows_row(ring: dict[str, Any]) -> dict[str, Any]:
+    """The ring of recent windows: its memory (one process), its disk (several), and what
+    reading it costs (``benchmarks/windows.py``)."""
+    label = (
+        f"memory: ring of recent windows, {ring.get('endpoints', '?')} endpoints x "
+        f"{ring.get('snapshots', '?')} snapshots ({ring.get('buckets_per_endpoint', '?')} "
+        "HDR buckets each)"
+    )
+    row = _row("windows_ring", "memory", label, unit="MB", ours=True)
+    if "memory_ring_mb" not in ring:
+        row["status"] = "error"
+        row["why"] = ring.get("error") or "no result"
+    else:
+        row.update(median=ring["memory_ring_mb"], info=ring)
+        row["extra"] = (
+            f"{ring['disk_ring_mb']:.2f} MB as files; snapshot {ring['tick_disk_us'] / 1000:.1f} "
+            f"ms; ?window=5m {ring['window_disk_us'] / 1000:.1f} ms + JSON "
+            f"{ring['window_json_us'] / 1000:.1f} ms; series(60, 900) "
+            f"{ring['series_disk_us'] / 1000:.1f} ms ({ring['series_cold_us'] / 1000:.0f} ms cold)"
+        )
+    _judge(row, row["median"], 10.0, "≤ 10 MB")
+    return row
 
 
 def _http_rows(http: dict[str, Any]) -> list[dict[str, Any]]:

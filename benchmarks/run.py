@@ -325,6 +325,21 @@ def run_memory(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         except Exception as error:
             out[kind] = {"error": str(error)}
         log(f"memory {kind}: {out[kind]}")
+    # The ring of recent windows: 200 endpoints x a full 15-minute ring (fewer in --quick).
+    command = [sys.executable, "-m", "benchmarks.windows"]
+    if args.quick:
+        command += ["--endpoints", "50", "--repeat", "3"]
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env, check=False
+        )
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+        if not lines:
+            raise RuntimeError(f"rc={done.returncode}: {done.stderr[-800:]}")
+        out["windows"] = json.loads(lines[-1])
+    except Exception as error:
+        out["windows"] = {"error": str(error)}
+    log(f"memory windows: {out['windows']}")
     return out
 
 

@@ -212,8 +212,8 @@ class Routes:
             return not_allowed(environ, start_response)
         if not self.is_authorized(environ):
             return self.unauthorized(environ, start_response)
-        query = parse_qs(environ.get("QUERY_STRING", ""))
-        wanted = query.get("format", [None])[-1]
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        wanted = query.get("format", [None])[-1] or None
         kind = negotiate(wanted, environ.get("HTTP_ACCEPT", ""))
         if kind is None:
             body = orjson.dumps({"error": f"unknown format {wanted!r}", "formats": list(FORMATS)})
@@ -402,7 +402,9 @@ class Routes:
             series = windows.series(step, step * steps, snapshot) if steps > 1 else []
         except WindowError:
             series = []
-        return step, sparklines(series, step, steps=steps)
+        # Whole steps over the span, and the newest one running from the last whole step
+        # to now.
+        return step, sparklines(series, step, steps=steps + 1)
 
 
 def _page_options(query: dict[str, list[str]]) -> tuple[str, Optional[str], int]:

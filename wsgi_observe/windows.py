@@ -15,11 +15,12 @@ input: regular files only, size-capped, decompressed with a cap, every field che
 worker started a second ago, or the one that replaced a recycled worker, answers a window
 exactly like the others: the ring is the server's, not the worker's.
 
-When snapshots are taken. Never on the request path: a daemon thread per process (started
-by a middleware's first request) offers one every ``interval_s``, and each ``/metrics``
-scrape or alert check offers the snapshot it just took anyway; whichever comes first when
-one is due writes it. The oldest entries are dropped as new ones arrive, so the ring holds
-at most ``span_s / interval_s + 2`` entries.
+When snapshots are taken. Never on the request path: one daemon thread per process (started
+by a middleware's first request; it holds the rings weakly) offers one every ``interval_s``,
+and each ``/metrics`` scrape or alert check offers the snapshot it just took anyway;
+whichever comes first when one is due writes it. The oldest entries are dropped as new ones
+arrive, so the ring holds at most ``span_s / interval_s + 2`` entries. A process reading
+windows keeps the last 3 entries it decoded, and the finished steps of :meth:`series`.
 
 The baseline of a window of ``W`` seconds is the newest snapshot taken at or before
 ``now - W + interval_s / 2`` (so ``W`` within half an interval); before the oldest one, the
@@ -44,14 +45,19 @@ API (what ``/metrics?window=``, the alert monitor and the dashboard use)::
   :class:`WindowError` when ``seconds`` is longer than the ring keeps, shorter than one
   interval, or the ring is off.
 - :meth:`Windows.series` ``(step_s=60.0, span_s=900.0) -> list[tuple[float, Snapshot]]``:
-  ``(end of step, what happened during that step)``, oldest first, ending now; steps the ring
-  does not reach back to are left out (a young server has fewer).
+  ``(end of step, what happened during that step)``, oldest first. Steps end on multiples of
+  ``step_s`` (so a finished step is computed once and reused); the newest one runs on to now
+  and is shorter: divide by each step's ``window_s`` for a rate. Steps the ring does not
+  reach back to are left out (a young server has fewer).
 - :func:`window_snapshot` ``(now, before) -> Snapshot``: the difference of two cumulative
   snapshots (counters subtract, gauges keep ``now``'s value).
 
-Extending the Snapshot (KPIs): a space of cumulative series (``dict[str, SeriesData]``)
-subtracts with :func:`subtract_space` in :func:`window_snapshot`, and goes into the ring by
-adding its field name to ``_SPACES`` (encoded and checked like ``endpoints``).
+Business KPIs (:mod:`wsgi_observe.kpis`) are windowed too: counters and distributions
+subtract (:func:`wsgi_observe.kpidata.kpis_delta`), gauges show their value now, and the
+ring keeps the counters and distributions of each snapshot. Extending the Snapshot further:
+a space of cumulative series (``dict[str, SeriesData]``) subtracts with
+:func:`subtract_space` in :func:`window_snapshot`, and goes into the ring by adding its
+field name to ``_SPACES`` (encoded and checked like ``endpoints``).
 """
 
 from __future__ import annotations
@@ -64,18 +70,28 @@ import logging
 import math
 import os
 import re
+import sys
 import threading
 import time
 import weakref
 import zlib
-from collections import deque
-from collections.abc import Callable
+from array import array
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from operator import itemgetter, sub
 from typing import Any, Optional
 
 import orjson
 
-from ._guard import guarded
 from .histograms import COUNTS_LEN
+from .kpidata import (
+    KIND_COUNTER,
+    KIND_GAUGE,
+    KpiFamily,
+    KpiSeries,
+    kpis_delta,
+    parse_kpi_key,
+)
 from .metrics import SeriesData, Snapshot
 
 __all__ = [
@@ -90,7 +106,7 @@ _log = logging.getLogger("wsgi_observe.windows")
 
 #: Entries of the ring in the state directory: ``window-<milliseconds of the clock>``.
 ENTRY_PREFIX = "window-"
-_ENTRY_RE = re.compile(r"^window-(\d{1,16})$")
+_ENTRY_RE = re.compile(r"^window-([0-9]{1,16})$")
 LOCK_FILE = "window.lock"
 #: The Snapshot fields holding cumulative series (name -> SeriesData) that the ring keeps.
 _SPACES = ("endpoints", "functions")
@@ -100,10 +116,11 @@ _FORMAT = 1
 _MAX_FILE_BYTES = 16 * 1024 * 1024
 _MAX_RAW_BYTES = 64 * 1024 * 1024
 _MAX_SERIES = 100_000
+_MAX_KPIS = 10_000
 _MAX_NAME = 1024
 _MAX_LABEL = 64
 _MAX_INT = 2**63 - 1
-_WINDOW_RE = re.compile(r"^(\d{1,9}(?:\.\d{1,6})?)([smh]?)$")
+_WINDOW_RE = re.compile(r"^([0-9]{1,9}(?:\.[0-9]{1,6})?)([smh]?)$")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -135,32 +152,58 @@ def _describe(seconds: float) -> str:
 # Differences ------------------------------------------------------------------------------
 
 
+# One dense row of HDR counts per thread, zero between uses (subtraction aligns buckets in C).
+_dense = threading.local()
+
+
+def _hist_minus(
+    now: tuple[list[int], Sequence[int]], before: tuple[list[int], Sequence[int]]
+) -> Optional[tuple[list[int], list[int]]]:
+    """``now - before`` of two histograms in index order, the empty buckets left out; None
+    when ``before`` has a bucket ``now`` lacks or a count went down (a reset)."""
+    now_idx, now_counts = now
+    old_idx, old_counts = before
+    if not old_idx:
+        return list(now_idx), list(now_counts)
+    if now_idx == old_idx:
+        aligned: Sequence[int] = old_counts
+    else:
+        row = getattr(_dense, "row", None)
+        if row is None:
+            row = _dense.row = [0] * COUNTS_LEN
+        deque(map(row.__setitem__, old_idx, old_counts), maxlen=0)
+        aligned = [row[i] for i in now_idx] if len(now_idx) < 2 else itemgetter(*now_idx)(row)
+        deque(map(row.__setitem__, old_idx, itertools.repeat(0)), maxlen=0)
+        if sum(aligned) != sum(old_counts):
+            return None  # a bucket of before is not in now
+    diffs = list(map(sub, now_counts, aligned))
+    if diffs and min(diffs) < 0:
+        return None
+    return list(itertools.compress(now_idx, diffs)), [d for d in diffs if d]
+
+
 def _minus(now: SeriesData, before: Optional[SeriesData]) -> SeriesData:
     """``now - before`` for one series; ``now`` itself when a counter went down (the series
     was reset: counted from zero again)."""
     if before is None:
         return now
-    old_hist = before.hist
-    hist = {k: v - old_hist.get(k, 0) for k, v in now.hist.items()}
-    delta = SeriesData(
-        count=now.count - before.count,
-        errors=now.errors - before.errors,
-        sum_ns=now.sum_ns - before.sum_ns,
-        hist=hist,
-        by={k: v - before.by.get(k, 0) for k, v in now.by.items()},
-    )
+    hist = _hist_minus(now.sorted_hist(), before.sorted_hist())
+    old_by = before.by
+    by = {k: v - old_by.get(k, 0) for k, v in now.by.items()}
+    count, errors = now.count - before.count, now.errors - before.errors
+    sum_ns = now.sum_ns - before.sum_ns
     if (
-        delta.count < 0
-        or delta.errors < 0
-        or delta.sum_ns < 0
-        or any(v < 0 for v in hist.values())
-        or any(v < 0 for v in delta.by.values())
-        or any(k not in now.hist for k in old_hist)
+        hist is None
+        or count < 0
+        or errors < 0
+        or sum_ns < 0
+        or any(v < 0 for v in by.values())
+        or any(k not in now.by for k in old_by)
     ):
         return now
-    delta.hist = {k: v for k, v in hist.items() if v}
-    delta.by = {k: v for k, v in delta.by.items() if v}
-    return delta
+    return SeriesData(
+        count, errors, sum_ns, by={k: v for k, v in by.items() if v}, sorted_hist=hist
+    )
 
 
 def subtract_space(
@@ -202,6 +245,8 @@ def window_snapshot(
         taken_at=now.taken_at,
         processes=now.processes,
         state=now.state,
+        # KPIs: counters and distributions subtract, gauges are now's.
+        kpis=now.kpis if before is None else kpis_delta(now.kpis, before.kpis),
         window_s=window_s,
     )
 
@@ -209,20 +254,115 @@ def window_snapshot(
 # Entries: a cumulative snapshot as compact bytes, and back (checked like client input) ----
 
 
+_MAGIC = b"WOR1"
+_INDEXES = tuple(range(COUNTS_LEN))
+_LITTLE = sys.byteorder == "little"
+
+
+def _pack(header: dict[str, Any], gaps: array[int], counts: array[int]) -> bytes:
+    """``WOR1``, the header's length (4 bytes), the header (JSON), every bucket's index gap
+    (2 bytes each) and count (8 bytes each), little-endian; compressed."""
+    if not _LITTLE:
+        gaps, counts = array("H", gaps), array("q", counts)
+        gaps.byteswap()
+        counts.byteswap()
+    head = orjson.dumps(header)
+    body = b"".join(
+        (_MAGIC, len(head).to_bytes(4, "little"), head, gaps.tobytes(), counts.tobytes())
+    )
+    return zlib.compress(body, 1)
+
+
 def encode(snapshot: Snapshot, t: float) -> bytes:
-    """``snapshot`` taken at clock time ``t`` as compressed JSON: per series ``[count,
-    errors, sum_ns, [[label, label, n], ...], [bucket gaps], [bucket counts]]``."""
-    spaces: dict[str, Any] = {}
+    """``snapshot`` taken at clock time ``t`` as compact bytes: a JSON header with, per
+    series, ``[name, count, errors, sum_ns, [[label, label, n], ...], buckets]``, then the
+    buckets of every series as binary arrays (decoding them is C work, not JSON's)."""
+    header: dict[str, Any] = {"v": _FORMAT, "t": t, "started_at": snapshot.started_at}
+    gaps: array[int] = array("H")
+    counts: array[int] = array("q")
     for space in _SPACES:
-        out = {}
+        rows = []
         for name, series in getattr(snapshot, space).items():
-            indexes, counts = series.sorted_hist()
-            gaps = [b - a for a, b in zip([0, *indexes], indexes)]
+            indexes, hist = series.sorted_hist()
+            gaps.extend(map(sub, indexes, itertools.chain((0,), indexes)))
+            counts.extend(hist)
             labels = [[a, b, n] for (a, b), n in series.by.items()]
-            out[name] = [series.count, series.errors, series.sum_ns, labels, gaps, list(counts)]
-        spaces[space] = out
-    document = {"v": _FORMAT, "t": t, "started_at": snapshot.started_at, **spaces}
-    return zlib.compress(orjson.dumps(document), 1)
+            rows.append([name, series.count, series.errors, series.sum_ns, labels, len(indexes)])
+        header[space] = rows
+    header["kpis"] = _encode_kpis(snapshot.kpis)
+    return _pack(header, gaps, counts)
+
+
+def _encode_kpis(kpis: dict[str, KpiFamily]) -> list[Any]:
+    """Counters and distributions (gauges need no past: a window shows their value now):
+    ``[name, kind, unit, help, label names, mode, buckets, max series, [[label values,
+    value, [[bucket, count], ...], sum], ...]]``."""
+    out = []
+    for family in kpis.values():
+        if family.kind == KIND_GAUGE:
+            continue
+        series = [
+            [list(labels), one.value, [[i, c] for i, c in sorted(one.hist.items())], one.sum]
+            for labels, one in family.series.items()
+        ]
+        out.append(
+            [
+                family.name,
+                family.kind,
+                family.unit,
+                family.help,
+                list(family.labels),
+                family.mode,
+                list(family.buckets),
+                family.max_series,
+                series,
+            ]
+        )
+    return out
+
+
+def _decode_kpis(items: Any) -> dict[str, KpiFamily]:
+    """The KPIs of an entry, checked like :func:`parse_kpi_key` checks the state files."""
+    if type(items) is not list or len(items) > _MAX_KPIS:
+        raise ValueError("kpis is not a sane list")
+    out: dict[str, KpiFamily] = {}
+    total = 0
+    for item in items:
+        if type(item) is not list or len(item) != 9 or type(item[8]) is not list:
+            raise ValueError("a KPI is not a list of nine")
+        definition = parse_kpi_key(["k", "d", *item[:8]])
+        if definition is None or definition[3] == KIND_GAUGE:
+            raise ValueError("a KPI's definition is not sane")
+        _, _, name, kind, unit, help_text, names, mode, buckets, max_series = definition
+        total += len(item[8])
+        if total > _MAX_SERIES:
+            raise ValueError("too many KPI series")
+        family = KpiFamily(name, kind, help_text, unit, names, mode, buckets, {}, max_series)
+        for row in item[8]:
+            if type(row) is not list or len(row) != 4:
+                raise ValueError("a KPI series is not a list of four")
+            key = parse_kpi_key(["k", "c", name, row[0]])
+            if key is None or len(key[3]) != len(names):
+                raise ValueError("a KPI series has no sane labels")
+            value, pairs, total_sum = row[1], row[2], row[3]
+            if kind == KIND_COUNTER:
+                family.series[key[3]] = KpiSeries(value=_count(value))
+                continue
+            if type(pairs) is not list or len(pairs) > COUNTS_LEN:
+                raise ValueError("a KPI distribution has no sane buckets")
+            hist = {}
+            for pair in pairs:
+                if type(pair) is not list or len(pair) != 2:
+                    raise ValueError("a KPI bucket is not [index, count]")
+                index, count = _count(pair[0]), _count(pair[1])
+                if index >= COUNTS_LEN:
+                    raise ValueError("a KPI bucket index is out of range")
+                hist[index] = count
+            if type(total_sum) not in (int, float) or not 0 <= total_sum < 1e300:
+                raise ValueError("a KPI distribution's sum is not sane")
+            family.series[key[3]] = KpiSeries(hist=hist, sum=float(total_sum))
+        out[name] = family
+    return out
 
 
 def _count(value: Any) -> int:
@@ -237,32 +377,44 @@ def _text(value: Any, limit: int) -> str:
     return value
 
 
-def _series(item: Any) -> SeriesData:
+def _series(
+    item: Any, gaps: array[int], counts: array[int], start: int
+) -> tuple[str, SeriesData, int]:
+    """``(name, series, where the next series' buckets start)`` of one header row."""
     if type(item) is not list or len(item) != 6:
         raise ValueError("a series is not a list of six")
-    count, errors, sum_ns = _count(item[0]), _count(item[1]), _count(item[2])
-    labels, gaps, counts = item[3], item[4], item[5]
-    if type(labels) is not list or type(gaps) is not list or type(counts) is not list:
-        raise ValueError("a series has no lists of labels and buckets")
-    if len(gaps) != len(counts) or len(gaps) > COUNTS_LEN or len(labels) > 1000:
-        raise ValueError("a series has too many buckets or labels")
+    name = _text(item[0], _MAX_NAME)
+    count, errors, sum_ns = _count(item[1]), _count(item[2]), _count(item[3])
+    labels, buckets = item[4], item[5]
+    if type(labels) is not list or len(labels) > 1000:
+        raise ValueError("a series has no sane list of labels")
+    if type(buckets) is not int or not 0 <= buckets <= COUNTS_LEN:
+        raise ValueError("a series has no sane number of buckets")
     by: dict[tuple[str, str], int] = {}
     for label in labels:
         if type(label) is not list or len(label) != 3:
             raise ValueError("a label is not [name, name, count]")
         by[(_text(label[0], _MAX_LABEL), _text(label[1], _MAX_LABEL))] = _count(label[2])
-    indexes = []
-    index = 0
-    for position, gap in enumerate(gaps):
-        if type(gap) is not int or gap < (0 if position == 0 else 1):
+    end = start + buckets
+    if end > len(gaps):
+        raise ValueError("fewer buckets than the header says")
+    indexes: list[int] = []
+    if buckets:
+        own = gaps[start:end]
+        # Ascending: every gap after the first at least 1; in range.
+        if buckets > 1 and min(own[1:]) < 1:
             raise ValueError("bucket indexes are not ascending")
-        index += gap
-        indexes.append(index)
-    if indexes and indexes[-1] >= COUNTS_LEN:
-        raise ValueError("a bucket index is out of range")
-    for value in counts:
-        _count(value)
-    return SeriesData(count, errors, sum_ns, by=by, sorted_hist=(indexes, counts))
+        last = sum(own)
+        if last >= COUNTS_LEN:
+            raise ValueError("a bucket index is out of range")
+        # The same int objects for every entry's indexes (most are above the small ints
+        # Python shares): a decoded entry takes half the memory.
+        indexes = list(map(_INDEXES.__getitem__, itertools.accumulate(own)))
+    return (
+        name,
+        SeriesData(count, errors, sum_ns, by=by, sorted_hist=(indexes, counts[start:end].tolist())),
+        end,
+    )
 
 
 def decode(data: bytes) -> tuple[float, Snapshot]:
@@ -275,36 +427,76 @@ def decode(data: bytes) -> tuple[float, Snapshot]:
         raise ValueError(f"not compressed data ({error})") from None
     if inflater.unconsumed_tail or not inflater.eof:
         raise ValueError("too large or truncated")
-    document = orjson.loads(raw)
-    if type(document) is not dict or document.get("v") != _FORMAT:
+    if raw[:4] != _MAGIC or len(raw) < 8:
         raise ValueError("not a ring entry")
-    t: Any = document.get("t")
-    started_at: Any = document.get("started_at")
+    size = int.from_bytes(raw[4:8], "little")
+    header = orjson.loads(raw[8 : 8 + size])
+    if type(header) is not dict or header.get("v") != _FORMAT:
+        raise ValueError("not a ring entry of this version")
+    t: Any = header.get("t")
+    started_at: Any = header.get("started_at")
     if type(t) not in (int, float) or type(started_at) not in (int, float):
         raise ValueError("no time")
     if not (math.isfinite(t) and math.isfinite(started_at)):
         raise ValueError("no finite time")
-    spaces: dict[str, dict[str, SeriesData]] = {}
-    total = 0
-    for space in _SPACES:
-        items = document.get(space, {})
-        if type(items) is not dict:
-            raise ValueError(f"{space} is not an object")
-        total += len(items)
-        if total > _MAX_SERIES:
-            raise ValueError("too many series")
-        spaces[space] = {_text(k, _MAX_NAME): _series(v) for k, v in items.items()}
+    rows: list[Any] = [header.get(space) for space in _SPACES]
+    if any(type(row) is not list for row in rows) or sum(len(row) for row in rows) > _MAX_SERIES:
+        raise ValueError("no sane lists of series")
+    body = raw[8 + size :]
+    if len(body) % 10:
+        raise ValueError("the buckets are not whole")
+    total = len(body) // 10
+    gaps, counts = array("H"), array("q")
+    gaps.frombytes(body[: 2 * total])
+    counts.frombytes(body[2 * total :])
+    if not _LITTLE:
+        gaps.byteswap()
+        counts.byteswap()
+    if total and min(counts) < 0:
+        raise ValueError("a bucket count is negative")
+    spaces: list[dict[str, SeriesData]] = []
+    start = 0
+    for items in rows:
+        space: dict[str, SeriesData] = {}
+        for item in items:
+            name, series, start = _series(item, gaps, counts, start)
+            space[name] = series
+        spaces.append(space)
+    if start != total:
+        raise ValueError("more buckets than the header says")
     snapshot = Snapshot(
-        endpoints=spaces["endpoints"],
-        functions=spaces["functions"],
+        endpoints=spaces[0],
+        functions=spaces[1],
         inflight=0,
         started_at=float(started_at),
         taken_at=float(t),
+        kpis=_decode_kpis(header.get("kpis", [])),
     )
     return float(t), snapshot
 
 
 # Where the ring is kept --------------------------------------------------------------------
+
+
+class _Decoded:
+    """The last few entries decoded (the baselines of the 1, 5 and 15-minute windows a
+    dashboard asks for again and again), so each is read and checked once."""
+
+    def __init__(self, size: int = 3) -> None:
+        self.size = size
+        self.items: OrderedDict[Any, Snapshot] = OrderedDict()
+
+    def get(self, key: Any) -> Optional[Snapshot]:
+        found = self.items.get(key)
+        if found is not None:
+            self.items.move_to_end(key)
+        return found
+
+    def put(self, key: Any, snapshot: Snapshot) -> Snapshot:
+        self.items[key] = snapshot
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return snapshot
 
 
 class _MemoryRing:
@@ -316,10 +508,14 @@ class _MemoryRing:
     def times(self) -> list[float]:
         return [t for t, _ in self.entries]
 
-    def load(self, t: float) -> Optional[Snapshot]:
+    def load(self, t: float, cache: _Decoded) -> Optional[Snapshot]:
+        key = ("memory", t)
+        found = cache.get(key)
+        if found is not None:
+            return found
         for when, data in self.entries:
             if when == t:
-                return decode(data)[1]
+                return cache.put(key, decode(data)[1])
         return None
 
     @contextlib.contextmanager
@@ -357,15 +553,18 @@ class _FileRing:
     def times(self) -> list[float]:
         return sorted(self._names())
 
-    def load(self, t: float) -> Optional[Snapshot]:
+    def load(self, t: float, cache: _Decoded) -> Optional[Snapshot]:
         from .multiprocess.statedir import read_regular
 
-        name = self._names().get(t)
-        if name is None:
-            return None
+        name = f"{ENTRY_PREFIX}{round(t * 1000)}"
+        path = os.path.join(self.directory, name)
         try:
-            data = read_regular(os.path.join(self.directory, name), _MAX_FILE_BYTES)
-            when, snapshot = decode(data)
+            st = os.lstat(path)
+            key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+            found = cache.get(key)
+            if found is not None:
+                return found
+            when, snapshot = decode(read_regular(path, _MAX_FILE_BYTES))
         except FileNotFoundError:
             return None  # dropped meanwhile
         except (OSError, ValueError) as error:
@@ -374,7 +573,7 @@ class _FileRing:
         if round(when * 1000) != round(t * 1000):
             _log.warning("wsgi_observe: ignoring the ring entry %s: its time is not its name", name)
             return None
-        return snapshot
+        return cache.put(key, snapshot)
 
     @contextlib.contextmanager
     def writing(self) -> Any:
@@ -465,6 +664,9 @@ class Windows:
         # into this clock's time, so an injected clock that jumps keeps the start in place.
         self._origin: Optional[tuple[float, float]] = None
         self.due_at = 0.0  # (monotonic) when the ticker offers the next snapshot
+        self._decoded = _Decoded()
+        self.failed = False  # the ticker warned once about this ring
+        self._steps: dict[tuple[str, float, float], Snapshot] = {}  # series' finished steps
 
     @property
     def enabled(self) -> bool:
@@ -489,6 +691,13 @@ class Windows:
         if origin is None:
             origin = self._origin = (at, time.time())
         return origin[0] + (now.started_at - origin[1])
+
+    def _zero(self, now: Snapshot, at: float, times: list[float]) -> float:
+        """When every counter was zero: the server's start, or the oldest entry if that is
+        older (the first process to tick made it when the server started; a process that
+        joined later may place the start a bit later on an injected clock)."""
+        start = self._start_in_clock(now, at)
+        return min(start, times[0]) if times else start
 
     # Taking snapshots --------------------------------------------------------------------
 
@@ -526,9 +735,9 @@ class Windows:
             return True
 
     def start(self) -> Windows:
-        """Offer a snapshot now and every ``interval_s`` from this process's one ticker
-        thread (a daemon; a forked child starts its own). The ring is held weakly: a
-        middleware that is dropped stops being ticked."""
+        """Offer a snapshot every ``interval_s`` from this process's one ticker thread (a
+        daemon; a forked child starts its own). The ring is held weakly: a middleware that
+        is dropped stops being ticked."""
         if self.enabled:
             _ticker.add(self)
         return self
@@ -567,12 +776,12 @@ class Windows:
         ``loaded`` caches the entries read so far."""
         slack = self.interval_s / 2
         for t in reversed(times):
-            if start - slack <= t <= target + slack:
+            if t <= target + slack:
                 if t not in loaded:
-                    loaded[t] = ring.load(t)
+                    loaded[t] = ring.load(t, self._decoded)
                 if loaded[t] is not None:
                     return t, loaded[t]
-        return min(start, times[0]) if times else start, None
+        return start, None
 
     def window_snapshot_for(self, seconds: float, now: Optional[Snapshot] = None) -> Snapshot:
         """What happened in the last ``seconds`` (about: ``window_s`` says exactly), as a
@@ -583,17 +792,19 @@ class Windows:
         with self._lock:
             ring = self._ring()
             at = self.clock()
-            start = self._start_in_clock(now, at)
             times = ring.times()
+            start = self._zero(now, at, times)
             t, before = self._baseline(ring, times, at - seconds, start, {})
         return window_snapshot(now, before, window_s=max(at - t, 0.0))
 
     def series(
         self, step_s: float = 60.0, span_s: float = 900.0, now: Optional[Snapshot] = None
     ) -> list[tuple[float, Snapshot]]:
-        """``(end, snapshot of that step)`` for the steps of ``step_s`` over the last
-        ``span_s`` seconds, oldest first, the last one ending now (sparklines). Steps the
-        ring does not reach back to are left out."""
+        """``(end, snapshot of that step)`` over the last ``span_s`` seconds, oldest first
+        (sparklines). Steps end on multiples of ``step_s`` (clock time), so a step, once
+        over, is computed once and reused; the newest one runs from the last multiple to now
+        and is shorter. Each step's ``window_s`` is its exact length: divide by it for a
+        rate. Steps the ring does not reach back to are left out."""
         if not step_s > 0 or not span_s >= step_s:
             raise WindowError("series needs step_s > 0 and span_s at least step_s")
         self.check(span_s)
@@ -607,25 +818,45 @@ class Windows:
         with self._lock:
             ring = self._ring()
             at = self.clock()
-            start = self._start_in_clock(now, at)
             times = ring.times()
-            steps = int(span_s / step_s + 1e-9)
-            points: list[tuple[float, Optional[Snapshot]]] = [(at, now)]
-            loaded: dict[float, Optional[Snapshot]] = {}
-            for k in range(1, steps + 1):
-                target = at - k * step_s
-                if target < start - step_s / 2:
-                    break  # before the server started: nothing to show
-                t, snap = self._baseline(ring, times, target, start, loaded)
-                points.append((t, snap))
-                if snap is None:
+            start = self._zero(now, at, times)
+            slack = self.interval_s / 2
+            aligned = math.floor(at / step_s) * step_s
+            # The entries nearest the step ends, from the last multiple of step_s back to
+            # span_s ago (None: the server's start); the newest step runs on to now.
+            picked: list[Optional[float]] = []
+            for k in range(int(span_s / step_s) + 1):
+                end = aligned - k * step_s
+                if end < at - span_s - 1e-6 or end < start - step_s / 2:
+                    break  # older than asked, or before the server started
+                t = next((t for t in reversed(times) if t <= end + slack), None)
+                picked.append(t)
+                if t is None:
                     break  # the server's start: nothing older
-        out: list[tuple[float, Snapshot]] = []
-        points.reverse()
-        for (t0, older), (t1, newer) in itertools.pairwise(points):
-            if newer is None or t1 <= t0:
-                continue
-            out.append((t1, window_snapshot(newer, older, window_s=t1 - t0)))
+            where = getattr(ring, "directory", "memory")
+            cached, self._steps = self._steps, {}
+            out: list[tuple[float, Snapshot]] = []
+            newer_t: float = at
+            newer: Optional[Snapshot] = now
+            steps: list[tuple[float, Snapshot]] = []
+            for older_t in picked:
+                t0 = start if older_t is None else older_t
+                if t0 >= newer_t:
+                    continue  # the same entry again (a gap in the ring): no step
+                key = (where, t0, newer_t)
+                step = cached.get(key) if newer is not now else None
+                if step is None:
+                    older = None if older_t is None else ring.load(older_t, self._decoded)
+                    if newer is None:
+                        newer = ring.load(newer_t, self._decoded)
+                    if newer is None or (older_t is not None and older is None):
+                        break  # an unreadable entry (logged): nothing older is shown
+                    step = window_snapshot(newer, older, window_s=newer_t - t0)
+                if newer is not now:
+                    self._steps[key] = step  # both ends are ring entries: it never changes
+                steps.append((newer_t, step))
+                newer_t, newer = t0, None
+            out = steps[::-1]
         return out
 
     def size_bytes(self) -> int:
@@ -646,7 +877,9 @@ class _Ticker:
 
     def add(self, windows: Windows) -> None:
         with self.lock:
-            windows.due_at = 0.0
+            # The first offer one interval after the start: until then a window starts at
+            # the server's start anyway (every counter zero), and scrapes offer theirs.
+            windows.due_at = time.monotonic() + windows.interval_s
             self.rings.add(windows)
             if self.pid != os.getpid():  # none yet, or the parent's (not running here)
                 self.pid = os.getpid()
@@ -675,7 +908,11 @@ class _Ticker:
                     try:
                         windows.tick()
                     except Exception as error:  # numbers, never a dead thread
-                        guarded("recent windows", error)
+                        # Logged, not guarded: this thread serves every ring of the process,
+                        # and an error here belongs to no request. Once per ring, then quiet.
+                        level = logging.DEBUG if windows.failed else logging.WARNING
+                        windows.failed = True
+                        _log.log(level, "wsgi_observe: recent windows: no snapshot: %r", error)
                 wait = min(wait, windows.due_at - time.monotonic())
             del rings, windows  # no strong reference while waiting
             wake.wait(max(wait, 0.01))

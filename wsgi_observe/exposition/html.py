@@ -145,13 +145,15 @@ def sparklines(
     series: Sequence[tuple[float, Any]], step_s: float, steps: int = 0
 ) -> dict[str, Sparkline]:
     """Per endpoint, p95 and request rate of each step of ``series``: ``(end time,
-    Snapshot of that step alone)`` pairs, oldest first. Every endpoint gets ``steps``
-    points (at least one per step; a young server's missing steps come first, as None), a
-    step it had no request in: rate 0, no p95."""
+    Snapshot of that step alone)`` pairs, oldest first; a step's rate is over its
+    ``window_s`` when it has one (the newest step is shorter), else ``step_s``. Every
+    endpoint gets ``steps`` points (at least one per step; a young server's missing steps
+    come first, as None), a step it had no request in: rate 0, no p95."""
     steps = max(steps, len(series))
     first = steps - len(series)
     out: dict[str, Sparkline] = {}
     for position, (_at, snapshot) in enumerate(series, start=first):
+        seconds = getattr(snapshot, "window_s", None) or step_s
         for name, data in snapshot.endpoints.items():
             line = out.get(name)
             if line is None:
@@ -161,7 +163,7 @@ def sparklines(
             count = data.count
             if count <= 0:
                 continue
-            line.rate[position] = count / step_s
+            line.rate[position] = count / seconds
             # values_at(..., (95.0,)), inlined: this runs steps x endpoints times.
             indexes, counts = data.sorted_hist()
             if not indexes:
@@ -428,9 +430,12 @@ def _endpoints(view: DashboardView) -> str:
     )
     seconds = _period_seconds(view, period)
     steps = max((len(line.rate) for line in view.sparklines.values()), default=0)
-    minutes = view.spark_step_s * steps / 60 if steps else 15
-    # An endpoint without a request in any step: a flat line at 0 (once the ring has steps).
-    idle = Sparkline([None] * steps, [0.0] * steps) if steps else None
+    minutes = view.spark_step_s * (steps - 1) / 60 if steps > 1 else 15
+    # An endpoint without a request in any step: a flat line at 0 over the same steps.
+    idle = None
+    if steps:
+        model = next(iter(view.sparklines.values())).rate
+        idle = Sparkline([None] * steps, [None if v is None else 0.0 for v in model])
     span = f"{minutes:.0f} min" if minutes >= 1 else f"{minutes * 60:.0f} s"
     rows = []
     for name, data in rows_data:

@@ -49,7 +49,16 @@ ENV_STATE_DIR = "WSGI_OBSERVE_STATE_DIR"
 OWNER_FILE = "owner.json"
 LOCK_FILE = "state.lock"
 #: Prefixes and names of the files one server run writes (cleared when a run takes over).
-RUN_FILES = ("w-", "archive.json", ".archive-", "names", "alerts.lock", ".tmp-")
+RUN_FILES = (
+    "w-",
+    "archive.json",
+    ".archive-",
+    "names",
+    "alerts.lock",
+    ".tmp-",
+    "window-",
+    "window.lock",
+)
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
 _KINDS = {
     stat.S_IFREG: "a regular file",
