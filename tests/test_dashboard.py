@@ -24,6 +24,7 @@ from wsgi_client import call, environ_for, run
 
 from wsgi_observe import ObservabilityMiddleware, checks, configure_logging, logs
 from wsgi_observe.config import Config, ConfigError
+from wsgi_observe.exposition import html
 from wsgi_observe.exposition.html import (
     CONTENT_SECURITY_POLICY,
     DashboardView,
@@ -640,3 +641,27 @@ def test_a_ring_that_fails_leaves_the_page_without_windows(
     assert Page(html).tags("polyline") == []
     assert [type(error) for error in _raise_guarded_errors] == [OSError]
     _raise_guarded_errors.clear()
+
+
+def test_sparklines_compute_a_finished_step_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a memo, a step handed out again (the ring reuses finished steps) is not
+    computed again; only new steps are, and the memo keeps just the current ones."""
+    computed: list[object] = []
+    real = html.step_points
+
+    def counting(snapshot: Any) -> Any:
+        computed.append(snapshot)
+        return real(snapshot)
+
+    monkeypatch.setattr(html, "step_points", counting)
+    steps = [
+        Snapshot({"/a": SeriesData(count=i + 1, hist={10: i + 1})}, {}, 0, 0.0, 0.0)
+        for i in range(4)
+    ]
+    memo: dict[int, Any] = {}
+    first = sparklines([(60.0 * i, s) for i, s in enumerate(steps[:3])], 60.0, memo=memo)
+    second = sparklines([(60.0 * i, s) for i, s in enumerate(steps[1:])], 60.0, memo=memo)
+    assert computed == steps  # each step once
+    assert first["/a"].rate == [1 / 60, 2 / 60, 3 / 60]
+    assert second["/a"].rate == [2 / 60, 3 / 60, 4 / 60]
+    assert {id(s) for s in steps[1:]} == set(memo)

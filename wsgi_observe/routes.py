@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import parse_qs
@@ -134,6 +135,10 @@ class Routes:
         self.scrape_hooks: list[ScrapeHook] = []
         #: the ring of recent snapshots behind ``?window=`` and the dashboard (None: none)
         self.windows = windows
+        # The dashboard's sparkline points of the steps the ring handed out last time (a
+        # finished step is the same object next time: its points are not computed again).
+        self._spark_memo: dict[int, Any] = {}
+        self._spark_lock = threading.Lock()
         self._token = config.metrics_token.encode() if config.metrics_token else None
         # /health and /health/live are answered from precomputed bytes and headers: only
         # the timestamp (fixed width, so Content-Length is too) changes between calls.
@@ -378,9 +383,12 @@ class Routes:
             generated_at=snapshot.taken_at,
         )
 
-    @staticmethod
     def _recent(
-        windows: Windows, snapshot: Snapshot, period: str, documents: dict[str, dict[str, Any]]
+        self,
+        windows: Windows,
+        snapshot: Snapshot,
+        period: str,
+        documents: dict[str, dict[str, Any]],
     ) -> tuple[float, dict[str, Sparkline]]:
         """The 1, 5 and 15 minute windows into ``documents`` (per endpoint only for the
         table's ``period``), and the sparklines with their step."""
@@ -404,7 +412,8 @@ class Routes:
             series = []
         # Whole steps over the span, and the newest one running from the last whole step
         # to now.
-        return step, sparklines(series, step, steps=steps + 1)
+        with self._spark_lock:  # one page at a time uses (and refills) the memo
+            return step, sparklines(series, step, steps=steps + 1, memo=self._spark_memo)
 
 
 def _page_options(query: dict[str, list[str]]) -> tuple[str, Optional[str], int]:

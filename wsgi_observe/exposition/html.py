@@ -40,6 +40,7 @@ __all__ = [
     "Sparkline",
     "render_dashboard",
     "sparklines",
+    "step_points",
     "summary",
 ]
 
@@ -141,37 +142,64 @@ class DashboardView:
     generated_at: float = field(default_factory=time.time)
 
 
+def step_points(snapshot: Any) -> dict[str, tuple[int, Optional[float]]]:
+    """Each endpoint's request count and p95 (seconds; None without requests) in one step
+    of a series."""
+    out: dict[str, tuple[int, Optional[float]]] = {}
+    for name, data in snapshot.endpoints.items():
+        count = data.count
+        p95 = None
+        if count > 0:
+            # values_at(..., (95.0,)), inlined: this runs steps x endpoints times.
+            indexes, counts = data.sorted_hist()
+            if indexes:
+                running = list(accumulate(counts))
+                at = bisect_left(running, int(95.0 * running[-1] / 100 + 0.5) or 1)
+                last = len(indexes) - 1
+                p95 = highest_equivalent(indexes[at if at < last else last]) / 1e6
+        out[name] = (count, p95)
+    return out
+
+
 def sparklines(
-    series: Sequence[tuple[float, Any]], step_s: float, steps: int = 0
+    series: Sequence[tuple[float, Any]],
+    step_s: float,
+    steps: int = 0,
+    memo: Optional[dict[int, tuple[Any, dict[str, tuple[int, Optional[float]]]]]] = None,
 ) -> dict[str, Sparkline]:
     """Per endpoint, p95 and request rate of each step of ``series``: ``(end time,
     Snapshot of that step alone)`` pairs, oldest first; a step's rate is over its
     ``window_s`` when it has one (the newest step is shorter), else ``step_s``. Every
     endpoint gets ``steps`` points (at least one per step; a young server's missing steps
-    come first, as None), a step it had no request in: rate 0, no p95."""
+    come first, as None), a step it had no request in: rate 0, no p95.
+
+    ``memo`` (by the step's identity) keeps each step's points between calls: a ring hands
+    out the same object for a step that is over, so only the newest step is computed again.
+    It is left holding exactly the steps of ``series``."""
     steps = max(steps, len(series))
     first = steps - len(series)
     out: dict[str, Sparkline] = {}
+    kept: dict[int, tuple[Any, dict[str, tuple[int, Optional[float]]]]] = {}
     for position, (_at, snapshot) in enumerate(series, start=first):
         seconds = getattr(snapshot, "window_s", None) or step_s
-        for name, data in snapshot.endpoints.items():
+        known = memo.get(id(snapshot)) if memo is not None else None
+        if known is not None and known[0] is snapshot:
+            points = known[1]
+        else:
+            points = step_points(snapshot)
+        kept[id(snapshot)] = (snapshot, points)  # the snapshot too: its id stays its own
+        for name, (count, p95) in points.items():
             line = out.get(name)
             if line is None:
                 rate: list[Optional[float]] = [None] * first
                 rate.extend([0.0] * (steps - first))
                 line = out[name] = Sparkline([None] * steps, rate)
-            count = data.count
-            if count <= 0:
-                continue
-            line.rate[position] = count / seconds
-            # values_at(..., (95.0,)), inlined: this runs steps x endpoints times.
-            indexes, counts = data.sorted_hist()
-            if not indexes:
-                continue
-            running = list(accumulate(counts))
-            at = bisect_left(running, int(95.0 * running[-1] / 100 + 0.5) or 1)
-            last = len(indexes) - 1
-            line.p95[position] = highest_equivalent(indexes[at if at < last else last]) / 1e6
+            if count > 0:
+                line.rate[position] = count / seconds
+                line.p95[position] = p95
+    if memo is not None:
+        memo.clear()
+        memo.update(kept)
     return out
 
 
