@@ -103,8 +103,8 @@ def describe_store(store: Any) -> dict[str, Any]:
 
 
 def build_endpoints(opts: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """/health, /health/live, /health/ready and /metrics of a middleware holding
-    ``ENDPOINTS`` endpoints: name -> Subject, or name -> ("error", text)."""
+    """/health, /health/live, /health/ready, /metrics and /metrics/dashboard of a middleware
+    holding ``ENDPOINTS`` endpoints: name -> Subject, or name -> ("error", text)."""
     out: dict[str, Any] = {}
     try:
         # A long readiness TTL: every timed call takes the cached path.
@@ -126,6 +126,7 @@ def build_endpoints(opts: dict[str, Any], names: list[str]) -> dict[str, Any]:
         "metrics_json": ("/metrics", ""),
         "metrics_prom": ("/metrics", "format=prometheus"),
         "metrics_proto": ("/metrics", "format=protobuf"),
+        "dashboard": ("/metrics/dashboard", ""),
     }
     for name, (path, query) in targets.items():
         try:

@@ -117,6 +117,7 @@ SUBJECTS: dict[str, tuple[str, str]] = {
     "metrics_json": (f"GET /metrics JSON, {ENDPOINTS} endpoints", "endpoint"),
     "metrics_prom": (f"GET /metrics?format=prometheus, {ENDPOINTS} endpoints", "endpoint"),
     "metrics_proto": (f"GET /metrics?format=protobuf, {ENDPOINTS} endpoints", "endpoint"),
+    "dashboard": (f"GET /metrics/dashboard (HTML), {ENDPOINTS} endpoints", "endpoint"),
     "merge": (
         f"{MERGE_WORKERS}-worker merge: collect_snapshot ({ENDPOINTS} endpoints each)",
         "endpoint",
@@ -175,7 +176,15 @@ GROUPS: dict[str, list[str]] = {
     "django_bare": ["django_bare"],
     "django_prometheus": ["django_prometheus"],
     "django_wo_metrics": ["django_wo_metrics"],
-    "endpoints": ["health", "live", "ready", "metrics_json", "metrics_prom", "metrics_proto"],
+    "endpoints": [
+        "health",
+        "live",
+        "ready",
+        "metrics_json",
+        "metrics_prom",
+        "metrics_proto",
+        "dashboard",
+    ],
     "merge": ["merge", "merge_json"],
 }
 

@@ -283,6 +283,7 @@ def _subject_rows(inproc: dict[str, Any], clock: str) -> list[dict[str, Any]]:
     _judge(by_id["live"], by_id["live"]["median"], 1.5, "≤ 1.5 µs per call")
     _judge(by_id["metrics_json"], by_id["metrics_json"]["median"], 5000.0, "≤ 5 ms")
     _judge(by_id["metrics_prom"], by_id["metrics_prom"]["median"], 10000.0, "≤ 10 ms")
+    _judge(by_id["dashboard"], by_id["dashboard"]["median"], 50000.0, "≤ 50 ms")
     _judge(by_id["merge_json"], by_id["merge_json"]["median"], 20000.0, "8-worker merge ≤ 20 ms")
     return rows
 

@@ -380,6 +380,11 @@ ENV_VARS: Mapping[str, _Var] = {
         "WSGI_OBSERVE_SLOW_REQUEST_THRESHOLD", _positive, "Seconds before a WARNING"
     ),
     "metrics_token": _Var("WSGI_OBSERVE_METRICS_TOKEN", _opt_text, "Bearer token for /metrics"),
+    "metrics_token_in_query": _Var(
+        "WSGI_OBSERVE_METRICS_TOKEN_IN_QUERY",
+        _bool,
+        "Also accept the token as ?token= on /metrics/dashboard (for a browser)",
+    ),
     "state_dir": _Var(
         "WSGI_OBSERVE_STATE_DIR", _opt_text, "Multi-worker state directory (gunicorn)"
     ),
@@ -497,6 +502,7 @@ _REQUIRED = frozenset(
         "access_log",
         "log_handlers",
         "slow_request_threshold",
+        "metrics_token_in_query",
         "readiness_timeout",
         "readiness_cache_ttl",
         "max_endpoints",
@@ -540,6 +546,7 @@ class Config:
     traces_sample_rate: Optional[float] = None
     slow_request_threshold: float = 1.0
     metrics_token: Optional[str] = None
+    metrics_token_in_query: bool = False
     state_dir: Optional[str] = None
     readiness_timeout: float = 2.0
     readiness_cache_ttl: float = 1.0

@@ -325,7 +325,7 @@ class ObservabilityMiddleware:
     def add_route(self, path: str, handler: Handler) -> None:
         """Answer ``path`` with ``handler`` (a WSGI callable) instead of the app: never
         counted, logged or traced. Our own paths can't be taken over."""
-        if path in ("/health", "/health/live", "/health/ready", "/metrics"):
+        if path in ("/health", "/health/live", "/health/ready", "/metrics", "/metrics/dashboard"):
             raise ValueError(f"{path} is answered by wsgi_observe itself")
         if not path.startswith("/") or not callable(handler):
             raise ValueError("add_route() needs a path starting with '/' and a WSGI callable")

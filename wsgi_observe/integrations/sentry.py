@@ -42,7 +42,9 @@ __all__ = [
 ]
 
 #: Paths answered by the middleware itself: never traced.
-PROBE_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/metrics"})
+PROBE_PATHS = frozenset(
+    {"/health", "/health/live", "/health/ready", "/metrics", "/metrics/dashboard"}
+)
 
 _HOOKS = ("before_send", "before_send_transaction", "before_breadcrumb", "traces_sampler")
 # Top-level event keys that hold no user data (and whose names would confuse the scrubber).
