@@ -58,8 +58,10 @@ def test_uwsgi_workers_report_exact_totals(servers, mode):
     load = drive(server, _paths(900), clients=6, scrapers=2)
     doc = _check(load, server, 900)
     assert doc["multiprocess"]["shared"] is True
-    workers = [p for p in doc["processes"] if p["role"] == "worker"]
-    assert len(workers) == 3
+    # Every worker that has served shows (one the load balancing passed over has no table
+    # yet; the totals above are exact either way).
+    workers = {p["pid"] for p in doc["processes"] if p["role"] == "worker"}
+    assert 2 <= len(workers) <= 3 and workers <= set(server.children())
     assert [p["pid"] for p in doc["processes"] if p["role"] == "master"] == [server.process.pid]
 
 
@@ -91,7 +93,7 @@ def test_uwsgi_honours_the_state_dir_variable(servers, tmp_path):
     load = drive(server, _paths(200), clients=4, scrapers=1)
     doc = _check(load, server, 200)
     assert doc["multiprocess"]["state_dir"] == str(state)
-    assert len(list(state.glob("w-*.keys"))) == 2
+    assert 1 <= len(list(state.glob("w-*.keys"))) <= 2  # a table per worker that served
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
 
 
