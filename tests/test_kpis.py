@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from google.protobuf.internal.encoder import _VarintBytes
 from hdrh.histogram import HdrHistogram
+from prom_tools import PROMTOOL, backfill_openmetrics
 
 from tests.client_model import metrics_pb2
 from tests.test_protobuf import as_samples, decode
@@ -27,8 +28,6 @@ from wsgi_observe.multiprocess import merge
 from wsgi_observe.multiprocess.archive import ARCHIVE, read_archive, sweep
 from wsgi_observe.multiprocess.reader import Reader, parse_key
 from wsgi_observe.multiprocess.table import WorkerTable
-
-PROMTOOL = "/usr/bin/promtool"
 
 
 def _kpis(store: MetricsStore) -> dict[str, KpiFamily]:
@@ -342,17 +341,7 @@ def test_openmetrics_with_kpis_is_read_by_prometheus(store, tmp_path):
     om = render_openmetrics(_filled(store).snapshot(), {}).decode()
     assert "# UNIT lead_score_points points\n" in om
     assert "# TYPE leads_created counter\n" in om
-    stamped = "".join(
-        line + ("\n" if line.startswith("#") else " 1759838400\n") for line in om[:-1].split("\n")
-    )
-    source = tmp_path / "metrics.om"
-    source.write_text(stamped, encoding="utf-8")
-    result = subprocess.run(
-        [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(source), str(tmp_path / "b")],
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    result = backfill_openmetrics(om, tmp_path)
     assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
 
 

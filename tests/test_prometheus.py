@@ -6,7 +6,6 @@ import math
 import os
 import random
 import re
-import shutil
 import subprocess
 from collections.abc import Iterable
 from typing import Any, Optional
@@ -14,6 +13,7 @@ from wsgiref.validate import validator
 
 import pytest
 import wsgi_client
+from prom_tools import PROMTOOL, backfill_openmetrics
 
 from wsgi_observe.exposition import OPENMETRICS_TYPE, PROMETHEUS_TYPE, families
 from wsgi_observe.exposition.prometheus import (
@@ -27,7 +27,6 @@ from wsgi_observe.histograms import bucket_index, highest_equivalent, percentile
 from wsgi_observe.metrics import MetricsStore, SeriesData, Snapshot
 from wsgi_observe.middleware import ObservabilityMiddleware
 
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 needs_promtool = pytest.mark.skipif(
     not os.path.exists(PROMTOOL),
     reason="promtool is not installed (Debian package 'prometheus': apt-get install -y prometheus)",
@@ -699,18 +698,7 @@ def test_prometheus_openmetrics_parser_accepts_the_output(make, tmp_path):
     """Prometheus's own OpenMetrics parser (promtool's backfill) reads every sample."""
     snapshot, extras = make()
     om = render_openmetrics(snapshot, extras).decode()
-    # Backfilling needs timestamps: give every sample one, the text stays valid OpenMetrics.
-    stamped = "".join(
-        line + ("\n" if line.startswith("#") else " 1759838400\n") for line in om[:-1].split("\n")
-    )
-    source = tmp_path / "metrics.om"
-    source.write_text(stamped, encoding="utf-8")
-    result = subprocess.run(
-        [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(source), str(tmp_path / "b")],
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    result = backfill_openmetrics(om, tmp_path)
     assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
     samples = len(parse(om))
     assert re.search(rf"\s{samples}\s+{samples}\s+{samples}\s", result.stdout.decode()), (
