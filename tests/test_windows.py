@@ -765,6 +765,24 @@ def test_config_reads_the_window_settings() -> None:
         assert "\n" not in str(caught.value)
 
 
+def test_config_window_span_zero_any_spelling_and_clash_names_both() -> None:
+    """Every spelling of zero turns windows off (the error said "0 or more" to "0.00"), and a
+    span the interval does not fit names both variables: with only a tiny interval set, the
+    default span is not the one to blame alone."""
+    for zero in ("0", "00", "0.00", "0s", "0m", " 0h ", "0.0"):
+        assert Config.from_env({"WSGI_OBSERVE_WINDOW_SPAN": zero}).window_span == 0, zero
+    assert Config(window_span=0.0).window_span == 0
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({"WSGI_OBSERVE_WINDOW_INTERVAL": "0.05"})
+    message = str(caught.value)
+    assert "WSGI_OBSERVE_WINDOW_SPAN=900s" in message
+    assert "WSGI_OBSERVE_WINDOW_INTERVAL=0.05s" in message
+    assert "\n" not in message
+    for bad in ("0x", "-0", "0.0000001", "00000000000"):
+        with pytest.raises(ConfigError, match="WSGI_OBSERVE_WINDOW_SPAN="):
+            Config.from_env({"WSGI_OBSERVE_WINDOW_SPAN": bad})
+
+
 # The alerts use the same ring --------------------------------------------------------------
 
 
