@@ -261,6 +261,8 @@ def test_idle_endpoints_and_functions_drop_out_of_the_window() -> None:
     [
         pytest.param(901, "longer than the 15m kept", id="too-long"),
         pytest.param(5, "shorter than the 10s between snapshots", id="too-short"),
+        # Whole hours read as asked for ("1h"), not as "60m".
+        pytest.param(3600, "window 1h is longer than the 15m kept", id="hours"),
     ],
 )
 def test_a_window_the_ring_cannot_give_raises_window_error(seconds: float, says: str) -> None:

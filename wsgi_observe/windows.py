@@ -144,6 +144,8 @@ def parse_window(text: str) -> float:
 
 
 def _describe(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"  # "1h", as it was asked for (not "60m")
     if seconds >= 60 and seconds % 60 == 0:
         return f"{seconds / 60:g}m"
     return f"{seconds:g}s"
