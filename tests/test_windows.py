@@ -311,6 +311,29 @@ def test_series_of_a_young_server_leaves_out_the_steps_before_it_started() -> No
     assert points[-1][1].window_s == 25
 
 
+def test_series_of_a_server_started_late_in_a_minute_has_its_first_steps() -> None:
+    """A server started 45 s into a minute: its first (partial) step is there at once, and
+    after the next whole minute the steps still hold every request since the start (the
+    newest step and the first one used to be left out until the next minute)."""
+    clock, source = Clock(), Source()
+    clock.now = 1_800_000_045.0  # 45 s after a whole minute
+    ring = Windows(source.snapshot, clock=clock)
+    source.started_at = clock.now
+    ring.tick()
+    source.add("/a", fast=3)
+    clock.now += 5
+    points = ring.series()
+    assert [step.endpoints["/a"].count for _, step in points] == [3]
+    assert points[-1][1].window_s == 5
+    for _ in range(3):  # on to 25 s after the next whole minute
+        clock.now += 10
+        source.add("/a", fast=1)
+        ring.tick()
+    points = ring.series()
+    assert sum(step.endpoints["/a"].count for _, step in points if "/a" in step.endpoints) == 6
+    assert sum(step.window_s or 0 for _, step in points) == pytest.approx(35)
+
+
 def test_series_reuses_the_steps_that_are_over(monkeypatch: pytest.MonkeyPatch) -> None:
     """A step between two ring entries is computed once: the next call (a dashboard
     refreshing) only computes the step that is still running."""
