@@ -261,6 +261,8 @@ def test_idle_endpoints_and_functions_drop_out_of_the_window() -> None:
     [
         pytest.param(901, "longer than the 15m kept", id="too-long"),
         pytest.param(5, "shorter than the 10s between snapshots", id="too-short"),
+        # Whole hours read as asked for ("1h"), not as "60m".
+        pytest.param(3600, "window 1h is longer than the 15m kept", id="hours"),
     ],
 )
 def test_a_window_the_ring_cannot_give_raises_window_error(seconds: float, says: str) -> None:
@@ -307,6 +309,29 @@ def test_series_of_a_young_server_leaves_out_the_steps_before_it_started() -> No
     points = ring.series()
     assert [step.endpoints["/a"].count for _, step in points] == [6, 6, 2]
     assert points[-1][1].window_s == 25
+
+
+def test_series_of_a_server_started_late_in_a_minute_has_its_first_steps() -> None:
+    """A server started 45 s into a minute: its first (partial) step is there at once, and
+    after the next whole minute the steps still hold every request since the start (the
+    newest step and the first one used to be left out until the next minute)."""
+    clock, source = Clock(), Source()
+    clock.now = 1_800_000_045.0  # 45 s after a whole minute
+    ring = Windows(source.snapshot, clock=clock)
+    source.started_at = clock.now
+    ring.tick()
+    source.add("/a", fast=3)
+    clock.now += 5
+    points = ring.series()
+    assert [step.endpoints["/a"].count for _, step in points] == [3]
+    assert points[-1][1].window_s == 5
+    for _ in range(3):  # on to 25 s after the next whole minute
+        clock.now += 10
+        source.add("/a", fast=1)
+        ring.tick()
+    points = ring.series()
+    assert sum(step.endpoints["/a"].count for _, step in points if "/a" in step.endpoints) == 6
+    assert sum(step.window_s or 0 for _, step in points) == pytest.approx(35)
 
 
 def test_series_reuses_the_steps_that_are_over(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -763,6 +788,24 @@ def test_config_reads_the_window_settings() -> None:
         with pytest.raises(ConfigError, match=says) as caught:
             Config.from_env(env)
         assert "\n" not in str(caught.value)
+
+
+def test_config_window_span_zero_any_spelling_and_clash_names_both() -> None:
+    """Every spelling of zero turns windows off (the error said "0 or more" to "0.00"), and a
+    span the interval does not fit names both variables: with only a tiny interval set, the
+    default span is not the one to blame alone."""
+    for zero in ("0", "00", "0.00", "0s", "0m", " 0h ", "0.0"):
+        assert Config.from_env({"WSGI_OBSERVE_WINDOW_SPAN": zero}).window_span == 0, zero
+    assert Config(window_span=0.0).window_span == 0
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({"WSGI_OBSERVE_WINDOW_INTERVAL": "0.05"})
+    message = str(caught.value)
+    assert "WSGI_OBSERVE_WINDOW_SPAN=900s" in message
+    assert "WSGI_OBSERVE_WINDOW_INTERVAL=0.05s" in message
+    assert "\n" not in message
+    for bad in ("0x", "-0", "0.0000001", "00000000000"):
+        with pytest.raises(ConfigError, match="WSGI_OBSERVE_WINDOW_SPAN="):
+            Config.from_env({"WSGI_OBSERVE_WINDOW_SPAN": bad})
 
 
 # The alerts use the same ring --------------------------------------------------------------

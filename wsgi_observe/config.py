@@ -337,8 +337,8 @@ def _duration(name: str, raw: Any, *, zero: bool) -> float:
         raw_text = repr(raw)
     else:
         raw_text = str(raw)
-    if zero and raw_text.strip() in ("0", "0.0", "0s", "0m", "0h"):
-        return 0.0
+    if zero and re.fullmatch(r"0{1,9}(?:\.0{1,6})?[smh]?", raw_text.strip()):
+        return 0.0  # any spelling of zero ("0", "0.00", "0m"): off
     try:
         return parse_window(raw_text)
     except ValueError:
@@ -589,9 +589,11 @@ class Config:
             object.__setattr__(self, name, var.parse(name, raw))
         span, interval = self.window_span, self.window_interval
         if span and not interval <= span <= interval * 10_000:
+            # Name both: either may be the one set (the default span with a tiny interval).
             raise ConfigError(
-                f"WSGI_OBSERVE_WINDOW_SPAN={span:g}s: expected 0 (off) or from "
-                f"WSGI_OBSERVE_WINDOW_INTERVAL ({interval:g}s) to 10000 times it"
+                f"WSGI_OBSERVE_WINDOW_SPAN={span:g}s with WSGI_OBSERVE_WINDOW_INTERVAL="
+                f"{interval:g}s: expected a span of 0 (off) or from the interval to 10000 "
+                "times it"
             )
 
     def __repr__(self) -> str:

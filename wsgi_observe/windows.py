@@ -144,6 +144,8 @@ def parse_window(text: str) -> float:
 
 
 def _describe(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"  # "1h", as it was asked for (not "60m")
     if seconds >= 60 and seconds % 60 == 0:
         return f"{seconds / 60:g}m"
     return f"{seconds:g}s"
@@ -840,8 +842,8 @@ class Windows:
             picked: list[Optional[float]] = []
             for k in range(int(span_s / step_s) + 1):
                 end = aligned - k * step_s
-                if end < at - span_s - 1e-6 or end < start - step_s / 2:
-                    break  # older than asked, or before the server started
+                if end < at - span_s - 1e-6 or (k and end + step_s <= start):
+                    break  # older than asked, or a step that ended before the server started
                 t = next((t for t in reversed(times) if t <= end + slack), None)
                 picked.append(t)
                 if t is None:
