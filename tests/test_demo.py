@@ -71,3 +71,17 @@ def test_a_signal_to_the_demo_stops_its_gunicorn_and_workers(
                 demo.wait(timeout=10)
         with pytest.raises(OSError):
             http_get(f"http://127.0.0.1:{port}/health/live", timeout=1)
+
+
+def test_the_demo_module_removes_the_private_database_folder_it_made(tmp_path):
+    """Imported without DEMO_DB (gunicorn wsgi_observe.demo:app), the demo keeps its
+    database in a private folder of its own, gone when the process exits."""
+    env = {k: v for k, v in os.environ.items() if k != "DEMO_DB"}
+    env.update(PYTHONPATH=str(ROOT), TMPDIR=str(tmp_path))
+    code = "import os, wsgi_observe.demo as d; print(os.path.dirname(d.DB_PATH))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, timeout=60, check=True
+    )
+    folder = Path(out.stdout.decode().strip())
+    assert folder.parent == tmp_path and folder.name.startswith("wsgi_observe-demo-")
+    assert not folder.exists()

@@ -7,9 +7,11 @@ through ``environ["wsgi_observe.endpoint"]``, the adapter hook any framework can
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -34,9 +36,21 @@ if TYPE_CHECKING:
 # wsgi_observe's: those are all read by Config. `wsgi-observe demo` sets it to a file in a
 # private folder it made; without it, a private folder of this process. Never a fixed
 # name in the shared temp directory, which another local user could plant a link at.
-DB_PATH = os.environ.get("DEMO_DB") or os.path.join(
-    tempfile.mkdtemp(prefix="wsgi_observe-demo-"), "demo.sqlite3"
-)
+def _private_db() -> str:
+    """A database in a private folder of this process, removed when the process that made
+    it exits (not by a child it forked)."""
+    folder = tempfile.mkdtemp(prefix="wsgi_observe-demo-")
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(remove)
+    return os.path.join(folder, "demo.sqlite3")
+
+
+DB_PATH = os.environ.get("DEMO_DB") or _private_db()
 
 _routes = Map(
     [
