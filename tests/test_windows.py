@@ -786,3 +786,55 @@ def test_alerts_use_the_middlewares_ring() -> None:
     assert not monitor.firing
     # A window the middleware's ring does not keep: the monitor keeps a ring of its own.
     assert AlertMonitor(middleware, window_s=3600).windows is not middleware.windows
+
+
+# Helper S: the ring's files under attack and after a SIGKILL -------------------------------
+
+
+def test_an_entry_from_the_future_that_cannot_be_dropped_does_not_make_every_offer_write(
+    tmp_path: Path,
+) -> None:
+    """A directory planted under an entry's name far in the future can't be unlinked: it
+    must not make every scrape write an entry (the ring would then hold seconds, not 15
+    minutes); the entries of the past decide when one is due."""
+    clock, source = Clock(), Source()
+    (tmp_path / f"window-{round(clock.now + 10**6) * 1000}").mkdir()
+    ring = Windows(source.snapshot, clock=clock, directory=lambda: str(tmp_path))
+    assert ring.tick() is True
+    clock.now += 1
+    assert [ring.tick() for _ in range(3)] == [False, False, False]
+    clock.now += 10
+    assert ring.tick() is True
+    assert len([t for t in ring._ring().times() if t <= clock.now + 1]) == 2
+
+
+def test_a_temporary_file_left_by_a_killed_writer_is_removed(tmp_path: Path) -> None:
+    """A process SIGKILLed between creating an entry's temporary file and renaming it
+    leaves ``.tmp-<pid>-<hex>``: the next entry written removes it once a minute old (a
+    fresh one may be another process's write in progress; other names are left alone)."""
+    clock, source = Clock(), Source()
+    stale = tmp_path / ".tmp-4194303-0123456789ab"
+    fresh = tmp_path / ".tmp-4194304-0123456789ab"
+    other = tmp_path / ".tmp-alerts-12"
+    for path in (stale, fresh, other):
+        path.write_bytes(b"x" * 1000)
+    old = time.time() - 120
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    ring = Windows(source.snapshot, clock=clock, directory=lambda: str(tmp_path))
+    assert ring.tick() is True
+    assert not stale.exists()
+    assert fresh.exists() and other.exists()
+
+
+def test_the_ring_lock_belongs_to_the_state_directorys_owner(tmp_path: Path) -> None:
+    """Made by root (a gunicorn master that drops privileges), ``window.lock`` is handed to
+    the directory's owner like every other state file, or the workers could never take it
+    and write an entry. (As another user the directory is that user's already.)"""
+    owner = 65534 if os.geteuid() == 0 else os.geteuid()
+    os.chown(tmp_path, owner, -1)
+    ring = Windows(Source().snapshot, clock=Clock(), directory=lambda: str(tmp_path))
+    assert ring.tick() is True
+    assert (tmp_path / "window.lock").stat().st_uid == owner
+    for entry in tmp_path.glob("window-*"):
+        assert entry.stat().st_uid == owner

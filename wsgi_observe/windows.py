@@ -550,6 +550,7 @@ class _FileRing:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
+        self.listed: Optional[list[str]] = None  # the directory's names, as last listed
 
     def _names(self) -> dict[float, str]:
         found: dict[float, str] = {}
@@ -557,6 +558,7 @@ class _FileRing:
             names = os.listdir(self.directory)
         except OSError:
             return found
+        self.listed = names
         for name in names:
             match = _ENTRY_RE.match(name)
             if match:
@@ -598,12 +600,18 @@ class _FileRing:
             _log.debug("wsgi_observe: no ring lock: %s", error)
             yield False
             return
+        from .multiprocess.statedir import hand_over
+
         try:
             import stat
 
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 yield False
                 return
+            # Root (a gunicorn master that drops privileges) makes it the workers' too, or
+            # they could never take the lock and write an entry.
+            with contextlib.suppress(OSError):
+                hand_over(fd, self.directory)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as error:
@@ -616,9 +624,11 @@ class _FileRing:
             os.close(fd)
 
     def add(self, t: float, data: bytes) -> None:
-        from .multiprocess.statedir import write_atomic
+        from .multiprocess.statedir import remove_stale_temps, write_atomic
 
         write_atomic(self.directory, f"{ENTRY_PREFIX}{round(t * 1000)}", data)
+        # A writer SIGKILLed between creating its temporary file and renaming it left one.
+        remove_stale_temps(self.directory, self.listed)
 
     def drop(self, t: float) -> None:
         name = self._names().get(t)
@@ -722,14 +732,13 @@ class Windows:
         with self._lock:
             ring = self._ring()
             now = self.clock()
-            times = ring.times()
-            if times and now - times[-1] < self.interval_s * 0.95 and times[-1] <= now + 1:
+            if not self._due(ring.times(), now):
                 return False
             with ring.writing() as mine:
                 if not mine:
                     return False
                 times = ring.times()  # another process may have written one meanwhile
-                if times and now - times[-1] < self.interval_s * 0.95 and times[-1] <= now + 1:
+                if not self._due(times, now):
                     return False
                 taken = snapshot if snapshot is not None else self.snapshot()
                 self._start_in_clock(taken, now)
@@ -746,6 +755,14 @@ class Windows:
                 for t in kept[: max(len(kept) + 1 - self.max_entries, 0)]:
                     ring.drop(t)
             return True
+
+    def _due(self, times: list[float], now: float) -> bool:
+        """Whether a snapshot is due at ``now``: the newest entry that is not from the future
+        is an interval old (entries from the future, after the clock stepped back, are
+        dropped by the next write; one that can't be dropped, such as a directory planted
+        under an entry's name, must not make every offer write)."""
+        past = [t for t in times if t <= now + 1]
+        return not past or now - past[-1] >= self.interval_s * 0.95
 
     def start(self) -> Windows:
         """Offer a snapshot every ``interval_s`` from this process's one ticker thread (a
