@@ -838,3 +838,67 @@ def test_the_ring_lock_belongs_to_the_state_directorys_owner(tmp_path: Path) -> 
     assert (tmp_path / "window.lock").stat().st_uid == owner
     for entry in tmp_path.glob("window-*"):
         assert entry.stat().st_uid == owner
+
+
+def _series(count: int, errors: int = 0, bucket: int = 100) -> SeriesData:
+    return SeriesData(
+        count,
+        errors,
+        count * 1000,
+        by={("GET", "2xx"): count - errors, **({("GET", "5xx"): errors} if errors else {})},
+        sorted_hist=([bucket], [count]),
+    )
+
+
+def _snapshot(endpoints: dict[str, SeriesData], at: float) -> Snapshot:
+    return Snapshot(endpoints, {}, 0, 0.0, at)
+
+
+def test_a_window_stays_exact_when_the_names_past_the_cap_change() -> None:
+    """Past ``max_endpoints`` the merged view of the workers keeps the busiest names and
+    folds the rest into ``<overflow>``; which ones can change between two snapshots (C
+    became busier than B). The window must count what happened, not a name's whole history:
+    here C's 60 requests, and nothing for A and B, which had none."""
+    overflow = "<overflow>"
+    before = _snapshot(
+        {"/a": _series(100), "/b": _series(50, bucket=200), overflow: _series(10, 1, 300)},
+        1000.0,
+    )
+    # C (in <overflow> before) got 60 requests; B had none and is folded now.
+    now = _snapshot(
+        {
+            "/a": _series(100),
+            "/c": _series(70, 1, 300),
+            overflow: _series(50, bucket=200),
+        },
+        1300.0,
+    )
+    window = window_snapshot(now, before)
+    total = sum(series.count for series in window.endpoints.values())
+    assert total == 60
+    assert sum(series.errors for series in window.endpoints.values()) == 0
+    assert "/a" not in window.endpoints
+    (shown,) = window.endpoints.values()
+    assert shown.sorted_hist() == ([300], [60])
+
+
+def test_a_window_keeps_a_new_name_by_its_name_while_nothing_is_folded() -> None:
+    """Below the cap (no ``<overflow>`` on either side) a name new in the window is shown
+    under its own name, with everything it counted."""
+    before = _snapshot({"/a": _series(100)}, 1000.0)
+    now = _snapshot({"/a": _series(130), "/new": _series(5)}, 1300.0)
+    window = window_snapshot(now, before)
+    assert {name: s.count for name, s in window.endpoints.items()} == {"/a": 30, "/new": 5}
+
+
+def test_a_window_stays_exact_when_part_of_a_name_moves_into_overflow() -> None:
+    """The archive of exited workers folds its names past the cap into ``<overflow>``: a
+    name's count can go down by what moved. The window counts the 5 requests that
+    happened, not the name's remaining history plus what moved."""
+    overflow = "<overflow>"
+    before = _snapshot({"/a": _series(100), overflow: _series(10, bucket=300)}, 1000.0)
+    moved = SeriesData(55, 0, 55_000, by={("GET", "2xx"): 55}, sorted_hist=([100, 300], [40, 15]))
+    now = _snapshot({"/a": _series(60), overflow: moved}, 1300.0)
+    window = window_snapshot(now, before)
+    assert {name: s.count for name, s in window.endpoints.items()} == {overflow: 5}
+    assert window.endpoints[overflow].sorted_hist() == ([300], [5])

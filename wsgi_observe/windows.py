@@ -83,6 +83,7 @@ from typing import Any, Optional
 
 import orjson
 
+from .endpoints import OVERFLOW
 from .histograms import COUNTS_LEN
 from .kpidata import (
     KIND_COUNTER,
@@ -206,16 +207,60 @@ def _minus(now: SeriesData, before: Optional[SeriesData]) -> SeriesData:
     )
 
 
+def _added(parts: Sequence[SeriesData]) -> SeriesData:
+    """The sum of ``parts`` (counts, labels and every HDR bucket)."""
+    hist: dict[int, int] = {}
+    by: dict[tuple[str, str], int] = {}
+    for part in parts:
+        for index, count in part.hist.items():
+            hist[index] = hist.get(index, 0) + count
+        for label, count in part.by.items():
+            by[label] = by.get(label, 0) + count
+    return SeriesData(
+        count=sum(p.count for p in parts),
+        errors=sum(p.errors for p in parts),
+        sum_ns=sum(p.sum_ns for p in parts),
+        hist=hist,
+        by=by,
+    )
+
+
 def subtract_space(
     now: dict[str, SeriesData], before: dict[str, SeriesData]
 ) -> dict[str, SeriesData]:
     """Each series of ``now`` minus the same one of ``before``; series without any change
-    are left out (an endpoint idle during the window does not show)."""
+    are left out (an endpoint idle during the window does not show).
+
+    With ``<overflow>`` in either: past ``max_endpoints`` the merged view of a server's
+    processes keeps the busiest names and adds the rest into ``<overflow>`` (and the archive
+    of exited workers folds its own), and which ones can change between snapshots. A name
+    moved into ``<overflow>``, wholly or in part, would look reset (its whole history
+    counted as the window's), one moved out would count its whole history under its name.
+    So the names not in both, and those that went down, count as ``<overflow>`` on both
+    sides: the window's totals and percentiles stay exact."""
     out = {}
+    went_down = []
     for name, series in now.items():
-        delta = _minus(series, before.get(name))
+        old = before.get(name)
+        delta = _minus(series, old)
+        if delta is series and old is not None:
+            went_down.append(name)
         if delta.count:
             out[name] = delta
+    if OVERFLOW not in now and OVERFLOW not in before:
+        return out
+    moved = (now.keys() ^ before.keys()).union(went_down)
+    moved.discard(OVERFLOW)
+    if not moved:
+        return out
+    for name in (*moved, OVERFLOW):
+        out.pop(name, None)
+    folded = [
+        [space[name] for name in (*moved, OVERFLOW) if name in space] for space in (now, before)
+    ]
+    delta = _minus(_added(folded[0]), _added(folded[1]) if folded[1] else None)
+    if delta.count:
+        out[OVERFLOW] = delta
     return out
 
 
