@@ -26,6 +26,7 @@ from wsgi_observe.alerts import AlertMonitor, error_rate_alert
 from wsgi_observe.config import Config, ConfigError
 from wsgi_observe.exposition.json import json_document
 from wsgi_observe.histograms import bucket_index
+from wsgi_observe.kpidata import KpiFamily, KpiSeries, kpis_delta
 from wsgi_observe.metrics import MetricsStore, SeriesData, Snapshot
 from wsgi_observe.middleware import ObservabilityMiddleware
 from wsgi_observe.windows import (
@@ -902,3 +903,34 @@ def test_a_window_stays_exact_when_part_of_a_name_moves_into_overflow() -> None:
     window = window_snapshot(now, before)
     assert {name: s.count for name, s in window.endpoints.items()} == {overflow: 5}
     assert window.endpoints[overflow].sorted_hist() == ([300], [5])
+
+
+def test_a_kpi_window_stays_exact_when_the_label_sets_past_the_cap_change() -> None:
+    """KPIs too: past ``max_series`` the merged view keeps the busiest label sets (here
+    ``c`` overtook ``b``, and ``a`` lost part of its count to the archive's ``<overflow>``);
+    the window counts the 65 orders and 3 scores that happened, not whole histories."""
+    overflow = ("<overflow>",)
+
+    def counter(values: dict[tuple[str, ...], int]) -> KpiFamily:
+        series = {labels: KpiSeries(value=v) for labels, v in values.items()}
+        return KpiFamily("orders", "counter", "h", "", ("source",), "", (), series, 2)
+
+    def scores(hists: dict[tuple[str, ...], dict[int, int]]) -> KpiFamily:
+        series = {
+            labels: KpiSeries(hist=h, sum=float(sum(h.values()))) for labels, h in hists.items()
+        }
+        return KpiFamily("score", "distribution", "h", "", ("source",), "", (), series, 2)
+
+    before = {
+        "orders": counter({("a",): 100, ("b",): 50, overflow: 10}),
+        "score": scores({("a",): {5: 10}, ("b",): {6: 4}, overflow: {7: 1}}),
+    }
+    now = {
+        "orders": counter({("a",): 80, ("c",): 75, overflow: 70}),  # c +65; 20 of a moved
+        "score": scores({("a",): {5: 10}, ("c",): {7: 3}, overflow: {6: 4}}),  # c +2
+    }
+    delta = kpis_delta(now, before)
+    assert sum(one.value for one in delta["orders"].series.values()) == 65
+    assert {labels: one.hist for labels, one in delta["score"].series.items() if one.hist} == {
+        overflow: {7: 2}
+    }
