@@ -934,3 +934,40 @@ def test_a_kpi_window_stays_exact_when_the_label_sets_past_the_cap_change() -> N
     assert {labels: one.hist for labels, one in delta["score"].series.items() if one.hist} == {
         overflow: {7: 2}
     }
+
+
+def test_a_ring_lock_held_by_a_parent_thread_does_not_hang_a_forked_child() -> None:
+    """A gunicorn master with ``--preload`` may fork a worker while one of its threads (the
+    ticker, an alert monitor) is in the middle of a snapshot, holding the ring's lock. The
+    child must answer ``?window=`` anyway (it would wait for ever on a lock nobody there
+    will release)."""
+    import signal
+
+    middleware = observed(Clock())
+    send(middleware, "/a")
+    held, release = threading.Event(), threading.Event()
+
+    def mid_snapshot() -> None:
+        with middleware.windows._lock:
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=mid_snapshot)
+    thread.start()
+    try:
+        assert held.wait(10)
+        pid = os.fork()
+        if pid == 0:  # the child: answer, or be stopped by the alarm
+            code = 1
+            try:
+                signal.alarm(20)
+                status, document = metrics(middleware, "window=1m")
+                code = 0 if status == 200 and document["window_seconds"] >= 0 else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        thread.join()
+        middleware.windows.stop()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

@@ -735,6 +735,7 @@ class Windows:
         self._decoded = _Decoded()
         self.failed = False  # the ticker warned once about this ring
         self._steps: dict[tuple[str, float, float], Snapshot] = {}  # series' finished steps
+        _every.add(self)  # a forked child gets a fresh lock (see _after_fork)
 
     @property
     def enabled(self) -> bool:
@@ -1000,5 +1001,19 @@ class _Ticker:
 
 
 _ticker = _Ticker()
+#: Every ring of this process, weakly.
+_every: weakref.WeakSet[Windows] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    """In a forked child: the parent's ticker is not running here, and a ring's lock may
+    have been held by a thread of the parent (the ticker or an alert monitor mid-snapshot,
+    in a gunicorn master with ``--preload``): held for ever in the child, every window and
+    dashboard there would hang."""
+    _ticker.after_fork()
+    for windows in list(_every):
+        windows._lock = threading.Lock()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_ticker.after_fork)
+    os.register_at_fork(after_in_child=_after_fork)
