@@ -971,3 +971,40 @@ def test_a_ring_lock_held_by_a_parent_thread_does_not_hang_a_forked_child() -> N
         thread.join()
         middleware.windows.stop()
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_an_alert_monitor_lock_held_by_a_parent_thread_does_not_hang_a_forked_child() -> None:
+    """The same for an alert monitor checking on every scrape: its timer thread in the
+    parent (a gunicorn master with ``--preload``) may be mid-check, holding its lock, when
+    a worker is forked; the worker's ``/metrics`` must still answer."""
+    import signal
+
+    middleware = observed(Clock())
+    monitor = AlertMonitor(middleware, [error_rate_alert()]).evaluate_on_scrape()
+    send(middleware, "/a")
+    held, release = threading.Event(), threading.Event()
+
+    def mid_check() -> None:
+        with monitor._lock:
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=mid_check)
+    thread.start()
+    try:
+        assert held.wait(10)
+        pid = os.fork()
+        if pid == 0:  # the child: answer, or be stopped by the alarm
+            code = 1
+            try:
+                signal.alarm(20)
+                code = 0 if metrics(middleware)[0] == 200 else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        thread.join()
+        monitor.stop()
+        middleware.windows.stop()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
