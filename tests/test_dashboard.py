@@ -265,6 +265,27 @@ def test_hostile_service_check_and_kpi_values_show_as_text() -> None:
     assert "<title><b>CRM</b>" not in render_dashboard(view).decode()
 
 
+def test_bidirectional_controls_in_names_show_as_escapes() -> None:
+    """An endpoint or KPI label value holding a right-to-left override (clients choose paths
+    and label values) can't reorder what the page shows after it: every bidirectional
+    control is shown as an escape, like control characters."""
+    app = middleware()
+    send(app, "/files/\u202egnp.exe", 2)
+    view = app.routes.dashboard_view()
+    view.kpis = {
+        "leads": {
+            "type": "counter",
+            "series": [{"labels": {"source": "ad\u2067\u200fs"}, "value": 3}],
+        }
+    }
+    html = render_dashboard(view).decode()
+    bidi = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+    assert not bidi & {ord(c) for c in html}
+    text = Page(html).all_text
+    assert "/files/\\u202egnp.exe" in text
+    assert "source=ad\\u2067\\u200fs" in text
+
+
 # Sorting, periods, refresh ----------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from wsgi_observe.alerts import AlertMonitor, error_rate_alert
 from wsgi_observe.config import Config, ConfigError
 from wsgi_observe.exposition.json import json_document
 from wsgi_observe.histograms import bucket_index
+from wsgi_observe.kpidata import KpiFamily, KpiSeries, kpis_delta
 from wsgi_observe.metrics import MetricsStore, SeriesData, Snapshot
 from wsgi_observe.middleware import ObservabilityMiddleware
 from wsgi_observe.windows import (
@@ -829,3 +830,224 @@ def test_alerts_use_the_middlewares_ring() -> None:
     assert not monitor.firing
     # A window the middleware's ring does not keep: the monitor keeps a ring of its own.
     assert AlertMonitor(middleware, window_s=3600).windows is not middleware.windows
+
+
+# Helper S: the ring's files under attack and after a SIGKILL -------------------------------
+
+
+def test_an_entry_from_the_future_that_cannot_be_dropped_does_not_make_every_offer_write(
+    tmp_path: Path,
+) -> None:
+    """A directory planted under an entry's name far in the future can't be unlinked: it
+    must not make every scrape write an entry (the ring would then hold seconds, not 15
+    minutes); the entries of the past decide when one is due."""
+    clock, source = Clock(), Source()
+    (tmp_path / f"window-{round(clock.now + 10**6) * 1000}").mkdir()
+    ring = Windows(source.snapshot, clock=clock, directory=lambda: str(tmp_path))
+    assert ring.tick() is True
+    clock.now += 1
+    assert [ring.tick() for _ in range(3)] == [False, False, False]
+    clock.now += 10
+    assert ring.tick() is True
+    assert len([t for t in ring._ring().times() if t <= clock.now + 1]) == 2
+
+
+def test_a_temporary_file_left_by_a_killed_writer_is_removed(tmp_path: Path) -> None:
+    """A process SIGKILLed between creating an entry's temporary file and renaming it
+    leaves ``.tmp-<pid>-<hex>``: the next entry written removes it once a minute old (a
+    fresh one may be another process's write in progress; other names are left alone)."""
+    clock, source = Clock(), Source()
+    stale = tmp_path / ".tmp-4194303-0123456789ab"
+    fresh = tmp_path / ".tmp-4194304-0123456789ab"
+    other = tmp_path / ".tmp-alerts-12"
+    for path in (stale, fresh, other):
+        path.write_bytes(b"x" * 1000)
+    old = time.time() - 120
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    ring = Windows(source.snapshot, clock=clock, directory=lambda: str(tmp_path))
+    assert ring.tick() is True
+    assert not stale.exists()
+    assert fresh.exists() and other.exists()
+
+
+def test_the_ring_lock_belongs_to_the_state_directorys_owner(tmp_path: Path) -> None:
+    """Made by root (a gunicorn master that drops privileges), ``window.lock`` is handed to
+    the directory's owner like every other state file, or the workers could never take it
+    and write an entry. (As another user the directory is that user's already.)"""
+    owner = 65534 if os.geteuid() == 0 else os.geteuid()
+    os.chown(tmp_path, owner, -1)
+    ring = Windows(Source().snapshot, clock=Clock(), directory=lambda: str(tmp_path))
+    assert ring.tick() is True
+    assert (tmp_path / "window.lock").stat().st_uid == owner
+    for entry in tmp_path.glob("window-*"):
+        assert entry.stat().st_uid == owner
+
+
+def _series(count: int, errors: int = 0, bucket: int = 100) -> SeriesData:
+    return SeriesData(
+        count,
+        errors,
+        count * 1000,
+        by={("GET", "2xx"): count - errors, **({("GET", "5xx"): errors} if errors else {})},
+        sorted_hist=([bucket], [count]),
+    )
+
+
+def _snapshot(endpoints: dict[str, SeriesData], at: float) -> Snapshot:
+    return Snapshot(endpoints, {}, 0, 0.0, at)
+
+
+def test_a_window_stays_exact_when_the_names_past_the_cap_change() -> None:
+    """Past ``max_endpoints`` the merged view of the workers keeps the busiest names and
+    folds the rest into ``<overflow>``; which ones can change between two snapshots (C
+    became busier than B). The window must count what happened, not a name's whole history:
+    here C's 60 requests, and nothing for A and B, which had none."""
+    overflow = "<overflow>"
+    before = _snapshot(
+        {"/a": _series(100), "/b": _series(50, bucket=200), overflow: _series(10, 1, 300)},
+        1000.0,
+    )
+    # C (in <overflow> before) got 60 requests; B had none and is folded now.
+    now = _snapshot(
+        {
+            "/a": _series(100),
+            "/c": _series(70, 1, 300),
+            overflow: _series(50, bucket=200),
+        },
+        1300.0,
+    )
+    window = window_snapshot(now, before)
+    total = sum(series.count for series in window.endpoints.values())
+    assert total == 60
+    assert sum(series.errors for series in window.endpoints.values()) == 0
+    assert "/a" not in window.endpoints
+    (shown,) = window.endpoints.values()
+    assert shown.sorted_hist() == ([300], [60])
+
+
+def test_a_window_keeps_a_new_name_by_its_name_while_nothing_is_folded() -> None:
+    """Below the cap (no ``<overflow>`` on either side) a name new in the window is shown
+    under its own name, with everything it counted."""
+    before = _snapshot({"/a": _series(100)}, 1000.0)
+    now = _snapshot({"/a": _series(130), "/new": _series(5)}, 1300.0)
+    window = window_snapshot(now, before)
+    assert {name: s.count for name, s in window.endpoints.items()} == {"/a": 30, "/new": 5}
+
+
+def test_a_window_stays_exact_when_part_of_a_name_moves_into_overflow() -> None:
+    """The archive of exited workers folds its names past the cap into ``<overflow>``: a
+    name's count can go down by what moved. The window counts the 5 requests that
+    happened, not the name's remaining history plus what moved."""
+    overflow = "<overflow>"
+    before = _snapshot({"/a": _series(100), overflow: _series(10, bucket=300)}, 1000.0)
+    moved = SeriesData(55, 0, 55_000, by={("GET", "2xx"): 55}, sorted_hist=([100, 300], [40, 15]))
+    now = _snapshot({"/a": _series(60), overflow: moved}, 1300.0)
+    window = window_snapshot(now, before)
+    assert {name: s.count for name, s in window.endpoints.items()} == {overflow: 5}
+    assert window.endpoints[overflow].sorted_hist() == ([300], [5])
+
+
+def test_a_kpi_window_stays_exact_when_the_label_sets_past_the_cap_change() -> None:
+    """KPIs too: past ``max_series`` the merged view keeps the busiest label sets (here
+    ``c`` overtook ``b``, and ``a`` lost part of its count to the archive's ``<overflow>``);
+    the window counts the 65 orders and 3 scores that happened, not whole histories."""
+    overflow = ("<overflow>",)
+
+    def counter(values: dict[tuple[str, ...], int]) -> KpiFamily:
+        series = {labels: KpiSeries(value=v) for labels, v in values.items()}
+        return KpiFamily("orders", "counter", "h", "", ("source",), "", (), series, 2)
+
+    def scores(hists: dict[tuple[str, ...], dict[int, int]]) -> KpiFamily:
+        series = {
+            labels: KpiSeries(hist=h, sum=float(sum(h.values()))) for labels, h in hists.items()
+        }
+        return KpiFamily("score", "distribution", "h", "", ("source",), "", (), series, 2)
+
+    before = {
+        "orders": counter({("a",): 100, ("b",): 50, overflow: 10}),
+        "score": scores({("a",): {5: 10}, ("b",): {6: 4}, overflow: {7: 1}}),
+    }
+    now = {
+        "orders": counter({("a",): 80, ("c",): 75, overflow: 70}),  # c +65; 20 of a moved
+        "score": scores({("a",): {5: 10}, ("c",): {7: 3}, overflow: {6: 4}}),  # c +2
+    }
+    delta = kpis_delta(now, before)
+    assert sum(one.value for one in delta["orders"].series.values()) == 65
+    assert {labels: one.hist for labels, one in delta["score"].series.items() if one.hist} == {
+        overflow: {7: 2}
+    }
+
+
+def test_a_ring_lock_held_by_a_parent_thread_does_not_hang_a_forked_child() -> None:
+    """A gunicorn master with ``--preload`` may fork a worker while one of its threads (the
+    ticker, an alert monitor) is in the middle of a snapshot, holding the ring's lock. The
+    child must answer ``?window=`` anyway (it would wait for ever on a lock nobody there
+    will release)."""
+    import signal
+
+    middleware = observed(Clock())
+    send(middleware, "/a")
+    held, release = threading.Event(), threading.Event()
+
+    def mid_snapshot() -> None:
+        with middleware.windows._lock:
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=mid_snapshot)
+    thread.start()
+    try:
+        assert held.wait(10)
+        pid = os.fork()
+        if pid == 0:  # the child: answer, or be stopped by the alarm
+            code = 1
+            try:
+                signal.alarm(20)
+                status, document = metrics(middleware, "window=1m")
+                code = 0 if status == 200 and document["window_seconds"] >= 0 else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        thread.join()
+        middleware.windows.stop()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_an_alert_monitor_lock_held_by_a_parent_thread_does_not_hang_a_forked_child() -> None:
+    """The same for an alert monitor checking on every scrape: its timer thread in the
+    parent (a gunicorn master with ``--preload``) may be mid-check, holding its lock, when
+    a worker is forked; the worker's ``/metrics`` must still answer."""
+    import signal
+
+    middleware = observed(Clock())
+    monitor = AlertMonitor(middleware, [error_rate_alert()]).evaluate_on_scrape()
+    send(middleware, "/a")
+    held, release = threading.Event(), threading.Event()
+
+    def mid_check() -> None:
+        with monitor._lock:
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=mid_check)
+    thread.start()
+    try:
+        assert held.wait(10)
+        pid = os.fork()
+        if pid == 0:  # the child: answer, or be stopped by the alarm
+            code = 1
+            try:
+                signal.alarm(20)
+                code = 0 if metrics(middleware)[0] == 200 else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        thread.join()
+        monitor.stop()
+        middleware.windows.stop()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

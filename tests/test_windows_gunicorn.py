@@ -128,3 +128,43 @@ def test_windows_are_exact_across_workers_and_worker_recycling(
     status, _, body = server.get("/metrics?window=5m&format=prometheus")
     assert status == 400 and b"JSON format" in body
     assert len(_entries(state_dir)) <= 17  # 15 minutes every 60 s, plus 2
+
+
+def test_windows_stay_exact_when_the_names_past_max_endpoints_change(
+    gunicorn: Any, tmp_path: Path
+) -> None:
+    """Past ``max_endpoints`` the merged view keeps the busiest names and folds the rest
+    into ``<overflow>``; the busiest change between two snapshots (``/c`` overtakes ``/b``)
+    and a worker is killed (the archive folds its names): ``?window=5m`` still counts
+    exactly the requests of those five minutes, in total and as status classes."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)
+    clock_file = tmp_path / "clock"
+    clock_file.write_text("0")
+    server = gunicorn(
+        APP,
+        "-w",
+        "2",
+        env={
+            "WSGI_OBSERVE_STATE_DIR": str(state_dir),
+            "WSGI_OBSERVE_WINDOW_INTERVAL": "60s",
+            "WSGI_OBSERVE_WINDOW_SPAN": "15m",
+            "WSGI_OBSERVE_MAX_ENDPOINTS": "3",
+            "WINDOWS_TEST_CLOCK": str(clock_file),
+        },
+    )
+    _send(server, ["/a"] * 20 + ["/b"] * 12 + ["/c", "/d", "/e"] * 2, total=38)
+    after_one = _move_clock(clock_file, 60)
+    wait_until(lambda: _document(server) and _entries(state_dir)[-1] >= after_one - 0.01)
+
+    _send(server, ["/c"] * 30 + ["/api/fail"] * 4, total=72)
+    victim = sorted(server.worker_pids())[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: victim not in server.worker_pids() and len(server.worker_pids()) == 2)
+    _move_clock(clock_file, 360)
+
+    for _ in range(6):
+        window = _document(server, "window=5m")
+        requests = window["application"]["requests"]
+        assert (requests["total"], requests["errors"]) == (34, 4), window["endpoints"]
+        assert sum(e["requests"] for e in window["endpoints"].values()) == 34

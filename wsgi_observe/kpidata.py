@@ -437,6 +437,51 @@ class KpiLayout:
         return families
 
 
+def _went_down(now: KpiSeries, then: KpiSeries) -> bool:
+    if now.value < then.value or now.sum < then.sum:
+        return True
+    return any(now.hist.get(index, 0) < count for index, count in then.hist.items())
+
+
+def _same_labels(
+    family: KpiFamily, before: KpiFamily
+) -> tuple[dict[tuple[str, ...], KpiSeries], dict[tuple[str, ...], KpiSeries]]:
+    """The series of ``family`` and ``before`` over the same label sets when ``<overflow>``
+    is in either: the merged view of a server's processes keeps the busiest label sets past
+    ``max_series`` (and the archive folds its own), and which ones can change between two
+    snapshots. The label sets not in both, and those that went down (moved into
+    ``<overflow>``, wholly or in part), are added into ``<overflow>`` on both sides, so a
+    window counts what happened rather than a label set's whole history."""
+    now_series, old_series = family.series, before.series
+    overflow = (OVERFLOW,) * len(family.labels)
+    if not family.labels or (overflow not in now_series and overflow not in old_series):
+        return now_series, old_series
+    moved = set(now_series.keys() ^ old_series.keys())
+    moved.update(
+        labels
+        for labels, now in now_series.items()
+        if labels in old_series and _went_down(now, old_series[labels])
+    )
+    moved.discard(overflow)
+    if not moved:
+        return now_series, old_series
+
+    def folded(space: Mapping[tuple[str, ...], KpiSeries]) -> dict[tuple[str, ...], KpiSeries]:
+        out = {labels: one for labels, one in space.items() if labels not in moved}
+        parts = [space[labels] for labels in (*moved, overflow) if labels in space]
+        if parts:
+            total = KpiSeries()
+            for part in parts:
+                total.value += part.value
+                total.sum += part.sum
+                for index, count in part.hist.items():
+                    total.hist[index] = total.hist.get(index, 0) + count
+            out[overflow] = total
+        return out
+
+    return folded(now_series), folded(old_series)
+
+
 def kpis_delta(
     newer: Mapping[str, KpiFamily], older: Mapping[str, KpiFamily]
 ) -> dict[str, KpiFamily]:
@@ -449,8 +494,9 @@ def kpis_delta(
             out[name] = family
             continue
         series: dict[tuple[str, ...], KpiSeries] = {}
-        for labels, now in family.series.items():
-            then = before.series.get(labels)
+        now_series, old_series = _same_labels(family, before)
+        for labels, now in now_series.items():
+            then = old_series.get(labels)
             if then is None:
                 series[labels] = now
             elif family.kind == KIND_COUNTER:

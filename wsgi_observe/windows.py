@@ -83,6 +83,7 @@ from typing import Any, Optional
 
 import orjson
 
+from .endpoints import OVERFLOW
 from .histograms import COUNTS_LEN
 from .kpidata import (
     KIND_COUNTER,
@@ -208,16 +209,60 @@ def _minus(now: SeriesData, before: Optional[SeriesData]) -> SeriesData:
     )
 
 
+def _added(parts: Sequence[SeriesData]) -> SeriesData:
+    """The sum of ``parts`` (counts, labels and every HDR bucket)."""
+    hist: dict[int, int] = {}
+    by: dict[tuple[str, str], int] = {}
+    for part in parts:
+        for index, count in part.hist.items():
+            hist[index] = hist.get(index, 0) + count
+        for label, count in part.by.items():
+            by[label] = by.get(label, 0) + count
+    return SeriesData(
+        count=sum(p.count for p in parts),
+        errors=sum(p.errors for p in parts),
+        sum_ns=sum(p.sum_ns for p in parts),
+        hist=hist,
+        by=by,
+    )
+
+
 def subtract_space(
     now: dict[str, SeriesData], before: dict[str, SeriesData]
 ) -> dict[str, SeriesData]:
     """Each series of ``now`` minus the same one of ``before``; series without any change
-    are left out (an endpoint idle during the window does not show)."""
+    are left out (an endpoint idle during the window does not show).
+
+    With ``<overflow>`` in either: past ``max_endpoints`` the merged view of a server's
+    processes keeps the busiest names and adds the rest into ``<overflow>`` (and the archive
+    of exited workers folds its own), and which ones can change between snapshots. A name
+    moved into ``<overflow>``, wholly or in part, would look reset (its whole history
+    counted as the window's), one moved out would count its whole history under its name.
+    So the names not in both, and those that went down, count as ``<overflow>`` on both
+    sides: the window's totals and percentiles stay exact."""
     out = {}
+    went_down = []
     for name, series in now.items():
-        delta = _minus(series, before.get(name))
+        old = before.get(name)
+        delta = _minus(series, old)
+        if delta is series and old is not None:
+            went_down.append(name)
         if delta.count:
             out[name] = delta
+    if OVERFLOW not in now and OVERFLOW not in before:
+        return out
+    moved = (now.keys() ^ before.keys()).union(went_down)
+    moved.discard(OVERFLOW)
+    if not moved:
+        return out
+    for name in (*moved, OVERFLOW):
+        out.pop(name, None)
+    folded = [
+        [space[name] for name in (*moved, OVERFLOW) if name in space] for space in (now, before)
+    ]
+    delta = _minus(_added(folded[0]), _added(folded[1]) if folded[1] else None)
+    if delta.count:
+        out[OVERFLOW] = delta
     return out
 
 
@@ -552,6 +597,7 @@ class _FileRing:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
+        self.listed: Optional[list[str]] = None  # the directory's names, as last listed
 
     def _names(self) -> dict[float, str]:
         found: dict[float, str] = {}
@@ -559,6 +605,7 @@ class _FileRing:
             names = os.listdir(self.directory)
         except OSError:
             return found
+        self.listed = names
         for name in names:
             match = _ENTRY_RE.match(name)
             if match:
@@ -600,12 +647,18 @@ class _FileRing:
             _log.debug("wsgi_observe: no ring lock: %s", error)
             yield False
             return
+        from .multiprocess.statedir import hand_over
+
         try:
             import stat
 
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 yield False
                 return
+            # Root (a gunicorn master that drops privileges) makes it the workers' too, or
+            # they could never take the lock and write an entry.
+            with contextlib.suppress(OSError):
+                hand_over(fd, self.directory)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as error:
@@ -618,9 +671,11 @@ class _FileRing:
             os.close(fd)
 
     def add(self, t: float, data: bytes) -> None:
-        from .multiprocess.statedir import write_atomic
+        from .multiprocess.statedir import remove_stale_temps, write_atomic
 
         write_atomic(self.directory, f"{ENTRY_PREFIX}{round(t * 1000)}", data)
+        # A writer SIGKILLed between creating its temporary file and renaming it left one.
+        remove_stale_temps(self.directory, self.listed)
 
     def drop(self, t: float) -> None:
         name = self._names().get(t)
@@ -682,6 +737,7 @@ class Windows:
         self._decoded = _Decoded()
         self.failed = False  # the ticker warned once about this ring
         self._steps: dict[tuple[str, float, float], Snapshot] = {}  # series' finished steps
+        _every.add(self)  # a forked child gets a fresh lock (see _after_fork)
 
     @property
     def enabled(self) -> bool:
@@ -724,14 +780,13 @@ class Windows:
         with self._lock:
             ring = self._ring()
             now = self.clock()
-            times = ring.times()
-            if times and now - times[-1] < self.interval_s * 0.95 and times[-1] <= now + 1:
+            if not self._due(ring.times(), now):
                 return False
             with ring.writing() as mine:
                 if not mine:
                     return False
                 times = ring.times()  # another process may have written one meanwhile
-                if times and now - times[-1] < self.interval_s * 0.95 and times[-1] <= now + 1:
+                if not self._due(times, now):
                     return False
                 taken = snapshot if snapshot is not None else self.snapshot()
                 self._start_in_clock(taken, now)
@@ -748,6 +803,14 @@ class Windows:
                 for t in kept[: max(len(kept) + 1 - self.max_entries, 0)]:
                     ring.drop(t)
             return True
+
+    def _due(self, times: list[float], now: float) -> bool:
+        """Whether a snapshot is due at ``now``: the newest entry that is not from the future
+        is an interval old (entries from the future, after the clock stepped back, are
+        dropped by the next write; one that can't be dropped, such as a directory planted
+        under an entry's name, must not make every offer write)."""
+        past = [t for t in times if t <= now + 1]
+        return not past or now - past[-1] >= self.interval_s * 0.95
 
     def start(self) -> Windows:
         """Offer a snapshot every ``interval_s`` from this process's one ticker thread (a
@@ -940,5 +1003,19 @@ class _Ticker:
 
 
 _ticker = _Ticker()
+#: Every ring of this process, weakly.
+_every: weakref.WeakSet[Windows] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    """In a forked child: the parent's ticker is not running here, and a ring's lock may
+    have been held by a thread of the parent (the ticker or an alert monitor mid-snapshot,
+    in a gunicorn master with ``--preload``): held for ever in the child, every window and
+    dashboard there would hang."""
+    _ticker.after_fork()
+    for windows in list(_every):
+        windows._lock = threading.Lock()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_ticker.after_fork)
+    os.register_at_fork(after_in_child=_after_fork)

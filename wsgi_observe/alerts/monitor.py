@@ -198,6 +198,7 @@ class AlertMonitor:
             *self._owned,
         )
         self._lock = threading.Lock()
+        _every.add(self)  # a forked child gets a fresh lock (see _after_fork)
         self._leader = _Leader(config.state_dir)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -371,6 +372,20 @@ def _windows_for(
 
 
 _monitors: weakref.WeakKeyDictionary[Any, AlertMonitor] = weakref.WeakKeyDictionary()
+#: Every monitor of this process, weakly.
+_every: weakref.WeakSet[AlertMonitor] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    """In a forked child: a monitor's lock may have been held by a thread of the parent
+    (its timer mid-check, in a gunicorn master with ``--preload``); held for ever in the
+    child, a check there (``evaluate_on_scrape``: every ``/metrics``) would hang."""
+    for monitor in list(_every):
+        monitor._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def check_alerts(

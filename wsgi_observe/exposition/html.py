@@ -248,9 +248,21 @@ def summary(snapshot: Any, *, endpoints: bool = True, seconds: float = 0.0) -> d
 # Formatting ------------------------------------------------------------------------------
 
 
+# Bidirectional controls (LRE, RLO, isolates, marks): a name holding one could reorder what
+# the page shows after it ("Trojan Source"); they are shown as escapes like controls are.
+_BIDI = {
+    code: f"\\u{code:04x}"
+    for code in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
+
+
 def _text(value: Any) -> str:
-    """Any value as escaped HTML text (control characters shown as escapes)."""
-    return escape(escape_control(value if isinstance(value, str) else str(value)), quote=True)
+    """Any value as escaped HTML text (control and bidirectional characters shown as
+    escapes)."""
+    text = escape_control(value if isinstance(value, str) else str(value))
+    if not text.isprintable():  # bidirectional controls are not
+        text = text.translate(_BIDI)
+    return escape(text, quote=True)
 
 
 def _seconds(value: Any) -> str:

@@ -24,9 +24,11 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Collection, Iterator
 from typing import Optional
 
@@ -42,6 +44,7 @@ __all__ = [
     "identity_of",
     "make_private",
     "read_regular",
+    "remove_stale_temps",
     "rendezvous_dir",
 ]
 
@@ -261,6 +264,35 @@ def write_atomic(directory: str, name: str, data: bytes) -> None:
         raise
     os.close(fd)
     os.replace(tmp, os.path.join(directory, name))
+
+
+_TEMP_RE = re.compile(r"^\.tmp-[0-9]+-[0-9a-f]{12}$")
+#: A temporary file of :func:`write_atomic` this old was left by a process that died
+#: between creating and renaming it (a SIGKILL mid-write); writing one takes milliseconds.
+_STALE_TEMP_S = 60.0
+
+
+def remove_stale_temps(directory: str, names: Optional[Collection[str]] = None) -> int:
+    """Remove the temporary files of :func:`write_atomic` (``names`` of ``directory``, or
+    its listing) older than a minute: left by a process killed mid-write, they would stay
+    until the server stops. Returns how many were removed; never raises."""
+    if names is None:
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return 0
+    now = time.time()
+    removed = 0
+    for name in names:
+        if _TEMP_RE.match(name) is None:
+            continue
+        path = os.path.join(directory, name)
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime > _STALE_TEMP_S:
+                os.unlink(path)
+                removed += 1
+    return removed
 
 
 @contextlib.contextmanager
