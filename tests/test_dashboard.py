@@ -24,7 +24,7 @@ from wsgi_client import call, environ_for, run
 
 from wsgi_observe import ObservabilityMiddleware, checks, configure_logging, logs
 from wsgi_observe.config import Config, ConfigError
-from wsgi_observe.exposition import html
+from wsgi_observe.exposition import html_view
 from wsgi_observe.exposition.html import (
     CONTENT_SECURITY_POLICY,
     DashboardView,
@@ -668,13 +668,13 @@ def test_sparklines_compute_a_finished_step_once(monkeypatch: pytest.MonkeyPatch
     """With a memo, a step handed out again (the ring reuses finished steps) is not
     computed again; only new steps are, and the memo keeps just the current ones."""
     computed: list[object] = []
-    real = html.step_points
+    real = html_view.step_points
 
     def counting(snapshot: Any) -> Any:
         computed.append(snapshot)
         return real(snapshot)
 
-    monkeypatch.setattr(html, "step_points", counting)
+    monkeypatch.setattr(html_view, "step_points", counting)
     steps = [
         Snapshot({"/a": SeriesData(count=i + 1, hist={10: i + 1})}, {}, 0, 0.0, 0.0)
         for i in range(4)

@@ -18,17 +18,26 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import time
-from bisect import bisect_left
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from html import escape
-from itertools import accumulate
 from typing import Any, Optional
 from urllib.parse import urlencode
 
-from .._text import escape_control
-from ..histograms import highest_equivalent, merge_all, values_at
+from .html_kpis import _kpis
+from .html_text import (
+    _count,
+    _error_class,
+    _label,
+    _percent,
+    _rate,
+    _seconds,
+    _status,
+    _text,
+    _uptime,
+    _utc,
+    _value,
+)
+from .html_view import DashboardView, Sparkline, sparklines, step_points, summary
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
@@ -100,238 +109,6 @@ CONTENT_SECURITY_POLICY = (
 
 _SPARK_W = 120
 _SPARK_H = 24
-
-
-@dataclass
-class Sparkline:
-    """One endpoint over the last minutes, step by step: p95 (seconds) and request rate
-    (per second); None where there is nothing to show (no request for p95, before the
-    server started for both)."""
-
-    p95: list[Optional[float]]
-    rate: list[Optional[float]]
-
-
-@dataclass
-class DashboardView:
-    """Everything the page shows, as plain data.
-
-    ``documents`` maps ``"1m"``, ``"5m"``, ``"15m"`` and ``"all"`` (since start) to
-    ``/metrics`` JSON documents (a period missing: not available); ``period`` picks the
-    endpoint table's. ``links`` are query parameters every link of the page keeps (a token
-    that came in the query). Example::
-
-        view = DashboardView("CRM API", "1.0.0", {"all": json_document(snapshot, ...)})
-        view.sort = "p99"
-        html = render_dashboard(view)  # bytes, UTF-8
-    """
-
-    service: str
-    version: str
-    documents: dict[str, dict[str, Any]]
-    sort: str = "traffic"
-    period: str = "all"
-    refresh: int = 0
-    sparklines: dict[str, Sparkline] = field(default_factory=dict)
-    spark_step_s: float = 60.0
-    readiness: Optional[Mapping[str, Any]] = None
-    processes: Sequence[Mapping[str, Any]] = ()
-    system: Optional[Mapping[str, Any]] = None
-    kpis: Optional[Mapping[str, Any]] = None
-    links: Sequence[tuple[str, str]] = ()
-    generated_at: float = field(default_factory=time.time)
-
-
-def step_points(snapshot: Any) -> dict[str, tuple[int, Optional[float]]]:
-    """Each endpoint's request count and p95 (seconds; None without requests) in one step
-    of a series."""
-    out: dict[str, tuple[int, Optional[float]]] = {}
-    for name, data in snapshot.endpoints.items():
-        count = data.count
-        p95 = None
-        if count > 0:
-            # values_at(..., (95.0,)), inlined: this runs steps x endpoints times.
-            indexes, counts = data.sorted_hist()
-            if indexes:
-                running = list(accumulate(counts))
-                at = bisect_left(running, int(95.0 * running[-1] / 100 + 0.5) or 1)
-                last = len(indexes) - 1
-                p95 = highest_equivalent(indexes[at if at < last else last]) / 1e6
-        out[name] = (count, p95)
-    return out
-
-
-def sparklines(
-    series: Sequence[tuple[float, Any]],
-    step_s: float,
-    steps: int = 0,
-    memo: Optional[dict[int, tuple[Any, dict[str, tuple[int, Optional[float]]]]]] = None,
-) -> dict[str, Sparkline]:
-    """Per endpoint, p95 and request rate of each step of ``series``: ``(end time,
-    Snapshot of that step alone)`` pairs, oldest first; a step's rate is over its
-    ``window_s`` when it has one (the newest step is shorter), else ``step_s``. Every
-    endpoint gets ``steps`` points (at least one per step; a young server's missing steps
-    come first, as None), a step it had no request in: rate 0, no p95.
-
-    ``memo`` (by the step's identity) keeps each step's points between calls: a ring hands
-    out the same object for a step that is over, so only the newest step is computed again.
-    It is left holding exactly the steps of ``series``."""
-    steps = max(steps, len(series))
-    first = steps - len(series)
-    out: dict[str, Sparkline] = {}
-    kept: dict[int, tuple[Any, dict[str, tuple[int, Optional[float]]]]] = {}
-    for position, (_at, snapshot) in enumerate(series, start=first):
-        seconds = getattr(snapshot, "window_s", None) or step_s
-        known = memo.get(id(snapshot)) if memo is not None else None
-        if known is not None and known[0] is snapshot:
-            points = known[1]
-        else:
-            points = step_points(snapshot)
-        kept[id(snapshot)] = (snapshot, points)  # the snapshot too: its id stays its own
-        for name, (count, p95) in points.items():
-            line = out.get(name)
-            if line is None:
-                rate: list[Optional[float]] = [None] * first
-                rate.extend([0.0] * (steps - first))
-                line = out[name] = Sparkline([None] * steps, rate)
-            if count > 0:
-                line.rate[position] = count / seconds
-                line.p95[position] = p95
-    if memo is not None:
-        memo.clear()
-        memo.update(kept)
-    return out
-
-
-_TARGETS = (50.0, 95.0, 99.0)
-
-
-def summary(snapshot: Any, *, endpoints: bool = True, seconds: float = 0.0) -> dict[str, Any]:
-    """What the page shows of a window's ``Snapshot``, in the ``/metrics`` document's shape
-    (requests, errors, error rate and p50/p95/p99, overall and, with ``endpoints``, per
-    endpoint), computed without the rest of that document."""
-    total = errors = 0
-    shown: dict[str, Any] = {}
-    for name, series in snapshot.endpoints.items():
-        count = series.count
-        total += count
-        errors += series.errors
-        if endpoints and count > 0:
-            indexes, counts = series.sorted_hist()
-            p50, p95, p99 = values_at(indexes, counts, _TARGETS)
-            shown[name] = {
-                "requests": count,
-                "errors": series.errors,
-                "error_rate": round(series.errors / count, 6),
-                "p50": p50 / 1e6,
-                "p95": p95 / 1e6,
-                "p99": p99 / 1e6,
-            }
-    merged = snapshot.overall
-    if merged is None:
-        merged = merge_all(series.sorted_hist() for series in snapshot.endpoints.values())
-    p50, p95, p99 = values_at(merged[0], merged[1], _TARGETS)
-    return {
-        "window_seconds": seconds,
-        "application": {
-            "requests": {
-                "total": total,
-                "errors": errors,
-                "error_rate": round(errors / total, 6) if total else 0.0,
-            },
-            "response_times": {"p50": p50 / 1e6, "p95": p95 / 1e6, "p99": p99 / 1e6},
-        },
-        "endpoints": shown,
-    }
-
-
-# Formatting ------------------------------------------------------------------------------
-
-
-# Bidirectional controls (LRE, RLO, isolates, marks): a name holding one could reorder what
-# the page shows after it ("Trojan Source"); they are shown as escapes like controls are.
-_BIDI = {
-    code: f"\\u{code:04x}"
-    for code in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
-}
-
-
-def _text(value: Any) -> str:
-    """Any value as escaped HTML text (control and bidirectional characters shown as
-    escapes)."""
-    text = escape_control(value if isinstance(value, str) else str(value))
-    if not text.isprintable():  # bidirectional controls are not
-        text = text.translate(_BIDI)
-    return escape(text, quote=True)
-
-
-def _seconds(value: Any) -> str:
-    """A duration in seconds, as people read one: ``840 µs``, ``12.3 ms``, ``1.52 s``."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return "—"
-    if value < 0.001:
-        return f"{value * 1e6:.0f} µs"
-    if value < 1.0:
-        return f"{value * 1e3:.3g} ms"
-    return f"{value:.3g} s"
-
-
-def _count(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "—"
-    if isinstance(value, int) or value.is_integer():
-        return f"{int(value):,}"
-    return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-
-
-def _rate(count: Any, seconds: float) -> str:
-    if not isinstance(count, (int, float)) or seconds <= 0:
-        return "—"
-    per_s = count / seconds
-    if per_s == 0:
-        return "0"
-    return f"{per_s:.3g}" if per_s < 1000 else f"{per_s:,.0f}"
-
-
-def _percent(rate: Any) -> str:
-    if not isinstance(rate, (int, float)) or isinstance(rate, bool):
-        return "—"
-    return f"{rate * 100:.2f} %"
-
-
-def _error_class(rate: Any) -> str:
-    if not isinstance(rate, (int, float)) or rate <= 0:
-        return ""
-    return ' class="bad"' if rate > 0.05 else ' class="warn"'
-
-
-def _uptime(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)) or seconds < 0:
-        return "—"
-    whole = int(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h {minutes}m"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
-
-
-def _utc(at: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
-
-
-_STATUS_CLASS = {"healthy": "ok", "degraded": "warn", "unhealthy": "bad"}
-
-
-def _status(value: Any) -> str:
-    text = _text(value)
-    cls = _STATUS_CLASS.get(value) if isinstance(value, str) else None
-    return f'<span class="badge {cls}">{text}</span>' if cls else text
 
 
 # Links -----------------------------------------------------------------------------------
@@ -623,18 +400,6 @@ def _workers(view: DashboardView) -> str:
     )
 
 
-def _label(key: Any) -> str:
-    return _text(str(key).replace("_", " "))
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, float) and not isinstance(value, bool):
-        return _count(round(value, 2))
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _count(value)
-    return _text(value)
-
-
 def _system(view: DashboardView) -> str:
     system = view.system
     if not isinstance(system, Mapping) or not system:
@@ -651,117 +416,6 @@ def _system(view: DashboardView) -> str:
             items = f"<dt>value</dt><dd>{_value(figures)}</dd>"
         cards.append(f'<div class="card"><h3>{_label(group)}</h3><dl>{items}</dl></div>')
     return '<h2 id="system">System</h2><div class="cards">' + "".join(cards) + "</div>"
-
-
-_KPI_META = ("type", "kind", "description", "help", "unit", "multiprocess_mode")
-_KPI_FIGURES = ("value", "count", "avg", "p50", "p95", "p99", "max")
-
-
-def _labels_text(labels: Any) -> str:
-    if isinstance(labels, Mapping):
-        return ", ".join(f"{key}={value}" for key, value in labels.items())
-    return "" if labels is None else str(labels)
-
-
-def _kpi_rows(
-    name: str, value: Any, path: tuple[str, ...], rows: list[tuple[str, str, str]]
-) -> None:
-    """Flatten a KPI of an unknown shape into ``(name, series, figures)`` rows: a mapping
-    of plain values is one row; nested mappings and lists give one row each."""
-    if isinstance(value, Mapping):
-        plain = {
-            key: item
-            for key, item in value.items()
-            if not isinstance(item, (Mapping, list)) and key not in _KPI_META
-        }
-        series = " / ".join(path)
-        labels = value.get("labels")
-        if isinstance(labels, Mapping):
-            series = ", ".join(filter(None, (series, _labels_text(labels))))
-        if plain:
-            figures = " · ".join(f"{_label(k)} <b>{_value(v)}</b>" for k, v in plain.items())
-            rows.append((name, _text(series), figures))
-        for key, item in value.items():
-            if isinstance(item, (Mapping, list)) and key != "labels":
-                _kpi_rows(name, item, (*path, str(key)), rows)
-    elif isinstance(value, list):
-        for position, item in enumerate(value):
-            where = path if isinstance(item, Mapping) else (*path, str(position))
-            _kpi_rows(name, item, where, rows)
-    else:
-        rows.append((name, _text(" / ".join(path)), f"<b>{_value(value)}</b>"))
-
-
-def _kpi_cells(figures: Mapping[str, Any]) -> str:
-    return "".join(
-        f"<td>{_value(figures[key]) if key in figures else ''}</td>" for key in _KPI_FIGURES
-    )
-
-
-def _kpi_title(name: Any, spec: Mapping[str, Any]) -> str:
-    kind = spec.get("type") or spec.get("kind")
-    unit = spec.get("unit")
-    described = spec.get("description") or spec.get("help")
-    meta = " ".join(f'<span class="meta">{_text(part)}</span>' for part in (kind, unit) if part)
-    if described:
-        meta += f'<br><span class="meta">{_text(described)}</span>'
-    return f"{_text(name)} {meta}"
-
-
-def _kpi_known(name: Any, spec: Mapping[str, Any]) -> Optional[list[str]]:
-    """The rows of a KPI in the shape :mod:`wsgi_observe.kpis` gives (``series`` of
-    ``{"labels": {...}, "value"}`` or ``{"labels": {...}, "count", "p50", ...}``), or None
-    for any other shape."""
-    series = spec.get("series")
-    if not isinstance(series, list) or not all(
-        isinstance(item, Mapping) and isinstance(item.get("labels", {}), Mapping) for item in series
-    ):
-        return None
-    title = _kpi_title(name, spec)
-    if len(series) == 1 and not series[0].get("labels"):
-        return [f'<tr><td class="name">{title}</td><td></td>{_kpi_cells(series[0])}</tr>']
-    totals = {key: spec[key] for key in ("total", "count") if key in spec}
-    if "total" in totals:
-        totals = {"value": totals["total"]}
-    rows = [f'<tr><td class="name">{title}</td><td class="meta">all</td>{_kpi_cells(totals)}</tr>']
-    for item in series:
-        rows.append(
-            f'<tr><td></td><td class="name">{_text(_labels_text(item.get("labels")))}</td>'
-            f"{_kpi_cells(item)}</tr>"
-        )
-    return rows
-
-
-def _kpis(view: DashboardView) -> str:
-    kpis = view.kpis
-    if not isinstance(kpis, Mapping) or not kpis:
-        return (
-            '<h2 id="kpis">KPIs</h2><p class="muted">No business KPIs defined '
-            "(<code>wsgi_observe.kpis</code>).</p>"
-        )
-    rows: list[str] = []
-    for name, spec in kpis.items():
-        known = _kpi_known(name, spec) if isinstance(spec, Mapping) else None
-        if known is not None:
-            rows.extend(known)
-            continue
-        found: list[tuple[str, str, str]] = []
-        _kpi_rows(str(name), spec, (), found)
-        title = _kpi_title(name, spec) if isinstance(spec, Mapping) else _text(name)
-        for position, (_kpi, series, figures) in enumerate(found or [(str(name), "", "—")]):
-            rows.append(
-                f'<tr><td class="name">{title if position == 0 else ""}</td>'
-                f'<td class="name">{series}</td><td class="msg" colspan="7">{figures}</td></tr>'
-            )
-    heads = "".join(
-        f"<th>{key.capitalize() if key[0] != 'p' else key}</th>" for key in _KPI_FIGURES
-    )
-    return (
-        '<h2 id="kpis">KPIs</h2><div class="wrap"><table><thead><tr><th>KPI</th>'
-        f'<th class="text">Series</th>{heads}</tr></thead><tbody>'
-        + "".join(rows)
-        + "</tbody></table></div>"
-    )
 
 
 def render_dashboard(view: DashboardView) -> bytes:
