@@ -875,7 +875,7 @@ def test_the_ring_lock_belongs_to_the_state_directorys_owner(tmp_path: Path) -> 
     """Made by root (a gunicorn master that drops privileges), ``window.lock`` is handed to
     the directory's owner like every other state file, or the workers could never take it
     and write an entry. (As another user the directory is that user's already.)"""
-    owner = 65534 if os.geteuid() == 0 else os.geteuid()
+    owner = os.geteuid() or 65534  # root hands it to nobody
     os.chown(tmp_path, owner, -1)
     ring = Windows(Source().snapshot, clock=Clock(), directory=lambda: str(tmp_path))
     assert ring.tick() is True

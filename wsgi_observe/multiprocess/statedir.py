@@ -159,9 +159,9 @@ def _runtime_root() -> str:
             and os.access(candidate, os.W_OK | os.X_OK)
         ):
             return candidate
-    # safe: only the base; rendezvous_dir() makes its per-user folder there with
-    # make_private(), which refuses a folder another user planted (never follows or uses it).
-    return tempfile.gettempdir()
+    # Only the base: rendezvous_dir() makes its per-user folder there with make_private(),
+    # which refuses a folder another user planted (never follows or uses it).
+    return tempfile.gettempdir()  # safe: a base for make_private(), never written to itself
 
 
 def rendezvous_dir(master: Identity) -> str:
