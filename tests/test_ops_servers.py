@@ -133,36 +133,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
         server.stop()
 
 
-class FlaggedPrometheus(Prometheus):
-    """test_prometheus_server's Prometheus (config, storage, stop by pid) with extra flags."""
-
-    def __init__(
-        self, workdir: Path, target: str, config_text: str, flags: tuple[str, ...]
-    ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = workdir / "prometheus.yml"
-        config.write_text(config_text.format(target=target), encoding="utf-8")
-        self.logfile = workdir / "prometheus.log"
-        self.log = open(self.logfile, "wb")  # a file, not a pipe; closed in stop()
-        try:
-            self.process = subprocess.Popen(
-                [
-                    PROMETHEUS,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    *flags,
-                ],
-                stdout=self.log,
-                stderr=self.log,
-                cwd=workdir,
-            )
-        except BaseException:
-            self.log.close()
-            raise
-
-
 @pytest.fixture(scope="module")
 def scraped(
     demo: Gunicorn, tmp_path_factory: pytest.TempPathFactory
@@ -177,7 +147,7 @@ def scraped(
             rules = render_prometheus_rules(RuleOptions(histograms=form))
             (workdir / "rules.yml").write_text(rules, encoding="utf-8")
             started.append(
-                FlaggedPrometheus(workdir, f"127.0.0.1:{demo.port}", CONFIG, FLAGS[form])
+                Prometheus(workdir, f"127.0.0.1:{demo.port}", CONFIG, FLAGS[form])
             )
         for prometheus in started:
             prometheus.wait_ready()

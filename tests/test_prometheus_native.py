@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Gunicorn, free_port, wait_until
+from conftest import Gunicorn, wait_until
 from test_prometheus_server import DEADLINE_S, PROMETHEUS, Prometheus
 
 from wsgi_observe.histograms import merge, percentiles
@@ -47,37 +46,14 @@ scrape_configs:
   - job_name: 'wsgi_observe'
     metrics_path: '/metrics'
     static_configs:
-      - targets: [{targets}]
+      - targets: [{target}]
 """
 
 
-class Scraper(Prometheus):
+def scraper(workdir: Path, targets: list[str], flags: tuple[str, ...] = ()) -> Prometheus:
     """test_prometheus_server's Prometheus, scraping several targets, with extra flags."""
-
-    def __init__(self, workdir: Path, targets: list[str], flags: tuple[str, ...] = ()) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = workdir / "prometheus.yml"
-        listed = ", ".join(f"'{target}'" for target in targets)
-        config.write_text(SCRAPE_CONFIG.format(targets=listed), encoding="utf-8")
-        self.logfile = workdir / "prometheus.log"
-        self.log = open(self.logfile, "wb")  # a file, not a pipe; closed in stop()
-        try:
-            self.process = subprocess.Popen(
-                [
-                    PROMETHEUS,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    *flags,
-                ],
-                stdout=self.log,
-                stderr=self.log,
-                cwd=workdir,
-            )
-        except BaseException:
-            self.log.close()
-            raise
+    listed = ", ".join(f"'{target}'" for target in targets)
+    return Prometheus(workdir, listed, SCRAPE_CONFIG, flags)
 
 
 class Deployment:
@@ -147,11 +123,11 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             started.append(deployment.server)
             deployments.append(deployment)
         targets = [deployment.target for deployment in deployments]
-        native = Scraper(
+        native = scraper(
             tmp_path_factory.mktemp("native"), targets, ("--enable-feature=native-histograms",)
         )
         started.append(native)
-        text = Scraper(tmp_path_factory.mktemp("text"), targets)
+        text = scraper(tmp_path_factory.mktemp("text"), targets)
         started.append(text)
         for deployment in deployments:
             deployment.server.wait_ready()

@@ -44,7 +44,13 @@ scrape_configs:
 class Prometheus:
     """A real Prometheus server on 127.0.0.1 with its own config and storage, stopped by pid."""
 
-    def __init__(self, workdir: Path, target: str, config_text: str = SCRAPE_CONFIG) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        target: str,
+        config_text: str = SCRAPE_CONFIG,
+        flags: tuple[str, ...] = (),
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"
@@ -58,6 +64,7 @@ class Prometheus:
                     f"--config.file={config}",
                     f"--storage.tsdb.path={workdir / 'data'}",
                     f"--web.listen-address=127.0.0.1:{self.port}",
+                    *flags,
                 ],
                 stdout=self.log,
                 stderr=self.log,
