@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import traceback
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -31,7 +30,15 @@ from .._time import iso_utc
 from ..redact import redact_query, redact_text
 from ..tracing import TRACE_KEY, current_child
 from .context import ID_KEY, current_fields, current_request, wsgi_text
-from .formats import RECORD_ATTRS, JsonFormatter, _message, _scrub, dumps_line, safe_str
+from .formats import (
+    RECORD_ATTRS,
+    JsonFormatter,
+    _exception_block,
+    _message,
+    _scrub,
+    dumps_line,
+    safe_str,
+)
 
 if TYPE_CHECKING:
     from .._wsgi import Exchange
@@ -127,22 +134,11 @@ def _request_fields(event: dict[str, Any], environ: Mapping[str, Any]) -> None:
 
 
 def _error(exc_info: Any) -> Optional[dict[str, Any]]:
-    kind, error, tb = exc_info
-    if kind is None:
-        return None
-    name = getattr(kind, "__qualname__", safe_str(kind))
-    module = getattr(kind, "__module__", "builtins")
-    if module not in ("builtins", "__main__"):
-        name = f"{module}.{name}"
-    try:
-        text = "".join(traceback.format_exception(kind, error, tb))
-    except Exception:  # pragma: no cover - traceback copes with broken __str__ itself
-        text = f"{name}: <traceback unavailable>"
-    return {
-        "type": name,
-        "message": redact_text(safe_str(error)),
-        "stack_trace": redact_text(text),
-    }
+    """The JSON line's exception block under ECS's names (``error.stack_trace``)."""
+    block = _exception_block(exc_info)
+    if block is not None:
+        block["stack_trace"] = block.pop("traceback")
+    return block
 
 
 class EcsFormatter(JsonFormatter):
