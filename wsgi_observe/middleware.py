@@ -281,7 +281,7 @@ class ObservabilityMiddleware:
             guarded("request finish", error)
         finally:
             if exchange.request_id is not None:
-                _enter_request(None)  # leave_request(), inlined
+                exchange.environ[_ID_KEY] = None  # the request context ends (logs.context)
 
     def _log_slow(self, exchange: Exchange, name: str, duration_ns: int) -> None:
         seconds = duration_ns / 1e9

@@ -1,9 +1,17 @@
 """The request context of log lines: request ids, the current request, ``LogContext`` fields.
 
-The middleware calls :func:`enter_request` when a request comes in and :func:`leave_request`
-when it ends; between the two, every log line written by this thread (or task) carries the
-request's ``request`` block and ``request_id``. The block is built lazily, only when a line
-is actually written, and kept in the environ.
+A request is entered when it comes in and ended when it finishes; between the two, every log
+line written by this thread (or task, or a context copied from it) carries the request's
+``request`` block and ``request_id``. The block is built lazily, only when a line is
+actually written, and kept in the environ.
+
+The context variable holds the request's WSGI environ, and the request is current while the
+environ's request id (``environ[ID_KEY]``) is set. Ending a request sets that id to None:
+one store in a dict, where setting the variable back would cost a second context-variable
+write per request (a new context mapping); the next request replaces the environ. A context
+copied during a request (a thread started with ``copy_context()``, asgiref's
+``async_to_sync``) holds the same environ, so its lines carry the request while it runs and
+stop carrying it once it has ended.
 
 Request ids are ``<12 random hex digits>-<counter in hex>``: a fresh random prefix per
 process (re-drawn after a fork), so ids never repeat across workers. A caller's
@@ -45,16 +53,24 @@ ID_KEY = "wsgi_observe.request_id"
 _BLOCK_KEY = "wsgi_observe.log_request"
 _MAX_AGENT = 512
 
-# The request being served by this thread or task: its WSGI environ (fields are read lazily,
-# only when a line is written).
+
+# The request being served by this thread or task (see the module's docstring).
 _request: ContextVar[Optional[dict[str, Any]]] = ContextVar("wsgi_observe_request", default=None)
 _EMPTY: Mapping[str, Any] = {}
 _fields: ContextVar[Mapping[str, Any]] = ContextVar("wsgi_observe_log_fields", default=_EMPTY)
 
 #: ``set`` of the request variable, bound once (the middleware calls it per request).
 enter = _request.set
-current_request = _request.get
+_current = _request.get
 current_fields = _fields.get
+
+
+def current_request() -> Optional[dict[str, Any]]:
+    """The WSGI environ of the request this thread or task is serving, or None."""
+    environ = _current()
+    if environ is None or environ.get(ID_KEY) is None:
+        return None
+    return environ
 
 
 def _reseed() -> None:
@@ -95,14 +111,11 @@ _LOW_FIRST = tuple(f"{low:x}" for low in range(255, 0, -1))  # batch 0: "ff" ...
 
 def _batch(batch: int) -> list[str]:
     """The ids of numbers ``256 * batch + 256`` down to ``256 * batch + 1``, that is
-    ``f"{prefix}{number:x}"`` each: one shared head plus two precomputed hex digits (a
-    concatenation each, in C), instead of formatting every number."""
-    ids = [f"{_prefix}{batch + 1:x}00"]
-    if batch:
-        ids.extend(map(f"{_prefix}{batch:x}".__add__, _LOW))
-    else:
-        ids.extend(map(_prefix.__add__, _LOW_FIRST))
-    return ids
+    ``f"{prefix}{number:x}"`` each: one shared head plus two precomputed hex digits, made by
+    one join and one split (in C) instead of formatting or concatenating every id."""
+    head = f"{_prefix}{batch:x}" if batch else _prefix
+    tails = ("\n" + head).join(_LOW if batch else _LOW_FIRST)
+    return f"{_prefix}{batch + 1:x}00\n{head}{tails}".split("\n")
 
 
 is_sane_id = re.compile(r"[A-Za-z0-9._:\-]{1,128}").fullmatch
@@ -125,7 +138,7 @@ def leave_request() -> None:
 
 def current_request_id() -> Optional[str]:
     """The id of the request this thread is serving, or None outside a request."""
-    environ = _request.get()
+    environ = _current()
     if environ is None:
         return None
     value = environ.get(ID_KEY)
@@ -135,7 +148,7 @@ def current_request_id() -> Optional[str]:
 def current_trace() -> Optional[TraceContext]:
     """The trace of the request this thread or task is serving (a W3C ``traceparent``
     came in, or a tracer is on), or None."""
-    environ = _request.get()
+    environ = current_request()
     if environ is None:
         return None
     trace = environ.get(TRACE_KEY)
