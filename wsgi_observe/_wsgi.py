@@ -29,10 +29,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from itertools import product
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 _ENDPOINT_KEY = "wsgi_observe.endpoint"
+#: Every spelling of X-Request-ID that ``str.lower()`` makes "x-request-id" (its ten letters
+#: in either case; no other character lowers to one of them): one set lookup per response
+#: header instead of a len() and a lower().
+_REQUEST_ID_NAMES = frozenset(map("".join, product(*({c, c.upper()} for c in "x-request-id"))))
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -127,7 +132,7 @@ class Exchange(list):  # type: ignore[type-arg]
             # X-Request-ID, unless the app sent one (its own is kept).
             try:
                 for name, _value in headers:
-                    if len(name) == 12 and name.lower() == "x-request-id":
+                    if name in _REQUEST_ID_NAMES:
                         break  # the app sent its own: kept
                 else:
                     headers = [*headers, ("X-Request-ID", request_id)]  # never mutate the app's
