@@ -35,6 +35,10 @@ _dumps = orjson.dumps
 _access_log = logging.getLogger("wsgi_observe.access")
 _parent_log = logging.getLogger("wsgi_observe")
 _root = logging.getLogger()
+# The access logger's own cache of isEnabledFor() answers, by level. logging empties it on
+# every level change (setLevel, disable) and isEnabledFor() fills it again; reading it here
+# spares that call per request. (Without it, on some future Python, the call is made.)
+_enabled: dict[int, bool] = getattr(_access_log, "_cache", {})
 
 _status_codes: dict[object, int] = {None: 500}
 # A status line -> (its code, what the message shows: the line as the app sent it when it
@@ -90,6 +94,21 @@ files.tick_hooks.append(_resync_clock)
 _MILLIS = tuple(f".{rest:03d}Z" for rest in range(1000))
 
 
+# (millis, the value of the access line's "timestamp" for that millisecond, serialised).
+_head: tuple[int, orjson.Fragment] = (-1, orjson.Fragment(b'""'))
+
+
+def _access_head(millis: int) -> tuple[int, orjson.Fragment]:
+    """The access line's first three members, serialised once per millisecond. orjson
+    writes a Fragment as it is, so the value of "timestamp" carries the constant "level"
+    and "logger" members after it: the bytes of three dict entries for the cost of one
+    (the timestamp is digits and ``-:.TZ``, nothing to escape)."""
+    global _head
+    text = f'"{_stamp_text(millis)}","level":"INFO","logger":"wsgi_observe.access"'
+    _head = (millis, orjson.Fragment(text.encode()))
+    return _head
+
+
 def _stamp_text(millis: int) -> str:
     """``2025-10-06T12:00:00.000Z`` for a count of milliseconds since the epoch (cached)."""
     global _stamp, _stamp_second
@@ -125,6 +144,8 @@ def _message(method: str, path: str, status: object, code: int) -> str:
 
 
 def _through_logging(exchange: Exchange, name: str, duration_ns: int) -> None:
+    if not _access_log.isEnabledFor(_INFO):
+        return
     fields = _fields(exchange, name, duration_ns)
     message = _message(fields["method"], fields["path"], exchange.status, fields["status"])
     _access_log.info("%s", message, extra=fields)
@@ -148,7 +169,7 @@ def _append(setup: _setup.Setup, line: bytes) -> None:
     for sink in setup.info_sinks:
         sink.lines.append(line)
         pending = sink.pending = sink.pending + size
-        if pending >= sink.limit or sink.closed:
+        if pending >= sink.limit:  # (a closed sink's limit is 0)
             sink.flush()
         elif pending == size and not files.is_flusher_running():
             files.start_flusher()
@@ -181,13 +202,14 @@ def _write_ecs(exchange: Exchange, name: str, duration_ns: int, setup: _setup.Se
 
 def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
     """Write the access line of a finished request (never raises into the request)."""
-    if not _access_log.isEnabledFor(_INFO):
-        return
     setup = _setup.active
     access, parent = _access_log, _parent_log
     if (
         setup is None
         or setup.level > _INFO
+        # isEnabledFor(INFO), from logging's own cache when it holds the answer:
+        or (_enabled.get(_INFO) is not True and not access.isEnabledFor(_INFO))
+        or access.disabled
         or _root.handlers != setup.root_handlers  # the application's handlers listen too
         # ... or the access logger (or its parent) was customised:
         or access.handlers
@@ -217,15 +239,15 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
     if agent is not None and len(agent) > 512:
         agent = agent[:512]
     millis = (exchange.started + duration_ns + _clock_offset_ns) // 1_000_000
-    stamp = _stamp
+    head = _head
+    if head[0] != millis:
+        head = _access_head(millis)
     if len(exchange) == 1:  # a one-chunk list body, the common case
         nbytes = len(exchange[0])
     else:
         nbytes = sum(map(len, exchange)) if exchange else exchange.body_bytes()
     fields = {
-        "timestamp": stamp[1] if stamp[0] == millis else _stamp_text(millis),
-        "level": "INFO",
-        "logger": "wsgi_observe.access",
+        "timestamp": head[1],  # and "level" and "logger" (see _access_head)
         "message": f"{method} {path} {shown}",
         "method": method,
         "endpoint": name,
@@ -233,9 +255,8 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
         "status": code,
         "duration_ms": duration_ns // 1000 / 1000,
         "bytes": nbytes,
-        # The id sent back as X-Request-ID (the one in the environ, which it always is when
-        # the access line is on: the request context is on with it).
-        "request_id": exchange.request_id or environ.get(ID_KEY),
+        # The id sent back as X-Request-ID (the request context is on with our handlers).
+        "request_id": exchange.request_id,
         "remote_addr": environ.get("REMOTE_ADDR"),
         "user_agent": agent,
     }
@@ -246,16 +267,25 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
         fields["trace_flags"] = trace.flags
     try:
         line = _dumps(fields, None, _OPTIONS)
-    except Exception:  # a server put something odd in the environ
-        line = dumps_line(fields)
+    except Exception:  # a server put something odd in the environ: the careful encoder
+        del fields["timestamp"]
+        line = dumps_line(
+            {
+                "timestamp": _stamp_text(millis),
+                "level": "INFO",
+                "logger": "wsgi_observe.access",
+                **fields,
+            }
+        )
     size = len(line)
     for sink in setup.info_sinks:
         sink.lines.append(line)
         pending = sink.pending = sink.pending + size
-        if pending >= sink.limit or sink.closed:
+        if pending >= sink.limit:  # (a closed sink's limit is 0)
             sink.flush()
         elif pending == size and not files.is_flusher_running():
             # The first line in an empty buffer: the flusher must be there to write it.
             files.start_flusher()
     if setup.text:
+        del fields["timestamp"]  # the record has its own time
         _text_record(setup.text, fields["message"], fields)

@@ -26,6 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any, Optional
 
 try:  # POSIX; elsewhere rotation is only safe within one process
@@ -94,17 +95,16 @@ class Sink:
         self.targets = targets
         self.lines: deque[bytes] = deque()
         self.pending = 0
-        self.limit = buffer_bytes
+        self.limit = buffer_bytes  # 0 once closed
         self.lock = threading.RLock()
         self.flushing = 0  # the thread inside flush(), so a line logged by a target waits
-        self.closed = False
         with _sinks_lock:
             _sinks.add(self)
 
     def write(self, line: bytes, urgent: bool = False) -> None:
         self.lines.append(line)
         self.pending += len(line)
-        if urgent or self.pending >= self.limit or self.closed:
+        if urgent or self.pending >= self.limit:
             self.flush()
         elif not _flusher_running:
             start_flusher()
@@ -121,8 +121,8 @@ class Sink:
             if not count:
                 return
             self.pending = 0
-            pop = lines.popleft
-            data = b"".join([pop() for _ in range(count)])
+            # popleft() exactly ``count`` times, in C: lines appended meanwhile stay queued.
+            data = b"".join(islice(iter(lines.popleft, None), count))
             self.flushing = me
             try:
                 for target in self.targets:
@@ -135,7 +135,7 @@ class Sink:
 
     def close(self) -> None:
         self.flush()
-        self.closed = True  # later writes are flushed at once (a file is reopened for them)
+        self.limit = 0  # later writes are flushed at once (a file is reopened for them)
         with _sinks_lock:
             _sinks.discard(self)
         with self.lock:
