@@ -11,7 +11,9 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -173,18 +175,23 @@ def test_request_ids_are_unique_and_count_across_batch_boundaries() -> None:
 # X-Request-ID in the app's headers ---------------------------------------------------------
 
 
+def _sending(name: str, value: str) -> Callable[..., Any]:
+    """An app that answers with the header ``name: value`` besides Content-Type."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("200 OK", [*TEXT, (name, value)])
+        return [b"ok"]
+
+    return app
+
+
 @pytest.mark.parametrize(
     "name", ["X-Request-ID", "x-request-id", "X-REQUEST-ID", "x-ReQuEsT-iD", "X-Request-Id"]
 )
 def test_the_apps_own_request_id_header_is_kept_in_any_case(tmp_path: Path, name: str) -> None:
     """Header names are case-insensitive: the app's own id is kept, never doubled."""
     _setup(tmp_path)
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        start_response("200 OK", [*TEXT, (name, "app-chosen")])
-        return [b"ok"]
-
-    response = call(_wrapped(app), "/own")
+    response = call(_wrapped(_sending(name, "app-chosen")), "/own")
     assert [value for key, value in response.headers if key.lower() == "x-request-id"] == [
         "app-chosen"
     ]
@@ -196,12 +203,7 @@ def test_the_apps_own_request_id_header_is_kept_in_any_case(tmp_path: Path, name
 def test_other_header_names_do_not_count_as_the_request_id(tmp_path: Path, name: str) -> None:
     """Near misses (an extra letter, an underscore, a dotted capital I) are other headers."""
     _setup(tmp_path)
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        start_response("200 OK", [*TEXT, (name, "other")])
-        return [b"ok"]
-
-    response = run(_wrapped(app), environ_for("/other"), validate=False)
+    response = run(_wrapped(_sending(name, "other")), environ_for("/other"), validate=False)
     ours = [value for key, value in response.headers if key == "X-Request-ID"]
     assert len(ours) == 1 and ours[0] != "other"
     assert (name, "other") in response.headers
@@ -250,6 +252,27 @@ def test_the_direct_access_line_is_byte_for_byte_the_plain_encoding(
     assert line["message"] == f"GET {line['path']} 200 OK"
 
 
+def test_access_line_timestamps_are_the_requests_end_across_milliseconds(tmp_path: Path) -> None:
+    """The timestamp of each line is when its request ended, to the millisecond, also
+    when requests end in new milliseconds and after the clock offset is re-synced."""
+    _setup(tmp_path)
+    app = _wrapped(_hello)
+    windows = []
+    for index in range(8):
+        if index == 4:
+            access_module._resync_clock()
+        before = time.time()
+        call(app, f"/t{index}")
+        windows.append((before, time.time()))
+        time.sleep(0.002)
+    lines = _access(tmp_path / "application.log")
+    assert [line["path"] for line in lines] == [f"/t{index}" for index in range(8)]
+    for line, (before, after) in zip(lines, windows):
+        stamp = datetime.strptime(line["timestamp"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+        assert before - 0.002 <= stamp <= after + 0.001
+    assert len({line["timestamp"] for line in lines}) == 8
+
+
 def test_the_access_line_survives_a_value_orjson_refuses(tmp_path: Path) -> None:
     """A server that puts a non-string in the environ: the careful encoder writes the line,
     with its timestamp, level and logger."""
@@ -261,32 +284,35 @@ def test_the_access_line_survives_a_value_orjson_refuses(tmp_path: Path) -> None
     assert line["timestamp"].endswith("Z") and isinstance(line["remote_addr"], (str, list))
 
 
-def test_level_changes_take_effect_on_the_next_request(tmp_path: Path) -> None:
-    """The direct write reads logging's own cache of isEnabledFor(): a level set (or
-    logging.disable()) between two requests applies to the second one already."""
+_ACCESS = logging.getLogger("wsgi_observe.access")
+# Ways to silence the access logger between two requests, each with its undoing.
+_SILENCERS: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {
+    "setLevel": (lambda: _ACCESS.setLevel(logging.WARNING), lambda: _ACCESS.setLevel(0)),
+    "disable": (lambda: logging.disable(logging.INFO), lambda: logging.disable(logging.NOTSET)),
+    "disabled": (
+        lambda: setattr(_ACCESS, "disabled", True),
+        lambda: setattr(_ACCESS, "disabled", False),
+    ),
+}
+
+
+@pytest.mark.parametrize("how", sorted(_SILENCERS))
+def test_level_changes_take_effect_on_the_next_request(tmp_path: Path, how: str) -> None:
+    """The direct write reads logging's own cache of isEnabledFor(): silencing the access
+    logger between two requests (a level, logging.disable(), dictConfig's ``disabled``)
+    applies to the second one already, and undoing it to the third."""
     _setup(tmp_path)
     app = _wrapped(_hello)
-    access_logger = logging.getLogger("wsgi_observe.access")
-    call(app, "/one")
-    access_logger.setLevel(logging.WARNING)
+    silence, undo = _SILENCERS[how]
+    call(app, "/before")
+    silence()
     try:
-        call(app, "/silenced-by-level")
+        call(app, "/silenced")
     finally:
-        access_logger.setLevel(logging.NOTSET)
-    call(app, "/two")
-    logging.disable(logging.INFO)
-    try:
-        call(app, "/silenced-by-disable")
-    finally:
-        logging.disable(logging.NOTSET)
-    call(app, "/three")
-    access_logger.disabled = True
-    try:
-        call(app, "/silenced-by-disabled")
-    finally:
-        access_logger.disabled = False
+        undo()
+    call(app, "/after")
     paths = [line["path"] for line in _access(tmp_path / "application.log")]
-    assert paths == ["/one", "/two", "/three"]
+    assert paths == ["/before", "/after"]
 
 
 def test_logging_still_caches_is_enabled_for_where_the_access_line_reads_it() -> None:

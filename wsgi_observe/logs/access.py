@@ -78,47 +78,51 @@ def _shown_status(status: object) -> tuple[int, str]:
 # Wall-clock time of the access line from the exchange's own perf_counter_ns readings (no
 # clock call per request); the flusher re-syncs the offset twice a second.
 _clock_offset_ns = time.time_ns() - perf_counter_ns()
-_stamp: tuple[int, str] = (-1, "")
 _stamp_second: tuple[int, str] = (-1, "")
-
-
-def _resync_clock() -> None:
-    global _clock_offset_ns
-    _clock_offset_ns = time.time_ns() - perf_counter_ns()
-
-
-files.tick_hooks.append(_resync_clock)
-
 
 #: ``.000Z`` to ``.999Z``: the millisecond tails of a timestamp, formatted once.
 _MILLIS = tuple(f".{rest:03d}Z" for rest in range(1000))
 
 
-# (millis, the value of the access line's "timestamp" for that millisecond, serialised).
-_head: tuple[int, orjson.Fragment] = (-1, orjson.Fragment(b'""'))
+# The millisecond the latest access line ended in: its first perf_counter_ns() reading,
+# the first reading after it, its timestamp (``2025-10-06T12:00:00.000Z``), and the value
+# of the line's "timestamp" serialised. orjson writes a Fragment as it is, so that value
+# also carries the constant "level" and "logger" members after it (the bytes of three dict
+# entries for the cost of one; a timestamp has nothing to escape). Two integer comparisons
+# per request tell whether a line ends in the same millisecond as the one before, where
+# turning every end into milliseconds would divide a 64-bit integer.
+_now: tuple[int, int, str, orjson.Fragment] = (0, 0, "", orjson.Fragment(b'""'))
 
 
-def _access_head(millis: int) -> tuple[int, orjson.Fragment]:
-    """The access line's first three members, serialised once per millisecond. orjson
-    writes a Fragment as it is, so the value of "timestamp" carries the constant "level"
-    and "logger" members after it: the bytes of three dict entries for the cost of one
-    (the timestamp is digits and ``-:.TZ``, nothing to escape)."""
-    global _head
-    text = f'"{_stamp_text(millis)}","level":"INFO","logger":"wsgi_observe.access"'
-    _head = (millis, orjson.Fragment(text.encode()))
-    return _head
+def _millisecond(end_ns: int) -> tuple[int, int, str, orjson.Fragment]:
+    """The millisecond ``end_ns`` (a perf_counter_ns() reading) falls in (it becomes _now)."""
+    global _now
+    offset = _clock_offset_ns
+    millis = (end_ns + offset) // 1_000_000
+    first = millis * 1_000_000 - offset
+    text = _stamp_text(millis)
+    head = f'"{text}","level":"INFO","logger":"wsgi_observe.access"'
+    _now = (first, first + 1_000_000, text, orjson.Fragment(head.encode()))
+    return _now
+
+
+def _resync_clock() -> None:
+    global _clock_offset_ns, _now
+    _clock_offset_ns = time.time_ns() - perf_counter_ns()
+    _now = (0, 0, "", _now[3])  # the millisecond's readings moved with the offset
+
+
+files.tick_hooks.append(_resync_clock)
 
 
 def _stamp_text(millis: int) -> str:
-    """``2025-10-06T12:00:00.000Z`` for a count of milliseconds since the epoch (cached)."""
-    global _stamp, _stamp_second
+    """``2025-10-06T12:00:00.000Z`` for a count of milliseconds since the epoch."""
+    global _stamp_second
     second, rest = divmod(millis, 1000)
     cached = _stamp_second
     if cached[0] != second:
         cached = _stamp_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    text = cached[1] + _MILLIS[rest]
-    _stamp = (millis, text)
-    return text
+    return cached[1] + _MILLIS[rest]
 
 
 def _fields(exchange: Exchange, name: str, duration_ns: int) -> dict[str, Any]:
@@ -183,15 +187,17 @@ def _write_ecs(exchange: Exchange, name: str, duration_ns: int, setup: _setup.Se
         code, shown = _shown[status]
     except (KeyError, TypeError):
         code, shown = _shown_status(status)
-    millis = (exchange.started + duration_ns + _clock_offset_ns) // 1_000_000
-    stamp = _stamp
+    end = exchange.started + duration_ns
+    first, after, stamp, _ = _now
+    if not first <= end < after:
+        stamp = _millisecond(end)[2]
     ecs = setup.ecs
     assert ecs is not None
     line = access_event(
         exchange,
         name,
         duration_ns,
-        stamp[1] if stamp[0] == millis else _stamp_text(millis),
+        stamp,
         code,
         f"{environ.get('REQUEST_METHOD', 'GET')} {logged_path(environ)} {shown}",
         exchange.body_bytes(),
@@ -238,16 +244,16 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
     agent = environ.get("HTTP_USER_AGENT")
     if agent is not None and len(agent) > 512:
         agent = agent[:512]
-    millis = (exchange.started + duration_ns + _clock_offset_ns) // 1_000_000
-    head = _head
-    if head[0] != millis:
-        head = _access_head(millis)
+    end = exchange.started + duration_ns
+    first, after, stamp, head = _now
+    if not first <= end < after:
+        first, after, stamp, head = _millisecond(end)
     if len(exchange) == 1:  # a one-chunk list body, the common case
         nbytes = len(exchange[0])
     else:
         nbytes = sum(map(len, exchange)) if exchange else exchange.body_bytes()
     fields = {
-        "timestamp": head[1],  # and "level" and "logger" (see _access_head)
+        "timestamp": head,  # and "level" and "logger" (see _now)
         "message": f"{method} {path} {shown}",
         "method": method,
         "endpoint": name,
@@ -271,7 +277,7 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
         del fields["timestamp"]
         line = dumps_line(
             {
-                "timestamp": _stamp_text(millis),
+                "timestamp": stamp,
                 "level": "INFO",
                 "logger": "wsgi_observe.access",
                 **fields,
