@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import wait_until
 from webtest import TestApp
 from wsgi_client import call, environ_for, run
 
@@ -263,8 +264,10 @@ def test_access_line_timestamps_are_the_requests_end_across_milliseconds(tmp_pat
             access_module._resync_clock()
         before = time.time()
         call(app, f"/t{index}")
-        windows.append((before, time.time()))
-        time.sleep(0.002)
+        after = time.time()
+        windows.append((before, after))
+        # The next request ends in a later millisecond: wait for the clock, not a fixed time.
+        wait_until(lambda until=after + 0.002: time.time() >= until, timeout=5, interval=0.0005)
     lines = _access(tmp_path / "application.log")
     assert [line["path"] for line in lines] == [f"/t{index}" for index in range(8)]
     for line, (before, after) in zip(lines, windows):
