@@ -230,6 +230,8 @@ def _subject_rows(inproc: dict[str, Any], clock: str) -> list[dict[str, Any]]:
                 cpu_median=median(data["cpu_us"]),
                 wall_rounds=data["wall_us"],
                 cpu_rounds=data["cpu_us"],
+                kernel_median=median(data["kernel_us"]) if data.get("kernel_us") else None,
+                kernel_rounds=data.get("kernel_us") or [],
                 n=data.get("n"),
                 info=data.get("info", {}),
             )

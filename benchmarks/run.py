@@ -71,7 +71,9 @@ class Worker:
         # (systemd, Docker) would (pipes.Tail); the default configuration's console writes
         # every line there.
         self.stderr_path = os.path.join(tmp, f"worker-{group}.err")
-        self._stderr_file = None if group in PIPED else open(self.stderr_path, "wb")
+        # O_APPEND: a worker that empties its stderr file (inprocess._ConsoleFile) writes
+        # from its start again.
+        self._stderr_file = None if group in PIPED else open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -260,7 +262,7 @@ def run_inprocess(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> di
                 fail(name, error)
         log(f"calibrated {len(live)} subjects; {args.rounds} round(s) of ~{args.target_s}s each")
         for name in live:
-            state[name].update(n=counts[name], wall_us=[], cpu_us=[], envelopes=[])
+            state[name].update(n=counts[name], wall_us=[], cpu_us=[], kernel_us=[], envelopes=[])
         for round_index in range(args.rounds):
             shift = round_index % max(len(live), 1)
             order = live[shift:] + live[:shift]
@@ -279,6 +281,7 @@ def run_inprocess(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> di
                 n = result["n"]
                 state[name]["wall_us"].append(result["wall_ns"] / n / 1000.0)
                 state[name]["cpu_us"].append(result["cpu_ns"] / n / 1000.0)
+                state[name]["kernel_us"].append(result.get("kernel_ns", 0) / n / 1000.0)
                 if uses_sink and before is not None:
                     after = sink.count()  # type: ignore[union-attr]
                     if after is not None:

@@ -130,6 +130,28 @@ def notes(
                 )
                 + f"; console: {(row.get('info') or {}).get('console', '?')}"
             )
+    for row in (default, by_id["flask_wo_console"], by_id["flask_wo_default"]):
+        console = (row.get("info") or {}).get("console_lines") or {}
+        if row["status"] == "ok" and console.get("requests"):
+            notes.append(
+                f"{row['id']}: {console['lines']:,} access lines on the console (the worker's "
+                f"stderr, a regular file, emptied after each batch outside the timing) for "
+                f"{console['requests']:,} timed requests "
+                f"({console['lines'] / console['requests']:.3f} per request)"
+            )
+    kernel = [
+        f"{row['id']} {row['kernel_median']:.2f} of {row['cpu_median']:.2f} µs"
+        for row in rows
+        if row["status"] == "ok"
+        and row["section"] in ("request", "framework")
+        and (row.get("kernel_median") or 0) >= 0.05
+    ]
+    if kernel:
+        notes.append(
+            "kernel (system) CPU time per request, median of rounds, where it is 0.05 µs or "
+            "more (write() into the page cache or a pipe; the kernel's tick-sampled split): "
+            + "; ".join(kernel)
+        )
     piped = by_id["wo_default_pipe"]
     if default["status"] == piped["status"] == "ok" and default["overhead_us"] is not None:
         notes.append(

@@ -44,6 +44,12 @@ def test_quick_benchmark_runs_and_writes_its_reports(tmp_path):
     default = next(row for row in data["rows"] if row["id"] == "wo_default")
     lines = default["info"]["access_lines"]
     assert lines["lines"] == lines["requests"] > 0
+    # The console copy (the worker's stderr, a regular file emptied after each batch) is
+    # counted too: every timed request wrote its line there as well.
+    for row in (default, framework["flask_wo_default"], framework["flask_wo_console"]):
+        console = row["info"]["console_lines"]
+        assert console["lines"] == console["requests"] > 0, row["id"]
+    assert default["kernel_median"] is not None and len(default["kernel_rounds"]) == 1
 
 
 def _measured() -> dict[str, object]:
