@@ -263,13 +263,13 @@ class _ConsoleFile:
     batch added are counted and the file is emptied, as ``logrotate``'s ``copytruncate``
     does, so it stays a few MB instead of growing by ~25 MB a batch.
 
-    Why: a file that only grows takes a fresh page of memory for every 4 KB appended. On
-    this suite's VM (Firecracker, the balloon's free-page reporting) a fresh page is a host
-    page fault: the kernel's part of the console write rose from ~0.3 to 1-2 µs per request
-    and swung from round to round, measuring the host's memory, not the library. Emptied,
-    the file's pages are reused, like those of ``application.log``'s rotated backups. Every
-    byte is still written through the same ``write()`` calls. (run.py opens the file with
-    ``O_APPEND``, so writes after the truncation start at 0.)
+    Why: a file that only grows keeps taking fresh pages of page cache, and on this suite's
+    VM (Firecracker, its balloon reporting free pages to the host; our reading: host page
+    faults) those got dear: the kernel's part of the default configuration rose from ~0.3 to
+    1-2 µs per request and swung from round to round, measuring the host's memory, not the
+    library. Emptied, the file's pages are reused, like those of ``application.log``'s
+    rotated backups. Every byte is still written through the same ``write()`` calls. (run.py
+    opens the file with ``O_APPEND``, so writes after the truncation start at 0.)
     """
 
     MARK = b'"wsgi_observe.access"'
