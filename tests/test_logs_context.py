@@ -276,15 +276,70 @@ def test_access_line_timestamps_are_the_requests_end_across_milliseconds(tmp_pat
     assert len({line["timestamp"] for line in lines}) == 8
 
 
-def test_the_access_line_survives_a_value_orjson_refuses(tmp_path: Path) -> None:
-    """A server that puts a non-string in the environ: the careful encoder writes the line,
-    with its timestamp, level and logger."""
+def test_the_access_line_survives_a_value_the_encoder_refuses(tmp_path: Path) -> None:
+    """A User-Agent with a lone surrogate (not UTF-8) and a server that puts a non-string in
+    the environ: the careful encoder writes the line, with its timestamp, level and logger."""
     _setup(tmp_path)
-    environ = environ_for("/odd", REMOTE_ADDR=("10.0.0.7", 5000, object()))
+    environ = environ_for(
+        "/odd", headers={"User-Agent": "bot\ud800"}, REMOTE_ADDR=("10.0.0.7", 5000, object())
+    )
     run(_wrapped(_hello), environ, validate=False)
     (line,) = _access(tmp_path / "application.log")
     assert (line["level"], line["logger"], line["path"]) == ("INFO", "wsgi_observe.access", "/odd")
     assert line["timestamp"].endswith("Z") and isinstance(line["remote_addr"], (str, list))
+    assert line["user_agent"].startswith("bot") and line["status"] == 200
+
+
+class _Text(str):
+    """A str subclass, as a server may hand over."""
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field", "expected"),
+    [
+        ("REMOTE_ADDR", b"10.0.0.7", "remote_addr", "10.0.0.7"),
+        ("REMOTE_ADDR", _Text("10.0.0.8"), "remote_addr", "10.0.0.8"),
+        (
+            "HTTP_USER_AGENT",
+            "curl/8.5 caf\xc3\xa9".encode("latin-1"),
+            "user_agent",
+            "curl/8.5 café",
+        ),
+        ("HTTP_USER_AGENT", "x" * 600, "user_agent", "x" * 512),
+        ("HTTP_USER_AGENT", None, "user_agent", None),
+        ("REQUEST_METHOD", b"GET", "method", "GET"),
+        ("PATH_INFO", _Text("/plain"), "path", "/plain"),
+    ],
+    ids=[
+        "bytes-addr",
+        "str-subclass-addr",
+        "bytes-agent",
+        "long-agent",
+        "no-agent",
+        "bytes-method",
+        "str-subclass-path",
+    ],
+)
+def test_the_access_line_writes_odd_request_values_as_plain_text(
+    tmp_path: Path, key: str, value: Any, field: str, expected: Any
+) -> None:
+    """Values that are not plain ``str`` (a server that broke PEP 3333) are written as the
+    text they hold, never as base64 or a type's repr; a User-Agent is cut to 512 characters."""
+    _setup(tmp_path)
+    environ = environ_for("/odd")
+    environ.pop("HTTP_USER_AGENT", None)
+    if value is not None:
+        environ[key] = value
+    app = _wrapped(_hello)
+    run(app, environ, validate=False)
+    (line,) = _access(tmp_path / "application.log")
+    assert line[field] == expected
+    assert line["request_id"] and line["duration_ms"] >= 0 and "trace_id" not in line
+    # ... and the request is counted (a method that is not a str as OTHER).
+    (series,) = app.snapshot().endpoints.values()
+    assert series.count == 1
+    if key == "REQUEST_METHOD":
+        assert series.by == {("OTHER", "2xx"): 1}
 
 
 _ACCESS = logging.getLogger("wsgi_observe.access")

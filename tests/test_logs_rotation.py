@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +21,7 @@ from conftest import stop_process, wait_until
 
 from wsgi_observe import logs
 from wsgi_observe.logs import configure_logging, get_logger
+from wsgi_observe.logs.files import Sink, Target
 
 WORKER = Path(__file__).with_name("_log_worker.py")
 
@@ -245,3 +247,44 @@ def test_gunicorn_workers_share_rotating_files_without_losing_lines(tmp_path: Pa
     loaded = [line for line in lines if line["message"].startswith("loaded before fork")]
     assert len(loaded) == 1, "a line buffered before the fork must be written exactly once"
     assert len({request_id.rsplit("-", 1)[0] for request_id in ids}) > 1, "one prefix per worker"
+
+
+class _HeldTarget(Target):
+    """A target whose write() holds until released, as a slow disk or a full pipe does."""
+
+    name = "held"
+
+    def __init__(self) -> None:
+        self.writing = threading.Event()
+        self.release = threading.Event()
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writing.set()
+        self.release.wait(10)
+        self.written.append(data)
+
+
+def test_flush_waits_for_a_write_another_thread_has_started() -> None:
+    """flush() returns once the lines have reached the targets, also when another thread (the
+    flusher) had already taken them and was still writing: before, it returned at once and a
+    caller that read the file next found it short."""
+    target = _HeldTarget()
+    sink = Sink([target], 1 << 16)
+    try:
+        sink.write(b'{"n":1}')  # queued without its newline: the flush adds it
+        other = threading.Thread(target=sink.flush)
+        other.start()
+        assert target.writing.wait(10)  # the other thread holds the lines, mid-write
+        returned = threading.Event()
+        caller = threading.Thread(target=lambda: (sink.flush(), returned.set()))
+        caller.start()
+        assert not returned.wait(0.3), "flush() returned before the write in progress ended"
+        target.release.set()
+        assert returned.wait(10)
+        assert target.written == [b'{"n":1}\n']
+        other.join(10)
+        caller.join(10)
+    finally:
+        target.release.set()
+        sink.close()

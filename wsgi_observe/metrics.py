@@ -461,7 +461,11 @@ class MetricsStore:
         if series is None:
             series = self._series_for(environ, status, cls, names)
         method = environ.get("REQUEST_METHOD", "GET")
-        label = method + cls
+        try:
+            label = method + cls
+        except TypeError:  # not a str (a server that broke PEP 3333): counted as OTHER
+            method = "OTHER"
+            label = method + cls
         slot = series.by.get(label)
         if slot is None:
             slot = self.new_count(series, label, method, cls)

@@ -1,11 +1,14 @@
 """The access line: one INFO line per observed request, the hot path of logging.
 
 While our handlers are installed (:mod:`wsgi_observe.logs.setup`) and nobody customised the
-``wsgi_observe.access`` logger, the line is built here as a dict, serialised once with orjson
-and appended to those handlers' sinks (the same buffers, files and rotation as every other
-line): no LogRecord, no formatter. With ``LOG_FORMAT=ecs`` the dict is the ECS one
-(:func:`wsgi_observe.logs.ecs.access_event`). Otherwise it goes through ``logging`` like
-any other line, so handlers of the application's own receive it.
+``wsgi_observe.access`` logger, the line is built here as a typed struct (:class:`_Line`),
+serialised once with msgspec and appended to those handlers' sinks (the same buffers, files
+and rotation as every other line): no LogRecord, no formatter, no dict. (A dict of the
+line's eleven fields, serialised by orjson, cost about 2,800 more machine instructions per
+request: making, hashing, walking and freeing the dict was most of it.) With
+``LOG_FORMAT=ecs`` the line is the ECS one (:func:`wsgi_observe.logs.ecs.access_event`).
+Otherwise it goes through ``logging`` like any other line, so handlers of the application's
+own receive it.
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ from __future__ import annotations
 import logging
 import time
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
-import orjson
+import msgspec
 
+from ..redact import redact_text
 from ..tracing import TRACE_KEY
 from . import files
 from . import setup as _setup
 from .context import ID_KEY, logged_path, user_agent
 from .ecs import access_event
-from .formats import dumps_line
+from .formats import dumps_line, safe_str
 
 if TYPE_CHECKING:
     from .._wsgi import Exchange
@@ -30,8 +34,10 @@ if TYPE_CHECKING:
 __all__ = ["status_code", "write_access_line"]
 
 _INFO = logging.INFO
-_OPTIONS = orjson.OPT_APPEND_NEWLINE
-_dumps = orjson.dumps
+_join = " ".join
+_str_len = str.__len__
+_PATH_KEYS = ("PATH_INFO", "SCRIPT_NAME", "QUERY_STRING")
+_encode = msgspec.json.Encoder().encode
 _access_log = logging.getLogger("wsgi_observe.access")
 _parent_log = logging.getLogger("wsgi_observe")
 _root = logging.getLogger()
@@ -39,6 +45,29 @@ _root = logging.getLogger()
 # every level change (setLevel, disable) and isEnabledFor() fills it again; reading it here
 # spares that call per request. (Without it, on some future Python, the call is made.)
 _enabled: dict[int, bool] = getattr(_access_log, "_cache", {})
+
+
+class _Line(msgspec.Struct, gc=False, omit_defaults=True):
+    """The access line's fields, in the order they are written; the trace fields only when
+    the request has a trace (``omit_defaults``). Values are whatever the request gave: msgspec
+    writes them by their type (a value it cannot write sends the line to the careful
+    encoder), so the annotations document, they do not check."""
+
+    timestamp: msgspec.Raw  # and "level" and "logger" (see _now)
+    message: str
+    method: str
+    endpoint: str
+    path: str
+    status: int
+    duration_ms: float
+    bytes: int
+    request_id: Optional[str]
+    remote_addr: Optional[str]
+    user_agent: Optional[str]
+    trace_id: Optional[str] = None
+    span_id: Optional[str] = None
+    trace_flags: Optional[str] = None
+
 
 _status_codes: dict[object, int] = {None: 500}
 # A status line -> (its code, what the message shows: the line as the app sent it when it
@@ -86,15 +115,15 @@ _MILLIS = tuple(f".{rest:03d}Z" for rest in range(1000))
 
 # The millisecond the latest access line ended in: its first perf_counter_ns() reading,
 # the first reading after it, its timestamp (``2025-10-06T12:00:00.000Z``), and the value
-# of the line's "timestamp" serialised. orjson writes a Fragment as it is, so that value
+# of the line's "timestamp" serialised. msgspec writes a Raw value as it is, so that value
 # also carries the constant "level" and "logger" members after it (the bytes of three dict
 # entries for the cost of one; a timestamp has nothing to escape). Two integer comparisons
 # per request tell whether a line ends in the same millisecond as the one before, where
 # turning every end into milliseconds would divide a 64-bit integer.
-_now: tuple[int, int, str, orjson.Fragment] = (0, 0, "", orjson.Fragment(b'""'))
+_now: tuple[int, int, str, msgspec.Raw] = (0, 0, "", msgspec.Raw(b'""'))
 
 
-def _millisecond(end_ns: int) -> tuple[int, int, str, orjson.Fragment]:
+def _millisecond(end_ns: int) -> tuple[int, int, str, msgspec.Raw]:
     """The millisecond ``end_ns`` (a perf_counter_ns() reading) falls in (it becomes _now)."""
     global _now
     offset = _clock_offset_ns
@@ -102,7 +131,7 @@ def _millisecond(end_ns: int) -> tuple[int, int, str, orjson.Fragment]:
     first = millis * 1_000_000 - offset
     text = _stamp_text(millis)
     head = f'"{text}","level":"INFO","logger":"wsgi_observe.access"'
-    _now = (first, first + 1_000_000, text, orjson.Fragment(head.encode()))
+    _now = (first, first + 1_000_000, text, msgspec.Raw(head.encode()))
     return _now
 
 
@@ -147,6 +176,40 @@ def _message(method: str, path: str, status: object, code: int) -> str:
     return f"{method} {path} {shown}"
 
 
+def _plain_request(
+    environ: Any, method: Any, addr: Any, agent: Any
+) -> tuple[str, str, Optional[str], Optional[str]]:
+    """The method, logged path, address and User-Agent of the access line when one is not a
+    plain ``str`` (a server that broke PEP 3333's native strings) or the User-Agent is long:
+    a subclass of ``str`` made a ``str``, bytes decoded and anything else its (redacted)
+    ``str()``, as the careful encoder writes them; the User-Agent cut to 512 characters."""
+    plain = {key: _plain_text(environ.get(key)) or "" for key in _PATH_KEYS}
+    path = logged_path({**environ, **plain})
+    agent = _plain_text(agent)
+    if agent is not None and len(agent) > 512:
+        agent = agent[:512]
+    return _plain_text(method) or "", path, _plain_text(addr), agent
+
+
+def _plain_text(value: Any) -> Optional[str]:
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return redact_text(bytes(value).decode("utf-8", "replace"))
+    return redact_text(safe_str(value))
+
+
+def _fields_of(line: _Line, stamp: str) -> dict[str, Any]:
+    """The access line as a dict, for the careful encoder and a text console."""
+    fields = msgspec.structs.asdict(line)
+    del fields["timestamp"]
+    if line.trace_id is None:
+        del fields["trace_id"], fields["span_id"], fields["trace_flags"]
+    return {"timestamp": stamp, "level": "INFO", "logger": "wsgi_observe.access", **fields}
+
+
 def _through_logging(exchange: Exchange, name: str, duration_ns: int) -> None:
     if not _access_log.isEnabledFor(_INFO):
         return
@@ -169,7 +232,7 @@ def _text_record(
 
 def _append(setup: _setup.Setup, line: bytes) -> None:
     """``line`` into the sinks that take INFO lines (Sink.write() without its checks)."""
-    size = len(line)
+    size = len(line) + 1  # and its newline (added at the flush)
     for sink in setup.info_sinks:
         sink.lines.append(line)
         pending = sink.pending = sink.pending + size
@@ -237,13 +300,21 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
         code, shown = _shown[status]
     except (KeyError, TypeError):  # not seen yet, or not a status line
         code, shown = _shown_status(status)
-    path = environ.get("PATH_INFO", "")
-    if environ.get("QUERY_STRING") or environ.get("SCRIPT_NAME") or not path.isascii():
-        path = logged_path(environ)
     method = environ.get("REQUEST_METHOD", "GET")
+    path = environ.get("PATH_INFO", "")
+    addr = environ.get("REMOTE_ADDR")
     agent = environ.get("HTTP_USER_AGENT")
-    if agent is not None and len(agent) > 512:
-        agent = agent[:512]
+    try:
+        if environ.get("QUERY_STRING") or environ.get("SCRIPT_NAME") or not path.isascii():
+            path = logged_path(environ)
+        # str.join and str.__len__ take nothing but a str: the values of a server that broke
+        # PEP 3333's native strings (bytes, say) and a long User-Agent take the slow path.
+        message = _join((method, path, shown))
+        if type(agent) is not str or len(agent) > 512 or type(addr) is not str:
+            raise TypeError
+    except (TypeError, AttributeError):
+        method, path, addr, agent = _plain_request(environ, method, addr, agent)
+        message = f"{method} {path} {shown}"
     end = exchange.started + duration_ns
     first, after, stamp, head = _now
     if not first <= end < after:
@@ -252,40 +323,32 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
         nbytes = len(exchange[0])
     else:
         nbytes = sum(map(len, exchange)) if exchange else exchange.body_bytes()
-    fields = {
-        "timestamp": head,  # and "level" and "logger" (see _now)
-        "message": f"{method} {path} {shown}",
-        "method": method,
-        "endpoint": name,
-        "path": path,
-        "status": code,
-        "duration_ms": duration_ns // 1000 / 1000,
-        "bytes": nbytes,
+    line = _Line(
+        head,
+        message,
+        method,
+        name,
+        path,
+        code,
+        duration_ns // 1000 / 1000,
+        nbytes,
         # The id sent back as X-Request-ID (the request context is on with our handlers).
-        "request_id": exchange.request_id,
-        "remote_addr": environ.get("REMOTE_ADDR"),
-        "user_agent": agent,
-    }
+        exchange.request_id,
+        addr,
+        agent,
+    )
     trace = environ.get(TRACE_KEY)
     if trace is not None:
-        fields["trace_id"] = trace.trace_id
-        fields["span_id"] = trace.span_id
-        fields["trace_flags"] = trace.flags
+        line.trace_id = trace.trace_id
+        line.span_id = trace.span_id
+        line.trace_flags = trace.flags
     try:
-        line = _dumps(fields, None, _OPTIONS)
-    except Exception:  # a server put something odd in the environ: the careful encoder
-        del fields["timestamp"]
-        line = dumps_line(
-            {
-                "timestamp": stamp,
-                "level": "INFO",
-                "logger": "wsgi_observe.access",
-                **fields,
-            }
-        )
-    size = len(line)
+        data = _encode(line)
+    except Exception:  # a value msgspec can't write (an odd server's): the careful encoder
+        data = dumps_line(_fields_of(line, stamp))
+    size = len(data) + 1  # and its newline (added at the flush)
     for sink in setup.info_sinks:
-        sink.lines.append(line)
+        sink.lines.append(data)
         pending = sink.pending = sink.pending + size
         if pending >= sink.limit:  # (a closed sink's limit is 0)
             sink.flush()
@@ -293,5 +356,6 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
             # The first line in an empty buffer: the flusher must be there to write it.
             files.start_flusher()
     if setup.text:
-        del fields["timestamp"]  # the record has its own time
-        _text_record(setup.text, fields["message"], fields)
+        fields = _fields_of(line, stamp)
+        del fields["timestamp"], fields["level"], fields["logger"]  # the record has its own
+        _text_record(setup.text, line.message, fields)

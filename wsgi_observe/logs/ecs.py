@@ -96,7 +96,7 @@ def _flatten(labels: dict[str, Any], key: str, value: Any, depth: int = 0) -> No
     ):
         labels[key] = list(value)
     else:
-        labels[key] = dumps_line({"v": value})[5:-2].decode("utf-8", "replace")
+        labels[key] = dumps_line({"v": value})[5:-1].decode("utf-8", "replace")
 
 
 def _add_labels(labels: dict[str, Any], fields: Mapping[Any, Any]) -> None:
@@ -261,6 +261,6 @@ def access_event(
     }
     event["labels"] = {"endpoint": name}
     try:
-        return orjson.dumps(event, None, orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(event)
     except Exception:  # a server put something odd in the environ
         return dumps_line(event)

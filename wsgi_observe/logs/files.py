@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, Optional
 
 try:  # POSIX; elsewhere rotation is only safe within one process
@@ -51,6 +51,7 @@ BACKUP_COUNT = 10
 FLUSH_INTERVAL_S = 0.5
 BUFFER_BYTES = 64 * 1024
 _PIPE_BUF = 4096  # writes up to this size to a pipe are atomic (POSIX)
+_END = (b"",)
 
 #: Called by the flusher twice a second (the access line re-syncs its clock there).
 tick_hooks: list[Callable[[], None]] = []
@@ -89,7 +90,11 @@ class Target:
 
 class Sink:
     """Whole JSON lines, buffered (up to ``buffer_bytes``), each flush one ``write()`` per
-    target. ``write`` only appends to a deque (atomic), so the hot path takes no lock."""
+    target. ``write`` only appends to a deque (atomic), so the hot path takes no lock.
+
+    Lines are queued without their newline and the flush adds it, joining them: a line made
+    by an encoder that cannot end it in ``\\n`` (msgspec, for the access line) needs no
+    second copy of itself."""
 
     def __init__(self, targets: list[Target], buffer_bytes: int) -> None:
         self.targets = targets
@@ -102,29 +107,33 @@ class Sink:
             _sinks.add(self)
 
     def write(self, line: bytes, urgent: bool = False) -> None:
+        """Queue ``line`` (one line, without its newline); ``urgent`` writes it now."""
         self.lines.append(line)
-        self.pending += len(line)
+        self.pending += len(line) + 1
         if urgent or self.pending >= self.limit:
             self.flush()
         elif not _flusher_running:
             start_flusher()
 
     def flush(self) -> None:
+        """Write every queued line; when it returns, they have reached the targets, also
+        those another thread had taken and was still writing (it waits for that write)."""
         lines = self.lines
-        if not lines:
+        if not lines and not self.flushing:
             return
         me = threading.get_ident()
         if self.flushing == me:
             return  # a target logged while writing (stderr redirected to logging): later
-        with self.lock:
+        with self.lock:  # (held by a thread that is writing: this waits for it)
             count = len(lines)
             if not count:
                 return
             self.pending = 0
-            # popleft() exactly ``count`` times, in C: lines appended meanwhile stay queued.
-            data = b"".join(islice(iter(lines.popleft, None), count))
-            self.flushing = me
+            self.flushing = me  # before the lines leave the queue (see the check above)
             try:
+                # popleft() exactly ``count`` times, in C: lines appended meanwhile stay.
+                # Joined by newlines, and one after the last (the empty line at the end).
+                data = b"\n".join(chain(islice(iter(lines.popleft, None), count), _END))
                 for target in self.targets:
                     try:
                         target.write(data)

@@ -49,7 +49,7 @@ _CORE_KEYS = frozenset(
         "stack",
     }
 )
-_DUMP_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+_DUMP_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
 def _default(value: Any) -> Any:
@@ -98,7 +98,8 @@ def _plain_key(key: Any) -> str:
 
 
 def dumps_line(event: dict[str, Any]) -> bytes:
-    """One JSON line for ``event``; falls back to ever plainer versions, never raises."""
+    """One JSON line for ``event``, without its newline (a sink adds it); falls back to ever
+    plainer versions, never raises."""
     try:
         return orjson.dumps(event, default=_default, option=_DUMP_OPTIONS)
     except Exception:
@@ -197,10 +198,10 @@ class JsonFormatter(logging.Formatter):
         self._last: tuple[Optional[logging.LogRecord], bytes] = (None, b"")
 
     def format(self, record: logging.LogRecord) -> str:
-        return self.serialize(record)[:-1].decode("utf-8")
+        return self.serialize(record).decode("utf-8")
 
     def serialize(self, record: logging.LogRecord) -> bytes:
-        """The record as one JSON line (``bytes`` ending in ``\\n``); never raises."""
+        """The record as one JSON line (``bytes``, without its newline); never raises."""
         last = self._last
         if last[0] is record:
             return last[1]

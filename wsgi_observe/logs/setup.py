@@ -69,7 +69,7 @@ class JsonHandler(logging.Handler):
             if isinstance(formatter, JsonFormatter):
                 line = formatter.serialize(record)
             else:
-                line = (self.format(record) + "\n").encode("utf-8", "replace")
+                line = self.format(record).encode("utf-8", "replace")
             self.sink.write(line, record.levelno >= _WARNING)
         except RecursionError:  # pragma: no cover - as logging.StreamHandler does
             raise
