@@ -183,6 +183,22 @@ def _judge(
     row["judged"] = value
     ok = value >= limit if higher_is_better else value <= limit
     row["result"] = "PASS" if ok else "MISS"
+    wrong = _wrong_line_count(row)
+    if wrong is not None:  # a faster row that skipped its work passes nothing
+        row["result"] = "MISS"
+        row["target"] = f"{text}; not met: {wrong}"
+
+
+def _wrong_line_count(row: dict[str, Any]) -> Optional[str]:
+    """Why a row that writes one access line per request did not, or None."""
+    info = row.get("info") or {}
+    counts = (("access_lines", "LOG_DIR/application.log"), ("console_lines", "the console"))
+    for key, where in counts:
+        counted = info.get(key) or {}
+        requests = counted.get("requests")
+        if requests and counted.get("lines") != requests:
+            return f"{counted.get('lines'):,} access lines in {where} for {requests:,} requests"
+    return None
 
 
 def _overhead_ratios(

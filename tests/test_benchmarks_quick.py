@@ -86,3 +86,23 @@ def test_kpi_benchmark_runs_and_writes_its_table(tmp_path):
     for name in ("wo_inc", "wo_labels", "wo_observe", "mm_inc", "mm_observe", "request"):
         assert data["medians_ns"][name] >= 0
     assert "| counter.inc() |" in (tmp_path / "kpis.md").read_text()
+
+
+def test_a_row_that_skipped_its_access_lines_passes_no_target():
+    """A configuration that got fast by not writing its access lines (an error swallowed on
+    the request path, say) is a MISS, whatever its ratio: the count must be one per request."""
+
+    def row(lines, console):
+        info = {
+            "access_lines": {"lines": lines, "requests": 1000, "batches_rotated_away": 0},
+            "console_lines": {"lines": console, "requests": 1000},
+        }
+        return {"status": "ok", "info": info}
+
+    good, no_file, no_console = row(1000, 1000), row(0, 1000), row(1000, 999)
+    for subject in (good, no_file, no_console):
+        report._judge(subject, 0.9, 1.0, "overhead ≤ 1.00 x prometheus_client-style's")
+    assert good["result"] == "PASS"
+    assert no_file["result"] == "MISS" and "0 access lines in LOG_DIR" in no_file["target"]
+    assert no_console["result"] == "MISS"
+    assert "999 access lines in the console" in no_console["target"]
