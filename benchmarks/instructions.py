@@ -124,12 +124,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--n2", type=int, default=12000)
     parser.add_argument("--warmup", type=int, default=2000)
+    parser.add_argument(
+        "--fixed-millisecond",
+        action="store_true",
+        help="hold the access line's millisecond fixed after warm-up (a stable count: see "
+        "benchmarks.inprocess._hold_the_millisecond)",
+    )
     args = parser.parse_args()
+    from benchmarks.inprocess import FIXED_MILLISECOND
     from benchmarks.run import clean_env
 
     tmp = tempfile.mkdtemp(prefix="wsgi-observe-callgrind-env-")
     try:
         env = clean_env(tmp)
+        if args.fixed_millisecond:
+            env[FIXED_MILLISECOND] = "1"
         result = count_all(
             tuple(args.subjects.split(",")),
             args.n,

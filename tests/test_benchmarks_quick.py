@@ -106,3 +106,17 @@ def test_a_row_that_skipped_its_access_lines_passes_no_target():
     assert no_file["result"] == "MISS" and "0 access lines in LOG_DIR" in no_file["target"]
     assert no_console["result"] == "MISS"
     assert "999 access lines in the console" in no_console["target"]
+
+
+def test_the_fixed_millisecond_of_the_instruction_count_holds(monkeypatch):
+    """``--fixed-millisecond``: every later access line falls in the held millisecond (so a
+    count under callgrind does no timestamp work), and the flusher's tick cannot end it."""
+    from benchmarks.inprocess import _hold_the_millisecond
+    from wsgi_observe.logs import access, files
+
+    monkeypatch.setattr(files, "tick_hooks", list(files.tick_hooks))
+    monkeypatch.setattr(access, "_now", access._now)
+    _hold_the_millisecond()
+    first, after, _stamp, _head = access._now
+    assert first < 0 < 10**15 < after
+    assert access._resync_clock not in files.tick_hooks
