@@ -380,3 +380,22 @@ def test_logging_still_caches_is_enabled_for_where_the_access_line_reads_it() ->
     assert access_module._enabled is logger._cache  # type: ignore[attr-defined]
     logger.isEnabledFor(logging.INFO)
     assert logger._cache.get(logging.INFO) is logger.isEnabledFor(logging.INFO)  # type: ignore[attr-defined]
+
+
+def test_a_request_without_user_agent_or_address_takes_the_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No User-Agent and no REMOTE_ADDR are ordinary (a script, a unix socket): the line is
+    written with nulls directly, never through the slow path for odd values."""
+    _setup(tmp_path)
+
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("the slow path ran")
+
+    monkeypatch.setattr(access_module, "_plain_request", refuse)
+    environ = environ_for("/plain")
+    environ.pop("HTTP_USER_AGENT", None)
+    environ.pop("REMOTE_ADDR", None)
+    run(_wrapped(_hello), environ)
+    (line,) = _access(tmp_path / "application.log")
+    assert (line["user_agent"], line["remote_addr"], line["path"]) == (None, None, "/plain")

@@ -35,7 +35,6 @@ __all__ = ["status_code", "write_access_line"]
 
 _INFO = logging.INFO
 _join = " ".join
-_str_len = str.__len__
 _PATH_KEYS = ("PATH_INFO", "SCRIPT_NAME", "QUERY_STRING")
 _encode = msgspec.json.Encoder().encode
 _access_log = logging.getLogger("wsgi_observe.access")
@@ -183,8 +182,13 @@ def _plain_request(
     plain ``str`` (a server that broke PEP 3333's native strings) or the User-Agent is long:
     a subclass of ``str`` made a ``str``, bytes decoded and anything else its (redacted)
     ``str()``, as the careful encoder writes them; the User-Agent cut to 512 characters."""
-    plain = {key: _plain_text(environ.get(key)) or "" for key in _PATH_KEYS}
-    path = logged_path({**environ, **plain})
+    raw = [environ.get(key) for key in _PATH_KEYS]
+    if all(value is None or type(value) is str for value in raw):
+        path = logged_path(environ)
+    else:
+        path = logged_path(
+            {**environ, **{k: _plain_text(v) or "" for k, v in zip(_PATH_KEYS, raw)}}
+        )
     agent = _plain_text(agent)
     if agent is not None and len(agent) > 512:
         agent = agent[:512]
@@ -307,10 +311,16 @@ def write_access_line(exchange: Exchange, name: str, duration_ns: int) -> None:
     try:
         if environ.get("QUERY_STRING") or environ.get("SCRIPT_NAME") or not path.isascii():
             path = logged_path(environ)
-        # str.join and str.__len__ take nothing but a str: the values of a server that broke
-        # PEP 3333's native strings (bytes, say) and a long User-Agent take the slow path.
+        # str.join takes nothing but a str, and the type checks catch the rest: the values
+        # of a server that broke PEP 3333's native strings (bytes, say) and a long
+        # User-Agent take the slow path (None, a missing header, does not).
         message = _join((method, path, shown))
-        if type(agent) is not str or len(agent) > 512 or type(addr) is not str:
+        if type(agent) is str:
+            if len(agent) > 512:
+                raise TypeError
+        elif agent is not None:
+            raise TypeError
+        if type(addr) is not str and addr is not None:
             raise TypeError
     except (TypeError, AttributeError):
         method, path, addr, agent = _plain_request(environ, method, addr, agent)
