@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import msgspec
 
-from ..redact import redact_text
 from ..tracing import TRACE_KEY
 from . import files
 from . import setup as _setup
 from .context import ID_KEY, logged_path, user_agent
 from .ecs import access_event
-from .formats import dumps_line, safe_str
+from .formats import dumps_line, text_of
 
 if TYPE_CHECKING:
     from .._wsgi import Exchange
@@ -200,9 +199,7 @@ def _plain_text(value: Any) -> Optional[str]:
         return value
     if isinstance(value, str):
         return str.__str__(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return redact_text(bytes(value).decode("utf-8", "replace"))
-    return redact_text(safe_str(value))
+    return text_of(value)  # as the careful encoder writes it
 
 
 def _fields_of(line: _Line, stamp: str) -> dict[str, Any]:

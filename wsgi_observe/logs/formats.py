@@ -28,7 +28,7 @@ from ..redact import REDACTED, is_secret_key, redact_text, redact_value
 from ..tracing import TRACE_KEY, current_child
 from .context import ID_KEY, current_fields, current_request, request_block
 
-__all__ = ["ConsoleFormatter", "JsonFormatter", "dumps_line", "safe_str"]
+__all__ = ["ConsoleFormatter", "JsonFormatter", "dumps_line", "safe_str", "text_of"]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 RECORD_ATTRS = frozenset(
@@ -55,10 +55,16 @@ _DUMP_OPTIONS = orjson.OPT_NON_STR_KEYS
 def _default(value: Any) -> Any:
     """orjson's fallback: anything JSON can't hold becomes a string (never an exception),
     scrubbed like every other string (an object's ``str()`` may show a DSN)."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return redact_text(bytes(value).decode("utf-8", "replace"))
     if isinstance(value, (set, frozenset)):
         return list(value)
+    return text_of(value)
+
+
+def text_of(value: Any) -> str:
+    """What a line shows for a value JSON can't hold: bytes decoded, anything else its
+    ``str()``; redacted either way."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return redact_text(bytes(value).decode("utf-8", "replace"))
     return redact_text(safe_str(value))
 
 
