@@ -27,7 +27,7 @@ from typing import Any, Optional
 if __package__ in (None, ""):  # run as a file: make "benchmarks" importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import apps, frameworks, profiles
+from benchmarks import apps, cpus, frameworks, profiles
 from benchmarks.apps import Unavailable, need
 from benchmarks.filled import (
     ENDPOINTS,
@@ -553,6 +553,7 @@ def build_group(group: str, opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def serve(group: str, opts: dict[str, Any]) -> None:
+    cpus.pin(opts.get("cpu"))  # first: every thread started from here on is pinned too
     # Protocol on a private copy of stdout; anything the libraries print goes to stderr.
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
@@ -588,6 +589,8 @@ def serve(group: str, opts: dict[str, Any]) -> None:
             elif cmd["cmd"] == "info":
                 if subject.on_info is not None:
                     subject.on_info(subject.info)
+                if hasattr(os, "sched_getaffinity"):  # where it ran (benchmarks/cpus.py)
+                    subject.info["cpus"] = sorted(os.sched_getaffinity(0))
                 send({"info": subject.info})
             else:
                 send({"error": f"unknown command {cmd['cmd']!r}"})

@@ -575,6 +575,14 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _pinning(machine: dict[str, Any]) -> str:
+    """How the in-process workers were placed (benchmarks/cpus.py), for the Method line."""
+    pinning = machine.get("cpu_pinning") or {}
+    speeds = ", ".join(f"CPU {cpu} {ms} ms" for cpu, ms in pinning.get("speeds_ms", {}).items())
+    why = pinning.get("why", "not pinned")
+    return f"{why} (a fixed Python loop: {speeds})" if speeds else why
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     s = results["settings"]
@@ -601,7 +609,7 @@ def markdown(results: dict[str, Any]) -> str:
             if s["clock"] == "cpu"
             else "wall time (perf_counter_ns), CPU beside it"
         )
-        + ". HTTP: "
+        + f"; in-process workers {_pinning(m)}. HTTP: "
         f"{s['http_rounds']} x {s['http_seconds']} s per app, alternating, "
         f"{s['connections']} connections; probes {s['health_seconds']} s at 2 connections.",
         "",

@@ -29,7 +29,7 @@ from typing import Any, Optional
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import http_load, instructions, pipes, report
+from benchmarks import cpus, http_load, instructions, pipes, report
 from benchmarks.inprocess import GROUPS, SUBJECTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -208,7 +208,9 @@ def run_inprocess(args: argparse.Namespace, tmp: str, env: dict[str, str]) -> di
         sink = Sink(env)
     except Exception as error:
         log(f"sentry sink failed ({error}); Sentry rows will be n/a")
-    opts = {"tmp": tmp, "dsn": sink.dsn if sink else None}
+    # Every worker on the same CPU (benchmarks.cpus): pinned in the worker, before it builds
+    # anything, so every thread it starts is pinned too.
+    opts = {"tmp": tmp, "dsn": sink.dsn if sink else None, "cpu": args.pinning["cpu"]}
     workers: dict[str, Worker] = {}
     state: dict[str, dict[str, Any]] = {}  # subject -> {"status", "why", "info", ...}
     owner: dict[str, Worker] = {}
@@ -526,6 +528,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument("--callgrind-fw-n", type=int, default=300, help="callgrind, frameworks")
     parser.add_argument("--callgrind-fw-n2", type=int, default=1300, help="callgrind, frameworks")
+    parser.add_argument(
+        "--cpu",
+        default="fastest",
+        help="CPU for every in-process worker: fastest (of a short loop at the start; the "
+        "default), a CPU number, or none (unpinned); see benchmarks/cpus.py",
+    )
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", default=RESULTS, help="results directory")
@@ -533,6 +541,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         "--strict", action="store_true", help="exit 1 if any row errored (peers' rows too)"
     )
     args = parser.parse_args(argv)
+    try:
+        cpus.check(args.cpu)
+    except ValueError as error:
+        parser.error(str(error))
     quick = args.quick
     args.rounds = args.rounds or (1 if quick else 7)
     args.target_s = args.target_s or (0.02 if quick else 0.25)
@@ -549,9 +561,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     started = time.time()
     machine = report.machine_info()
+    args.pinning = machine["cpu_pinning"] = cpus.choose(args.cpu)
     log(
         f"{'quick' if args.quick else 'full'} run on {machine['cpu']} x{machine['cores']}, "
-        f"Python {machine['python']}"
+        f"Python {machine['python']}; in-process workers {args.pinning['why']} "
+        f"(loop ms by CPU: {args.pinning['speeds_ms'] or '-'})"
     )
     tmp = tempfile.mkdtemp(prefix="wsgi-observe-bench-")
     env = clean_env(tmp)

@@ -4,6 +4,7 @@ and a wsgi_observe configuration it cannot build fails the run instead of hiding
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -50,6 +51,12 @@ def test_quick_benchmark_runs_and_writes_its_reports(tmp_path):
         console = row["info"]["console_lines"]
         assert console["lines"] == console["requests"] > 0, row["id"]
     assert default["kernel_median"] is not None and len(default["kernel_rounds"]) == 1
+    # Every in-process worker ran on the one CPU chosen at the start (benchmarks/cpus.py).
+    pinning = data["machine"]["cpu_pinning"]
+    assert pinning["cpu"] in os.sched_getaffinity(0)
+    assert set(pinning["speeds_ms"]) == {str(cpu) for cpu in os.sched_getaffinity(0)}
+    assert f"in-process workers pinned to CPU {pinning['cpu']}" in table
+    assert default["info"]["cpus"] == [pinning["cpu"]]
 
 
 def _measured() -> dict[str, object]:
@@ -120,3 +127,41 @@ def test_the_fixed_millisecond_of_the_instruction_count_holds(monkeypatch):
     first, after, _stamp, _head = access._now
     assert first < 0 < 10**15 < after
     assert access._resync_clock not in files.tick_hooks
+
+
+def test_cpu_choice_is_checked_and_a_pinned_worker_pins_its_later_threads():
+    """``--cpu``: a bad value is one clear line; a worker pinned at its start runs every
+    thread it starts afterwards (the log flusher, Sentry's transport) on that CPU only."""
+    from benchmarks import cpus
+
+    for bad in ("x", "-1", "99999"):
+        with pytest.raises(ValueError, match="--cpu"):
+            cpus.check(bad)
+    assert cpus.choose("none")["cpu"] is None
+    allowed = sorted(os.sched_getaffinity(0))
+    chosen = cpus.choose("fastest")
+    assert chosen["cpu"] in allowed and len(chosen["speeds_ms"]) == len(allowed)
+    assert os.sched_getaffinity(0) == set(allowed)  # timing the CPUs put this process back
+    last = allowed[-1]
+    code = (
+        "import os, threading\n"
+        "from benchmarks import cpus\n"
+        f"cpus.pin({last})\n"
+        "seen = []\n"
+        "t = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0)))\n"
+        "t.start(); t.join()\n"
+        "print(sorted(os.sched_getaffinity(0)), sorted(seen[0]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split() == [f"[{last}]", f"[{last}]"], done.stderr
+    result = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--cpu", "banana"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--cpu 'banana': expected 'fastest', 'none' or a CPU number" in result.stderr
