@@ -342,6 +342,51 @@ def test_the_access_line_writes_odd_request_values_as_plain_text(
         assert series.by == {("OTHER", "2xx"): 1}
 
 
+@pytest.mark.parametrize(
+    ("values", "path", "endpoint"),
+    [
+        ({"PATH_INFO": b"/odd/7"}, "/odd/7", "/odd/<int>"),
+        ({"PATH_INFO": "/odd/café".encode()}, "/odd/café", "/odd/caf\xc3\xa9"),
+        ({"PATH_INFO": None}, "", "/"),
+        ({"PATH_INFO": 5}, "", "/"),
+        (
+            {"SCRIPT_NAME": b"/app", "PATH_INFO": b"/odd", "QUERY_STRING": b"token=s3cret&x=1"},
+            "/app/odd?token=[redacted]&x=1",
+            "/odd",
+        ),
+    ],
+    ids=["bytes", "bytes-utf-8", "none", "int", "bytes-script-and-query"],
+)
+@pytest.mark.parametrize("excluded", [(), ("/static",)], ids=["no-exclusions", "exclusions"])
+def test_a_path_that_is_not_a_str_is_served_counted_and_logged(
+    tmp_path: Path, values: dict[str, Any], path: str, endpoint: str, excluded: tuple[str, ...]
+) -> None:
+    """A server that broke PEP 3333 (PATH_INFO as bytes, None, a number): the app still
+    answers, also as the process's first request, the request is counted under a name, and
+    the access line and the app's own line show the path as text (secrets redacted), never
+    base64, a repr or a lost line."""
+    _setup(tmp_path)
+    app_log = logging.getLogger("test.odd")
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        app_log.info("inside")
+        return _hello(environ, start_response)
+
+    wrapped = _wrapped(app, exclude_paths=excluded)
+    environ = environ_for("/")
+    environ.update(values)
+    response = run(wrapped, environ, validate=False)
+    assert response.body == b"Hello, world!"
+    lines = [json.loads(line) for line in _raw_lines(tmp_path / "application.log")]
+    inside, access = lines
+    assert inside["message"] == "inside" and inside["request"]["path"] == path
+    assert access["logger"] == "wsgi_observe.access"
+    assert access["path"] == path and access["message"] == f"GET {path} 200 OK"
+    assert access["endpoint"] == endpoint
+    endpoints = wrapped.snapshot().endpoints
+    assert list(endpoints) == [endpoint] and endpoints[endpoint].count == 1
+
+
 _ACCESS = logging.getLogger("wsgi_observe.access")
 # Ways to silence the access logger between two requests, each with its undoing.
 _SILENCERS: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {

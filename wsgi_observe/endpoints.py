@@ -20,6 +20,7 @@ from collections.abc import MutableMapping
 from typing import Any, Optional, Protocol
 
 from ._text import escape_control
+from ._wsgi import native_path
 
 __all__ = [
     "OVERFLOW",
@@ -139,6 +140,8 @@ class EndpointNames:
                 if type(status) is str and status.startswith("404"):
                     return UNMATCHED
                 path = environ.get("PATH_INFO") or "/"
+                if type(path) is not str:  # a server that broke PEP 3333 (bytes, say)
+                    path = native_path(path) or "/"
                 name = self.paths.get(path)
                 if name is None:
                     name = self._admit(normalise_path(path))

@@ -503,7 +503,7 @@ class MetricsStore:
             and "werkzeug.request" not in environ
         ):
             path = environ.get("PATH_INFO")
-            if names.paths.get(path) == name:  # only paths the name cache holds
+            if type(path) is str and names.paths.get(path) == name:  # only paths it holds
                 by_path = self.by_path
                 if len(by_path) >= _PATH_CACHE:
                     by_path.clear()

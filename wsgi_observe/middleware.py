@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from . import multiprocess, reporting, tracing
 from ._guard import guarded
-from ._wsgi import Exchange
+from ._wsgi import Exchange, native_path
 from .config import Config, ConfigError
 from .endpoints import EndpointNames
 from .health import Checks, ReadinessRunner
@@ -177,8 +177,14 @@ class ObservabilityMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         detour = self._detour
-        if detour and path.startswith(detour) and self._take_detour(environ, path):
-            return self.app(environ, start_response)  # excluded: never timed or logged
+        if detour:
+            try:
+                excluded = path.startswith(detour) and self._take_detour(environ, path)
+            except (TypeError, AttributeError):  # not a str: a server that broke PEP 3333
+                path_text = native_path(path)
+                excluded = path_text.startswith(detour) and self._take_detour(environ, path_text)
+            if excluded:
+                return self.app(environ, start_response)  # excluded: never timed or logged
         handler = self._routes.get(path)
         if handler is not None:
             return handler(environ, start_response)

@@ -34,7 +34,6 @@ __all__ = ["status_code", "write_access_line"]
 
 _INFO = logging.INFO
 _join = " ".join
-_PATH_KEYS = ("PATH_INFO", "SCRIPT_NAME", "QUERY_STRING")
 _encode = msgspec.json.Encoder().encode
 _access_log = logging.getLogger("wsgi_observe.access")
 _parent_log = logging.getLogger("wsgi_observe")
@@ -181,13 +180,7 @@ def _plain_request(
     plain ``str`` (a server that broke PEP 3333's native strings) or the User-Agent is long:
     a subclass of ``str`` made a ``str``, bytes decoded and anything else its (redacted)
     ``str()``, as the careful encoder writes them; the User-Agent cut to 512 characters."""
-    raw = [environ.get(key) for key in _PATH_KEYS]
-    if all(value is None or type(value) is str for value in raw):
-        path = logged_path(environ)
-    else:
-        path = logged_path(
-            {**environ, **{k: _plain_text(v) or "" for k, v in zip(_PATH_KEYS, raw)}}
-        )
+    path = logged_path(environ)  # (it copes with values that are not a str)
     agent = _plain_text(agent)
     if agent is not None and len(agent) > 512:
         agent = agent[:512]

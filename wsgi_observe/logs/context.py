@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Optional
 
+from .._wsgi import native_path
 from ..redact import redact_query
 from ..tracing import TRACE_KEY, TraceContext, current_child
 
@@ -188,12 +189,17 @@ def logged_path(environ: Mapping[str, Any]) -> str:
         return block["path"]  # type: ignore[no-any-return]
     path = environ.get("PATH_INFO", "")
     script = environ.get("SCRIPT_NAME")
+    query = environ.get("QUERY_STRING")
+    if type(path) is not str or (script and type(script) is not str):
+        # A server that broke PEP 3333 (bytes, None): as the native strings they should be.
+        path, script = native_path(path), native_path(script)
     if script:
         path = script + path
     if not path.isascii():
         path = wsgi_text(path)
-    query = environ.get("QUERY_STRING")
     if query:
+        if type(query) is not str:
+            query = native_path(query)
         path = f"{path}?{redact_query(query if query.isascii() else wsgi_text(query))}"
     return path  # type: ignore[no-any-return]
 
