@@ -178,12 +178,13 @@ class ObservabilityMiddleware:
         path = environ.get("PATH_INFO", "")
         detour = self._detour
         if detour:
+            text = path
             try:
-                excluded = path.startswith(detour) and self._take_detour(environ, path)
+                excluded = path.startswith(detour)
             except (TypeError, AttributeError):  # not a str: a server that broke PEP 3333
-                path_text = native_path(path)
-                excluded = path_text.startswith(detour) and self._take_detour(environ, path_text)
-            if excluded:
+                text = native_path(path)
+                excluded = text.startswith(detour)
+            if excluded and self._take_detour(environ, text):
                 return self.app(environ, start_response)  # excluded: never timed or logged
         handler = self._routes.get(path)
         if handler is not None:

@@ -179,7 +179,8 @@ def _plain_request(
     """The method, logged path, address and User-Agent of the access line when one is not a
     plain ``str`` (a server that broke PEP 3333's native strings) or the User-Agent is long:
     a subclass of ``str`` made a ``str``, bytes decoded and anything else its (redacted)
-    ``str()``, as the careful encoder writes them; the User-Agent cut to 512 characters."""
+    ``str()``, as the careful encoder writes them; the User-Agent cut to 512 characters. The
+    path is :func:`logged_path`'s, which reads odd path values as PEP 3333's native strings."""
     path = logged_path(environ)  # (it copes with values that are not a str)
     agent = _plain_text(agent)
     if agent is not None and len(agent) > 512:
