@@ -50,8 +50,9 @@ __all__ = ["Exchange", "Finisher", "native_path"]
 def native_path(value: object) -> str:
     """A ``PATH_INFO`` that is not a ``str`` (a server that broke PEP 3333), as the native
     string it should have been: bytes decoded as latin-1 (as PEP 3333 would have), a ``str``
-    subclass made a ``str``, anything else (None, a number) the empty path. Used off the
-    per-request path only: where a str method raised, or when a new path is named."""
+    subclass made a ``str``, anything else (None, a number) the empty path. Called only
+    after a type check or a failed str method: where the exclusion check raised, when a new
+    path is named, and by ``logs.context.logged_path`` (once per request that logs)."""
     if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
